@@ -1,0 +1,584 @@
+"""Config models with Prequel Import's API field names.
+
+Each resource kind takes the object Prequel's ``POST /import/<resource>`` takes inside its wrapper
+key, plus a user-chosen ``id``. Unknown keys are errors. Plain strings may contain ``${ENV_VAR}``
+(resolved at load); secret fields are :class:`~prequel_dagster.config.secrets.Secret` (resolved
+only when a connection is made, and masked everywhere).
+"""
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, model_validator
+
+from .secrets import Secret, interpolate
+
+
+def _interpolate(value: Any) -> Any:
+    return interpolate(value) if isinstance(value, str) else value
+
+
+EnvStr = Annotated[str, BeforeValidator(_interpolate)]
+"""A string that may contain ``${ENV_VAR}``, resolved when the config is loaded."""
+
+ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+Id = Annotated[str, Field(pattern=ID_PATTERN)]
+
+
+class Block(BaseModel):
+    """A nested config object: unknown keys rejected."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Entry(Block):
+    """A top-level resource entry with a user-chosen id."""
+
+    id: Id
+    name: EnvStr
+
+
+def _exactly_one_block(model: BaseModel, selector: str, choices: tuple[str, ...]) -> None:
+    chosen = getattr(model, selector)
+    if getattr(model, chosen, None) is None:
+        raise ValueError(f"{selector} is '{chosen}' but the '{chosen}' block is missing; add `{chosen}: {{...}}`")
+    extra = [c for c in choices if c != chosen and getattr(model, c, None) is not None]
+    if extra:
+        raise ValueError(f"{selector} is '{chosen}' but the block(s) {', '.join(extra)} are also set; remove them")
+
+
+# ---------------------------------------------------------------------------- credentials
+
+
+class PasswordAuth(Block):
+    username: EnvStr
+    password: Secret
+
+
+class AwsAccessKeys(Block):
+    access_key_id: EnvStr
+    secret_access_key: Secret
+
+
+class RedshiftAccessKeys(Block):
+    access_id: EnvStr
+    secret_key: Secret
+    password: Secret | None = None
+
+
+class AwsIamRole(Block):
+    aws_iam_role_arn: EnvStr
+
+
+class GcpServiceAccountRole(Block):
+    service_account_email: EnvStr
+
+
+class GcpServiceAccountKey(Block):
+    service_account_email: EnvStr | None = None
+    service_account_key: Secret
+
+
+class GcsHmacKeys(Block):
+    access_id: EnvStr
+    secret: Secret
+
+
+class AzureSas(Block):
+    shared_access_signature_token: Secret
+
+
+class AzureAccountKey(Block):
+    account_key: Secret
+
+
+class PublicKeyAuth(Block):
+    public_key: EnvStr | None = None
+    private_key: Secret | None = None
+    private_key_passphrase: Secret | None = None
+
+
+class SshTunnel(Block):
+    ssh_tunnel_host: EnvStr
+    ssh_tunnel_port: int = 22
+    ssh_tunnel_username: EnvStr
+    ssh_private_key: Secret | None = None
+    ssh_public_key: EnvStr | None = None
+
+
+# ---------------------------------------------------------------------------- datalakes
+
+
+class LocalLake(Block):
+    path: EnvStr
+
+
+class S3Lake(Block):
+    bucket_name: EnvStr
+    bucket_region: EnvStr = "us-east-1"
+    prefix: EnvStr = ""
+    auth_method: Literal["aws_iam_role", "aws_access_keys", "default_credentials"] = "default_credentials"
+    aws_iam_role: AwsIamRole | None = None
+    aws_access_keys: AwsAccessKeys | None = None
+
+
+class S3CompatibleLake(Block):
+    host: EnvStr
+    port: int | None = None
+    bucket_name: EnvStr
+    region: EnvStr = "us-east-1"
+    prefix: EnvStr = ""
+    disable_ssl: bool = False
+    aws_access_keys: AwsAccessKeys
+
+
+class GcsLake(Block):
+    bucket_name: EnvStr
+    prefix: EnvStr = ""
+    auth_method: Literal["gcs_hmac_keys", "gcp_service_account_key", "default_credentials"] = "default_credentials"
+    gcs_hmac_keys: GcsHmacKeys | None = None
+    gcp_service_account_key: GcpServiceAccountKey | None = None
+    endpoint: EnvStr | None = None
+
+
+class AbsLake(Block):
+    bucket_name: EnvStr  # the blob container
+    storage_account_name: EnvStr
+    prefix: EnvStr = ""
+    auth_method: Literal["azure_service_shared_access_signature", "azure_storage_account_key"] = (
+        "azure_storage_account_key"
+    )
+    azure_service_shared_access_signature: AzureSas | None = None
+    azure_storage_account_key: AzureAccountKey | None = None
+    endpoint: EnvStr | None = None
+
+
+LAKE_KINDS = ("local", "s3", "s3_compatible", "gcs", "abs")
+
+
+class Datalake(Entry):
+    storage: Literal["local", "s3", "s3_compatible", "gcs", "abs"]
+    retention_window_days: int | None = Field(default=None, ge=1)
+    local: LocalLake | None = None
+    s3: S3Lake | None = None
+    s3_compatible: S3CompatibleLake | None = None
+    gcs: GcsLake | None = None
+    abs: AbsLake | None = None
+
+    @model_validator(mode="after")
+    def _one_block(self) -> "Datalake":
+        _exactly_one_block(self, "storage", LAKE_KINDS)
+        return self
+
+
+# ---------------------------------------------------------------------------- providers, products
+
+
+class Provider(Entry):
+    datalake_id: Id
+    products: list[EnvStr] = Field(min_length=1)
+    owners: list[str] = []
+
+
+class Product(Entry):
+    destinations: list[Id] = []
+
+
+# ---------------------------------------------------------------------------- sources
+
+
+class _Connection(Block):
+    use_ssh_tunnel: bool = False
+    ssh_tunnel: SshTunnel | None = None
+    disable_ssl: bool = False
+    connection_timeout_in_seconds: int = Field(default=30, ge=1)
+
+    @model_validator(mode="after")
+    def _tunnel(self) -> "_Connection":
+        if self.use_ssh_tunnel and self.ssh_tunnel is None:
+            raise ValueError("use_ssh_tunnel is true but the ssh_tunnel block is missing")
+        return self
+
+
+class PostgresSource(_Connection):
+    host: EnvStr
+    port: int = 5432
+    database: EnvStr
+    schema_: EnvStr | None = Field(default=None, alias="schema")
+    auth_method: Literal["password_auth"] = "password_auth"
+    password_auth: PasswordAuth
+
+
+class RedshiftSource(_Connection):
+    host: EnvStr
+    port: int = 5439
+    database: EnvStr
+    schema_: EnvStr | None = Field(default=None, alias="schema")
+    cluster: EnvStr | None = None
+    region: EnvStr | None = None
+    workgroup: EnvStr | None = None
+    username: EnvStr | None = None
+    auth_method: Literal["aws_access_keys", "aws_iam_role", "password_auth"] = "password_auth"
+    aws_access_keys: RedshiftAccessKeys | None = None
+    aws_iam_role: dict[str, EnvStr] | None = None
+    password_auth: PasswordAuth | None = None
+
+
+class RedshiftServerlessSource(RedshiftSource):
+    port: int = 5439
+
+
+class SnowflakeSource(Block):
+    host: EnvStr
+    port: int = 443
+    database: EnvStr
+    schema_: EnvStr | None = Field(default=None, alias="schema")
+    username: EnvStr
+    warehouse: EnvStr | None = None
+    role: EnvStr | None = None
+    auth_method: Literal["public_key_auth", "password_auth"] = "public_key_auth"
+    public_key_auth: PublicKeyAuth | None = None
+    password_auth: PasswordAuth | None = None
+    connection_timeout_in_seconds: int = Field(default=30, ge=1)
+
+
+class BigQuerySource(Block):
+    project_id: EnvStr
+    region: EnvStr | None = None
+    auth_method: Literal[
+        "gcp_service_account_role", "federated_gcp_service_account_role", "gcp_service_account_key"
+    ] = "gcp_service_account_key"
+    gcp_service_account_role: GcpServiceAccountRole | None = None
+    federated_gcp_service_account_role: GcpServiceAccountRole | None = None
+    gcp_service_account_key: GcpServiceAccountKey | None = None
+
+
+class S3Source(Block):
+    bucket_name: EnvStr
+    region: EnvStr = "us-east-1"
+    bucket_host: EnvStr | None = None
+    auth_method: Literal["aws_iam_role", "aws_access_keys", "default_credentials"] = "default_credentials"
+    aws_iam_role: AwsIamRole | None = None
+    aws_access_keys: AwsAccessKeys | None = None
+    use_ssh_tunnel: bool = False
+    ssh_tunnel: SshTunnel | None = None
+
+
+class S3CompatibleSource(Block):
+    host: EnvStr
+    port: int | None = None
+    bucket_name: EnvStr
+    region: EnvStr = "us-east-1"
+    disable_ssl: bool = False
+    aws_access_keys: AwsAccessKeys
+    use_ssh_tunnel: bool = False
+    ssh_tunnel: SshTunnel | None = None
+
+
+class GcsSource(Block):
+    bucket_name: EnvStr
+    region: EnvStr | None = None
+    auth_method: Literal[
+        "gcp_service_account_role", "federated_gcp_service_account_role", "gcs_hmac_keys", "gcp_service_account_key"
+    ] = "gcs_hmac_keys"
+    gcp_service_account_role: GcpServiceAccountRole | None = None
+    federated_gcp_service_account_role: GcpServiceAccountRole | None = None
+    gcs_hmac_keys: GcsHmacKeys | None = None
+    gcp_service_account_key: GcpServiceAccountKey | None = None
+
+
+class AbsSource(Block):
+    bucket_name: EnvStr
+    storage_account_name: EnvStr
+    auth_method: Literal["azure_service_shared_access_signature"] = "azure_service_shared_access_signature"
+    azure_service_shared_access_signature: AzureSas
+
+
+class SftpSource(Block):
+    host: EnvStr
+    port: int = 22
+    username: EnvStr
+    auth_method: Literal["public_key_auth", "password_auth"] = "public_key_auth"
+    public_key_auth: PublicKeyAuth | None = None
+    password_auth: dict[str, Secret] | None = None
+
+
+class SqliteSource(Block):
+    """The embedded default: a SQLite file, its path relative to the config file."""
+
+    path: EnvStr
+
+
+SOURCE_VENDORS = (
+    "postgres",
+    "redshift",
+    "redshift_serverless",
+    "snowflake",
+    "bigquery",
+    "s3",
+    "s3_compatible",
+    "gcs",
+    "abs",
+    "sftp",
+    "sqlite",
+)
+SQL_VENDORS = ("postgres", "redshift", "redshift_serverless", "snowflake", "bigquery", "sqlite")
+
+
+class Source(Entry):
+    vendor: Literal[
+        "postgres",
+        "redshift",
+        "redshift_serverless",
+        "snowflake",
+        "bigquery",
+        "s3",
+        "s3_compatible",
+        "gcs",
+        "abs",
+        "sftp",
+        "sqlite",
+    ]
+    provider_id: Id
+    postgres: PostgresSource | None = None
+    redshift: RedshiftSource | None = None
+    redshift_serverless: RedshiftServerlessSource | None = None
+    snowflake: SnowflakeSource | None = None
+    bigquery: BigQuerySource | None = None
+    s3: S3Source | None = None
+    s3_compatible: S3CompatibleSource | None = None
+    gcs: GcsSource | None = None
+    abs: AbsSource | None = None
+    sftp: SftpSource | None = None
+    sqlite: SqliteSource | None = None
+
+    @model_validator(mode="after")
+    def _one_block(self) -> "Source":
+        _exactly_one_block(self, "vendor", SOURCE_VENDORS)
+        return self
+
+    @property
+    def settings(self) -> Block:
+        """The vendor block (``self.postgres`` for ``vendor: postgres``)."""
+        return getattr(self, self.vendor)
+
+
+# ---------------------------------------------------------------------------- datasets
+
+
+class TableMethod(Block):
+    source_table_namespace: EnvStr | None = None
+    source_table_name: EnvStr
+
+
+class SqlMethod(Block):
+    query: str
+
+
+class GlobMethod(Block):
+    pattern: EnvStr
+    file_format: Literal["csv", "json", "parquet"] = "parquet"
+
+
+class Dimension(Block):
+    primary_key_column: str
+    last_modified_column: str | None = None
+    is_deleted_column: str | None = None
+
+
+class Fact(Block):
+    primary_key_column: str
+    created_at_column: str
+
+
+class Dataset(Entry):
+    source_id: Id
+    method: Literal["table", "sql", "glob"] = "table"
+    table: TableMethod | None = None
+    sql: SqlMethod | None = None
+    glob: GlobMethod | None = None
+    type: Literal["dimension", "fact"]
+    dimension: Dimension | None = None
+    fact: Fact | None = None
+    frequency_minutes: int = Field(default=60, ge=1)
+    lookback_seconds: int | None = Field(
+        default=None, ge=0, description="Re-read window before the cursor; default 30 s for postgres, 5 min otherwise."
+    )
+    description: str | None = None
+
+    @model_validator(mode="after")
+    def _blocks(self) -> "Dataset":
+        _exactly_one_block(self, "method", ("table", "sql", "glob"))
+        _exactly_one_block(self, "type", ("dimension", "fact"))
+        return self
+
+    @property
+    def primary_key(self) -> str:
+        return (self.dimension or self.fact).primary_key_column  # type: ignore[union-attr]
+
+    @property
+    def cursor_column(self) -> str | None:
+        """The column that makes reads incremental: last_modified for dimensions, created_at for facts."""
+        return self.fact.created_at_column if self.fact else self.dimension.last_modified_column  # type: ignore[union-attr]
+
+    @property
+    def is_deleted_column(self) -> str | None:
+        return self.dimension.is_deleted_column if self.dimension else None
+
+
+# ---------------------------------------------------------------------------- destinations
+
+
+HttpMethod = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
+
+
+class RequestTemplate(Block):
+    method: HttpMethod = "POST"
+    uri: EnvStr
+    headers: dict[str, Secret] = {}
+    body: str | None = None
+
+
+class WebhookBatch(Block):
+    request_template: RequestTemplate
+    format: Literal["json"] = "json"
+    max_records_per_batch: int = Field(default=1000, ge=1)
+    max_bytes_per_batch: int = Field(default=5_000_000, ge=1024)
+    gzip: bool = False
+    timeout_seconds: float = Field(default=30.0, gt=0)
+    max_attempts: int = Field(default=8, ge=1, description="Tries per batch before its records go to the dead letter.")
+
+
+class WebhookRecord(Block):
+    request_template: RequestTemplate
+    max_concurrency: int | None = Field(default=None, ge=1)
+    timeout_seconds: float = Field(default=30.0, gt=0)
+    max_attempts: int = Field(default=8, ge=1)
+
+
+class Destination(Entry):
+    type: Literal["webhook_batch", "webhook_record"]
+    record_schema: dict[str, Any]
+    max_records_per_minute: int = Field(default=3000, ge=1)
+    max_concurrency: int = Field(default=1, ge=1)
+    webhook_batch: WebhookBatch | None = None
+    webhook_record: WebhookRecord | None = None
+
+    @model_validator(mode="after")
+    def _one_block(self) -> "Destination":
+        _exactly_one_block(self, "type", ("webhook_batch", "webhook_record"))
+        if self.record_schema.get("type", "object") != "object":
+            raise ValueError("record_schema must describe an object (`type: object`)")
+        return self
+
+    @property
+    def webhook(self) -> WebhookBatch | WebhookRecord:
+        return self.webhook_batch or self.webhook_record  # type: ignore[return-value]
+
+
+# ---------------------------------------------------------------------------- streams
+
+
+class ColumnRef(Block):
+    name: str
+
+
+class Expression(Block):
+    expr: str
+
+
+class Mapping(Block):
+    target_field: str
+    field_type: Literal["field", "expression"]
+    column: ColumnRef | None = None
+    expression: Expression | None = None
+
+    @model_validator(mode="after")
+    def _one_block(self) -> "Mapping":
+        block = "column" if self.field_type == "field" else "expression"
+        if getattr(self, block) is None:
+            example = "column: {name: <source column>}" if block == "column" else 'expression: {expr: "<expression>"}'
+            raise ValueError(f"field_type is '{self.field_type}' but the '{block}' block is missing; add `{example}`")
+        other = "expression" if block == "column" else "column"
+        if getattr(self, other) is not None:
+            raise ValueError(f"field_type is '{self.field_type}' but an '{other}' block is also set; remove it")
+        return self
+
+
+class Stream(Entry):
+    dataset_id: Id
+    destination_id: Id
+    mappings: list[Mapping] = Field(min_length=1)
+    is_enabled: bool = True
+    description: str | None = None
+
+
+# ---------------------------------------------------------------------------- the whole file
+
+
+class PrequelConfig(Block):
+    """Everything one ``prequel.yaml`` declares."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    datalakes: list[Datalake] = []
+    providers: list[Provider] = []
+    products: list[Product] = []
+    sources: list[Source] = []
+    datasets: list[Dataset] = []
+    destinations: list[Destination] = []
+    streams: list[Stream] = []
+
+    _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
+    _origin: str = PrivateAttr(default="<config>")
+
+    @property
+    def base_dir(self) -> Path:
+        """Directory relative paths in the config (sqlite files, local lakes) are resolved against."""
+        return self._base_dir
+
+    @property
+    def origin(self) -> str:
+        return self._origin
+
+    def resolve_path(self, path: str) -> Path:
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else (self._base_dir / p).resolve()
+
+    # Lookups by id; the loader has checked every reference exists.
+    def datalake(self, id: str) -> Datalake:
+        return _by_id(self.datalakes, id)
+
+    def provider(self, id: str) -> Provider:
+        return _by_id(self.providers, id)
+
+    def source(self, id: str) -> Source:
+        return _by_id(self.sources, id)
+
+    def dataset(self, id: str) -> Dataset:
+        return _by_id(self.datasets, id)
+
+    def destination(self, id: str) -> Destination:
+        return _by_id(self.destinations, id)
+
+    def stream(self, id: str) -> Stream:
+        return _by_id(self.streams, id)
+
+    def provider_of_dataset(self, dataset: Dataset) -> Provider:
+        return self.provider(self.source(dataset.source_id).provider_id)
+
+    def streams_of_dataset(self, dataset_id: str) -> list[Stream]:
+        return [s for s in self.streams if s.dataset_id == dataset_id]
+
+
+def _by_id(items: list[Any], id: str) -> Any:
+    for item in items:
+        if item.id == id:
+            return item
+    raise KeyError(id)
+
+
+def sanitize_name(text: str) -> str:
+    """Dagster op and group names allow only ``[A-Za-z0-9_]``."""
+    return re.sub(r"[^A-Za-z0-9_]", "_", text)

@@ -1,0 +1,101 @@
+"""Secret values: resolved from the environment only when used, masked everywhere else.
+
+A :class:`Secret` keeps the *template* (``"${ACME_PG_PASSWORD}"``), never the value; ``reveal()``
+resolves it at connection time and registers the value with :func:`redact`, so any message
+the product emits afterwards has it replaced by ``***``.
+"""
+
+import os
+import re
+import threading
+from typing import Any
+
+from pydantic_core import core_schema
+
+ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+MASK = "********"
+
+_revealed: set[str] = set()
+_revealed_lock = threading.Lock()
+
+
+class MissingEnvironmentVariable(ValueError):
+    def __init__(self, name: str):
+        self.name = name
+        super().__init__(f"environment variable {name} is not set; export it before running")
+
+
+def interpolate(text: str, environ: dict[str, str] | None = None) -> str:
+    """Replace every ``${VAR}`` with its value; a missing variable is an error that names it."""
+    env = os.environ if environ is None else environ
+
+    def value(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in env:
+            raise MissingEnvironmentVariable(name)
+        return env[name]
+
+    return ENV_PATTERN.sub(value, text)
+
+
+def register_secret_value(value: str) -> None:
+    """Remember a secret value so that :func:`redact` masks it from now on."""
+    if len(value) >= 4:  # masking 1-3 character strings would garble every message
+        with _revealed_lock:
+            _revealed.add(value)
+
+
+def redact(text: str) -> str:
+    """Mask every secret value revealed so far in this process."""
+    with _revealed_lock:
+        values = sorted(_revealed, key=len, reverse=True)
+    for value in values:
+        if value in text:
+            text = text.replace(value, "***")
+    return text
+
+
+class Secret:
+    """A secret config value. ``str()`` and ``repr()`` never show it; ``reveal()`` does."""
+
+    __slots__ = ("_template",)
+
+    def __init__(self, template: str):
+        self._template = template
+
+    @property
+    def env_vars(self) -> list[str]:
+        return ENV_PATTERN.findall(self._template)
+
+    def reveal(self) -> str:
+        value = interpolate(self._template)
+        register_secret_value(value)
+        return value
+
+    def __repr__(self) -> str:
+        return f"Secret('{MASK}')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._template == self._template
+
+    def __hash__(self) -> int:
+        return hash(self._template)
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> core_schema.CoreSchema:
+        def build(value: Any) -> "Secret":
+            if isinstance(value, Secret):
+                return value
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                value = str(value)
+            if not isinstance(value, str):
+                raise ValueError("expected a string (use ${ENV_VAR} to read it from the environment)")
+            if not ENV_PATTERN.search(value):
+                register_secret_value(value)  # a literal secret is masked too
+            return cls(value)
+
+        return core_schema.no_info_plain_validator_function(
+            build, serialization=core_schema.plain_serializer_function_ser_schema(lambda s: MASK)
+        )

@@ -1,0 +1,509 @@
+"""Mapping expressions (an expr-lang subset) compiled to vectorised Arrow compute.
+
+Parsed once into a small AST, evaluated over a whole record batch: no ``eval``, no per-row Python.
+Supported: literals (numbers, strings, ``true``/``false``/``nil``, ``[lists]``), column
+references, ``+ - * /`` (``+`` concatenates when a side is a string), comparisons, ``&& || !``
+(also ``and or not``), ``in``, ``a ? b : c``, ``a ?? b`` and the functions in :data:`FUNCTIONS`.
+"""
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+
+class ExpressionError(ValueError):
+    """A bad expression: the message gives the column (1-based) where parsing failed."""
+
+
+# ---------------------------------------------------------------------------- AST
+
+
+@dataclass(frozen=True)
+class Literal:
+    value: Any
+    pos: int
+
+
+@dataclass(frozen=True)
+class ListLiteral:
+    items: tuple[Any, ...]
+    pos: int
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    pos: int
+
+
+@dataclass(frozen=True)
+class Unary:
+    op: str
+    operand: Any
+    pos: int
+
+
+@dataclass(frozen=True)
+class Binary:
+    op: str
+    left: Any
+    right: Any
+    pos: int
+
+
+@dataclass(frozen=True)
+class Conditional:
+    cond: Any
+    then: Any
+    otherwise: Any
+    pos: int
+
+
+@dataclass(frozen=True)
+class Call:
+    name: str
+    args: tuple[Any, ...]
+    pos: int
+
+
+Node = Literal | ListLiteral | Column | Unary | Binary | Conditional | Call
+
+# ---------------------------------------------------------------------------- tokens
+
+_TWO_CHAR = {"==", "!=", "<=", ">=", "&&", "||", "??"}
+_ONE_CHAR = set("+-*/<>!()?:,[]")
+_WORD_OPS = {"and": "&&", "or": "||", "not": "!", "in": "in"}
+
+
+@dataclass(frozen=True)
+class _Token:
+    kind: str  # num, str, ident, op, end
+    text: str
+    value: Any
+    pos: int
+
+
+def _tokenize(src: str) -> list[_Token]:
+    tokens: list[_Token] = []
+    i, n = 0, len(src)
+    while i < n:
+        c = src[i]
+        if c.isspace():
+            i += 1
+        elif c.isdigit() or (c == "." and i + 1 < n and src[i + 1].isdigit()):
+            j = i
+            while j < n and (src[j].isdigit() or src[j] in "._"):
+                j += 1
+            text = src[i:j].replace("_", "")
+            value = float(text) if "." in text else int(text)
+            tokens.append(_Token("num", src[i:j], value, i))
+            i = j
+        elif c in "\"'":
+            j, out = i + 1, []
+            while j < n and src[j] != c:
+                if src[j] == "\\" and j + 1 < n:
+                    out.append({"n": "\n", "t": "\t", "\\": "\\", '"': '"', "'": "'"}.get(src[j + 1], src[j + 1]))
+                    j += 2
+                else:
+                    out.append(src[j])
+                    j += 1
+            if j >= n:
+                raise ExpressionError(f"unterminated string starting at column {i + 1}")
+            tokens.append(_Token("str", src[i : j + 1], "".join(out), i))
+            i = j + 1
+        elif c.isalpha() or c == "_":
+            j = i
+            while j < n and (src[j].isalnum() or src[j] in "_"):
+                j += 1
+            word = src[i:j]
+            if word in _WORD_OPS:
+                tokens.append(_Token("op", _WORD_OPS[word], None, i))
+            else:
+                tokens.append(_Token("ident", word, None, i))
+            i = j
+        elif c == "`":
+            j = src.find("`", i + 1)
+            if j < 0:
+                raise ExpressionError(f"unterminated `quoted column` starting at column {i + 1}")
+            tokens.append(_Token("ident", src[i + 1 : j], None, i))
+            i = j + 1
+        elif src[i : i + 2] in _TWO_CHAR:
+            tokens.append(_Token("op", src[i : i + 2], None, i))
+            i += 2
+        elif c in _ONE_CHAR:
+            tokens.append(_Token("op", c, None, i))
+            i += 1
+        else:
+            raise ExpressionError(f"unexpected character {c!r} at column {i + 1}")
+    tokens.append(_Token("end", "end of expression", None, n))
+    return tokens
+
+
+# ---------------------------------------------------------------------------- parser (precedence climbing)
+
+_BINARY_PRECEDENCE = {
+    "??": 1,
+    "||": 2,
+    "&&": 3,
+    "==": 4,
+    "!=": 4,
+    "<": 4,
+    ">": 4,
+    "<=": 4,
+    ">=": 4,
+    "in": 4,
+    "+": 5,
+    "-": 5,
+    "*": 6,
+    "/": 6,
+}
+
+
+class _Parser:
+    def __init__(self, src: str):
+        self.tokens = _tokenize(src)
+        self.i = 0
+
+    def peek(self) -> _Token:
+        return self.tokens[self.i]
+
+    def next(self) -> _Token:
+        tok = self.tokens[self.i]
+        self.i += 1
+        return tok
+
+    def expect(self, text: str) -> _Token:
+        tok = self.next()
+        if tok.text != text or tok.kind not in ("op",):
+            raise ExpressionError(f"expected '{text}' at column {tok.pos + 1}, found '{tok.text}'")
+        return tok
+
+    def parse(self) -> Node:
+        node = self.ternary()
+        tok = self.peek()
+        if tok.kind != "end":
+            raise ExpressionError(f"unexpected '{tok.text}' at column {tok.pos + 1}")
+        return node
+
+    def ternary(self) -> Node:
+        cond = self.binary(1)
+        tok = self.peek()
+        if tok.kind == "op" and tok.text == "?":
+            self.next()
+            then = self.ternary()
+            self.expect(":")
+            otherwise = self.ternary()
+            return Conditional(cond, then, otherwise, tok.pos)
+        return cond
+
+    def binary(self, min_prec: int) -> Node:
+        left = self.unary()
+        while True:
+            tok = self.peek()
+            prec = _BINARY_PRECEDENCE.get(tok.text) if tok.kind == "op" else None
+            if prec is None or prec < min_prec:
+                return left
+            self.next()
+            right = self.binary(prec + 1)
+            left = Binary(tok.text, left, right, tok.pos)
+
+    def unary(self) -> Node:
+        tok = self.peek()
+        if tok.kind == "op" and tok.text in ("!", "-", "+"):
+            self.next()
+            operand = self.unary()
+            return operand if tok.text == "+" else Unary(tok.text, operand, tok.pos)
+        return self.primary()
+
+    def primary(self) -> Node:
+        tok = self.next()
+        if tok.kind in ("num", "str"):
+            return Literal(tok.value, tok.pos)
+        if tok.kind == "ident":
+            if tok.text in ("true", "false"):
+                return Literal(tok.text == "true", tok.pos)
+            if tok.text in ("nil", "null"):
+                return Literal(None, tok.pos)
+            if self.peek().text == "(" and self.peek().kind == "op":
+                self.next()
+                args: list[Node] = []
+                if self.peek().text != ")":
+                    args.append(self.ternary())
+                    while self.peek().text == ",":
+                        self.next()
+                        args.append(self.ternary())
+                self.expect(")")
+                name = tok.text
+                if name.upper() not in FUNCTIONS and name not in FUNCTIONS:
+                    known = ", ".join(sorted(FUNCTIONS))
+                    raise ExpressionError(f"unknown function '{name}' at column {tok.pos + 1} (known: {known})")
+                return Call(name, tuple(args), tok.pos)
+            return Column(tok.text, tok.pos)
+        if tok.kind == "op" and tok.text == "(":
+            node = self.ternary()
+            self.expect(")")
+            return node
+        if tok.kind == "op" and tok.text == "[":
+            items: list[Any] = []
+            while self.peek().text != "]":
+                item = self.primary()
+                if not isinstance(item, Literal):
+                    raise ExpressionError(f"list items must be literals (column {item.pos + 1})")
+                items.append(item.value)
+                if self.peek().text == ",":
+                    self.next()
+            self.expect("]")
+            return ListLiteral(tuple(items), tok.pos)
+        raise ExpressionError(f"unexpected '{tok.text}' at column {tok.pos + 1}")
+
+
+@lru_cache(maxsize=4096)
+def parse_expression(src: str) -> Node:
+    """Parse an expression; raises :class:`ExpressionError` naming the column of the problem."""
+    if not src.strip():
+        raise ExpressionError("empty expression")
+    return _Parser(src).parse()
+
+
+def referenced_columns(node: Node) -> list[str]:
+    """Source columns an expression reads, in first-use order (for column lineage)."""
+    out: list[str] = []
+
+    def walk(n: Any) -> None:
+        if isinstance(n, Column):
+            if n.name not in out:
+                out.append(n.name)
+        elif isinstance(n, Unary):
+            walk(n.operand)
+        elif isinstance(n, Binary):
+            walk(n.left)
+            walk(n.right)
+        elif isinstance(n, Conditional):
+            walk(n.cond)
+            walk(n.then)
+            walk(n.otherwise)
+        elif isinstance(n, Call):
+            for a in n.args:
+                walk(a)
+
+    walk(node)
+    return out
+
+
+# ---------------------------------------------------------------------------- evaluation
+
+Value = pa.Array | pa.ChunkedArray | pa.Scalar
+
+
+def _type(v: Value) -> pa.DataType:
+    return v.type
+
+
+def _is_string(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t)
+
+
+def _is_null_literal(v: Value) -> bool:
+    return isinstance(v, pa.Scalar) and pa.types.is_null(v.type)
+
+
+def to_string(v: Value) -> Value:
+    """``string(x)``: RFC 3339 for timestamps, ``true``/``false`` for booleans, plain text otherwise."""
+    t = _type(v)
+    if _is_string(t):
+        return v
+    if pa.types.is_timestamp(t):
+        fmt = "%Y-%m-%dT%H:%M:%S" + ("Z" if t.tz else "")
+        if t.tz and t.tz.upper() not in ("UTC", "Z", "+00:00"):
+            v = pc.cast(v, pa.timestamp(t.unit, "UTC"))
+        return pc.strftime(v, format=fmt)
+    if pa.types.is_date(t):
+        return pc.strftime(v, format="%Y-%m-%d")
+    if pa.types.is_null(t):
+        return pa.scalar(None, pa.string())
+    return pc.cast(v, pa.string())
+
+
+def _numeric(v: Value, pos: int, op: str) -> Value:
+    t = _type(v)
+    if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t) or pa.types.is_null(t):
+        return v
+    if pa.types.is_boolean(t):
+        return pc.cast(v, pa.int64())
+    raise ExpressionError(f"'{op}' at column {pos + 1} needs numbers, got {t}")
+
+
+def _align_decimal(a: Value, b: Value) -> tuple[Value, Value]:
+    # Decimal arithmetic with floats is rejected by Arrow; compute in float64 then.
+    ta, tb = _type(a), _type(b)
+    if pa.types.is_decimal(ta) and pa.types.is_floating(tb):
+        a = pc.cast(a, pa.float64())
+    if pa.types.is_decimal(tb) and pa.types.is_floating(ta):
+        b = pc.cast(b, pa.float64())
+    return a, b
+
+
+def _compare(op: str, a: Value, b: Value, pos: int) -> Value:
+    if op in ("==", "!=") and (_is_null_literal(a) or _is_null_literal(b)):
+        other = b if _is_null_literal(a) else a
+        return pc.is_null(other) if op == "==" else pc.is_valid(other)
+    ta, tb = _type(a), _type(b)
+    if _is_string(ta) != _is_string(tb) and not (pa.types.is_null(ta) or pa.types.is_null(tb)):
+        if pa.types.is_timestamp(ta) and _is_string(tb):
+            b = pc.cast(b, ta)
+        elif pa.types.is_timestamp(tb) and _is_string(ta):
+            a = pc.cast(a, tb)
+        else:
+            raise ExpressionError(f"'{op}' at column {pos + 1} compares {ta} with {tb}; convert one side first")
+    a, b = _align_decimal(a, b)
+    fn = {"==": pc.equal, "!=": pc.not_equal, "<": pc.less, ">": pc.greater, "<=": pc.less_equal, ">=": pc.greater_equal}
+    return fn[op](a, b)
+
+
+def _boolean(v: Value, pos: int) -> Value:
+    if not pa.types.is_boolean(_type(v)) and not pa.types.is_null(_type(v)):
+        raise ExpressionError(f"expected a boolean at column {pos + 1}, got {_type(v)}")
+    return v
+
+
+class _Evaluator:
+    def __init__(self, batch: pa.RecordBatch | pa.Table, now: dt.datetime):
+        self.batch = batch
+        self.now = now
+
+    def eval(self, node: Node) -> Value:
+        if isinstance(node, Literal):
+            return pa.scalar(node.value)
+        if isinstance(node, ListLiteral):
+            return pa.array(list(node.items))
+        if isinstance(node, Column):
+            try:
+                return self.batch.column(node.name)
+            except KeyError:
+                names = ", ".join(self.batch.schema.names)
+                raise ExpressionError(f"unknown column '{node.name}' at column {node.pos + 1} (columns: {names})") from None
+        if isinstance(node, Unary):
+            v = self.eval(node.operand)
+            if node.op == "!":
+                return pc.invert(_boolean(v, node.pos))
+            return pc.negate_checked(_numeric(v, node.pos, "-"))
+        if isinstance(node, Conditional):
+            return _if(self.eval(node.cond), self.eval(node.then), self.eval(node.otherwise), node.pos)
+        if isinstance(node, Call):
+            fn = FUNCTIONS.get(node.name) or FUNCTIONS[node.name.upper()]
+            args = [self.eval(a) for a in node.args]
+            try:
+                return fn(self, node, *args)
+            except TypeError as exc:
+                if "positional argument" in str(exc):
+                    raise ExpressionError(f"{node.name}() at column {node.pos + 1}: wrong number of arguments") from None
+                raise
+        assert isinstance(node, Binary)
+        a, b = self.eval(node.left), self.eval(node.right)
+        op = node.op
+        if op == "+" and (_is_string(_type(a)) or _is_string(_type(b))):
+            return pc.binary_join_element_wise(to_string(a), to_string(b), "")
+        if op in ("+", "-", "*", "/"):
+            a, b = _align_decimal(_numeric(a, node.pos, op), _numeric(b, node.pos, op))
+            if op == "/":
+                if not pa.types.is_decimal(_type(a)):
+                    a = pc.cast(a, pa.float64())
+                return pc.divide(a, b)
+            return {"+": pc.add_checked, "-": pc.subtract_checked, "*": pc.multiply_checked}[op](a, b)
+        if op in ("==", "!=", "<", ">", "<=", ">="):
+            return _compare(op, a, b, node.pos)
+        if op == "&&":
+            return pc.and_kleene(_boolean(a, node.pos), _boolean(b, node.pos))
+        if op == "||":
+            return pc.or_kleene(_boolean(a, node.pos), _boolean(b, node.pos))
+        if op == "??":
+            return pc.coalesce(a, b)
+        if op == "in":
+            if not isinstance(b, pa.Array):
+                raise ExpressionError(f"'in' at column {node.pos + 1} needs a [list] on its right")
+            if isinstance(a, pa.Scalar):
+                return pa.scalar(a.as_py() in b.to_pylist())
+            return pc.is_in(a, value_set=b.cast(_type(a)))
+        raise ExpressionError(f"unsupported operator '{op}' at column {node.pos + 1}")
+
+
+def _if(cond: Value, then: Value, otherwise: Value, pos: int) -> Value:
+    cond = pc.fill_null(_boolean(cond, pos), False) if not isinstance(cond, pa.Scalar) else cond
+    if isinstance(cond, pa.Scalar):
+        return then if cond.as_py() else otherwise
+    tt, to = _type(then), _type(otherwise)
+    if tt != to:
+        if pa.types.is_null(tt):
+            then = pa.scalar(None, to) if isinstance(then, pa.Scalar) else then.cast(to)
+        elif pa.types.is_null(to):
+            otherwise = pa.scalar(None, tt) if isinstance(otherwise, pa.Scalar) else otherwise.cast(tt)
+        elif _is_string(tt) or _is_string(to):
+            then, otherwise = to_string(then), to_string(otherwise)
+    return pc.if_else(cond, then, otherwise)
+
+
+def _int_arg(v: Value, node: Call) -> int:
+    if not isinstance(v, pa.Scalar) or not pa.types.is_integer(v.type):
+        raise ExpressionError(f"{node.name}() at column {node.pos + 1}: the length must be an integer literal")
+    return v.as_py()
+
+
+def _slice(v: Value, start: int, stop: int | None) -> Value:
+    return pc.utf8_slice_codeunits(to_string(v), start=start, stop=stop if stop is not None else 2**31 - 1)
+
+
+def _to_int(ev: _Evaluator, node: Call, v: Value) -> Value:
+    t = _type(v)
+    if _is_string(t):
+        v = pc.cast(pc.utf8_trim_whitespace(v), pa.float64())
+    if pa.types.is_floating(pc.cast(v, pa.float64()).type) and not pa.types.is_integer(t):
+        v = pc.trunc(pc.cast(v, pa.float64()))
+    return pc.cast(v, pa.int64())
+
+
+def _timestampvalue(ev: _Evaluator, node: Call, v: Value) -> Value:
+    if pa.types.is_timestamp(_type(v)):
+        return v
+    text = to_string(v)
+    try:
+        return pc.cast(text, pa.timestamp("us", "UTC"))
+    except pa.ArrowInvalid:
+        return pc.cast(pc.strptime(text, format="%Y-%m-%d", unit="us"), pa.timestamp("us", "UTC"))
+
+
+FUNCTIONS: dict[str, Callable[..., Value]] = {
+    "string": lambda ev, node, v: to_string(v),
+    "int": _to_int,
+    "float": lambda ev, node, v: pc.cast(pc.utf8_trim_whitespace(v) if _is_string(_type(v)) else v, pa.float64()),
+    "lower": lambda ev, node, v: pc.utf8_lower(to_string(v)),
+    "upper": lambda ev, node, v: pc.utf8_upper(to_string(v)),
+    "trim": lambda ev, node, v: pc.utf8_trim_whitespace(to_string(v)),
+    "len": lambda ev, node, v: pc.cast(pc.utf8_length(to_string(v)), pa.int64()),
+    "IF": lambda ev, node, c, a, b: _if(c, a, b, node.pos),
+    "CONCATENATE": lambda ev, node, *vs: pc.binary_join_element_wise(*[to_string(v) for v in vs], ""),
+    "LEFT": lambda ev, node, v, n: _slice(v, 0, _int_arg(n, node)),
+    "RIGHT": lambda ev, node, v, n: _slice(v, -_int_arg(n, node), None) if _int_arg(n, node) else pa.scalar(""),
+    "MID": lambda ev, node, v, s, n: _slice(v, _int_arg(s, node) - 1, _int_arg(s, node) - 1 + _int_arg(n, node)),
+    "SUBSTITUTE": lambda ev, node, v, old, new: pc.replace_substring(
+        to_string(v), pattern=old.as_py(), replacement=new.as_py()
+    ),
+    "PROPER": lambda ev, node, v: pc.utf8_title(to_string(v)),
+    "TEXTSPLIT": lambda ev, node, v, d: pc.split_pattern(to_string(v), pattern=d.as_py()),
+    "TIMESTAMPVALUE": _timestampvalue,
+    "TODAY": lambda ev, node: pa.scalar(ev.now.date().isoformat()),
+}
+
+
+def evaluate(node: Node, batch: pa.RecordBatch | pa.Table, *, now: dt.datetime | None = None) -> pa.Array:
+    """Evaluate over every row of ``batch``; the result has one value per row."""
+    value = _Evaluator(batch, now or dt.datetime.now(dt.timezone.utc)).eval(node)
+    if isinstance(value, pa.ChunkedArray):
+        value = value.combine_chunks()
+    if isinstance(value, pa.Scalar):
+        value = pa.array([value.as_py()] * batch.num_rows, type=value.type if not pa.types.is_null(value.type) else None)
+    return value
