@@ -95,13 +95,10 @@ def validate_records(table: pa.Table, record_schema: dict[str, Any]) -> Validate
     for name in required - set(table.column_names):
         messages.append(pa.array([f"required field '{name}' is not mapped"] * n, pa.string()))
 
-    if messages:
-        violations = messages[0] if len(messages) == 1 else pc.binary_join_element_wise(
-            *messages, "; ", null_handling="skip"
-        )
-        violations = pc.if_else(pc.equal(violations, ""), pa.scalar(None, pa.string()), violations)
-    else:
-        violations = pa.nulls(n, pa.string())
+    violations = pa.nulls(n, pa.string())
+    for message in messages:  # join the non-null messages of each row with "; "
+        joined = pc.binary_join_element_wise(violations, message, "; ")
+        violations = pc.coalesce(joined, violations, message)
     valid_mask = pc.is_null(violations)
     converted_table = pa.Table.from_arrays(columns, names=names) if columns else table
     return Validated(valid=converted_table.filter(valid_mask), valid_mask=valid_mask, violations=violations)
