@@ -2,7 +2,8 @@
 
 Mapped columns are converted to the JSON representation the schema asks for (timestamps to
 RFC 3339 strings, decimals to numbers or strings); a value that cannot be represented, or a
-required field that is null, makes that record invalid with a message that says why.
+required field that is null, makes that record invalid with a message that says why. Optional
+fields without a value are left out of the delivered record (see ``delivery.wire``).
 """
 
 from dataclasses import dataclass
@@ -83,8 +84,8 @@ def validate_records(table: pa.Table, record_schema: dict[str, Any]) -> Validate
         converted, problem = _convert(col, types, name)
         if problem:
             messages.append(pa.array([problem] * n, pa.string()))
-        if name in required or (types and not nullable):
-            null_msg = f"required field '{name}' is null" if name in required else f"'{name}' may not be null"
+        if name in required and not nullable:
+            null_msg = f"required field '{name}' is null"
             messages.append(pc.if_else(pc.is_null(converted), null_msg, pa.scalar(None, pa.string())))
         enum = props.get(name, {}).get("enum")
         if enum is not None and not problem:
