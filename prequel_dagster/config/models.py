@@ -447,7 +447,9 @@ class WebhookBatch(Block):
     max_bytes_per_batch: int = Field(default=5_000_000, ge=1024)
     gzip: bool = False
     timeout_seconds: float = Field(default=30.0, gt=0)
-    max_attempts: int = Field(default=8, ge=1, description="Tries per batch before its records go to the dead letter.")
+    max_attempts: int = Field(default=8, ge=1, description="Tries per request before the load stops (records stay pending).")
+    retry_initial_backoff_seconds: float = Field(default=1.0, ge=0)
+    retry_max_backoff_seconds: float = Field(default=60.0, ge=0)
 
 
 class WebhookRecord(Block):
@@ -455,6 +457,8 @@ class WebhookRecord(Block):
     max_concurrency: int | None = Field(default=None, ge=1)
     timeout_seconds: float = Field(default=30.0, gt=0)
     max_attempts: int = Field(default=8, ge=1)
+    retry_initial_backoff_seconds: float = Field(default=1.0, ge=0)
+    retry_max_backoff_seconds: float = Field(default=60.0, ge=0)
 
 
 class Destination(Entry):

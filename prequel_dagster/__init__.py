@@ -1,0 +1,1 @@
+"""prequel_dagster."""

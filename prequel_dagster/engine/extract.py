@@ -1,0 +1,143 @@
+"""Extract: read new and changed rows of one provider dataset into the datalake, atomically."""
+
+import datetime as dt
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..config.errors import SourceError
+from ..config.models import PrequelConfig
+from ..lake.changes import ExtractCounts, classify, latest_versions
+from ..lake.commits import OP_COLUMN, Commit, DatasetLog
+from ..lake.storage import LakeStorage, open_storage
+from ..sources import lookback_seconds, open_reader
+
+Log = Callable[[str], None]
+PROGRESS_EVERY_SECONDS = 5.0
+
+
+@dataclass
+class ExtractResult:
+    dataset_id: str
+    provider_id: str
+    counts: ExtractCounts
+    commit: Commit | None  # None when nothing changed and the cursor did not move
+    cursor: Any
+    previous_cursor: Any
+    schema: pa.Schema | None
+    row_count: int
+    rows_written: int
+    seconds: float
+    data_uri: str
+    schema_changes: list[str] = field(default_factory=list)
+
+
+def lower_bound(cursor: Any, lookback: int) -> Any:
+    """Re-read from ``cursor - lookback`` so late or equal timestamps are not missed."""
+    if cursor is None or not lookback:
+        return cursor
+    if isinstance(cursor, dt.datetime):
+        return cursor - dt.timedelta(seconds=lookback)
+    return cursor
+
+
+def _max_value(values: pa.ChunkedArray | pa.Array) -> Any:
+    if values.null_count == len(values):
+        return None
+    return pc.max(values).as_py()
+
+
+def describe_schema_changes(before: pa.Schema | None, after: pa.Schema | None) -> list[str]:
+    if before is None or after is None:
+        return []
+    changes = []
+    old = {f.name: f.type for f in before if f.name != OP_COLUMN}
+    new = {f.name: f.type for f in after if f.name != OP_COLUMN}
+    changes += [f"column added: {n} ({t})" for n, t in new.items() if n not in old]
+    changes += [f"column dropped: {n} (kept in the lake; new rows have it null)" for n in old if n not in new]
+    changes += [f"column type changed: {n} {old[n]} -> {t}" for n, t in new.items() if n in old and old[n] != t]
+    return changes
+
+
+def run_extract(
+    config: PrequelConfig,
+    dataset_id: str,
+    *,
+    storage: LakeStorage | None = None,
+    run_id: str | None = None,
+    log: Log = lambda message: None,
+) -> ExtractResult:
+    """One Extract of a dataset: read changed rows, classify them against the lake, commit."""
+    started = time.monotonic()
+    dataset = config.dataset(dataset_id)
+    source = config.source(dataset.source_id)
+    provider = config.provider(source.provider_id)
+    storage = storage or open_storage(config.datalake(provider.datalake_id), config)
+    lake = DatasetLog(storage, provider.id, dataset.id)
+    latest = lake.latest()
+    previous_cursor = latest.cursor if latest else None
+    key = dataset.primary_key
+    reader = open_reader(source, dataset, config)
+
+    bound = lower_bound(previous_cursor, lookback_seconds(source, dataset)) if dataset.cursor_column else None
+    log(
+        f"extracting dataset '{dataset.id}' of provider '{provider.id}' from source '{source.id}' "
+        + (f"(rows with {dataset.cursor_column} >= {bound})" if bound is not None else "(full read)")
+    )
+    counts = ExtractCounts()
+    cursor = previous_cursor
+    writer = lake.begin()
+    source_schema: pa.Schema | None = None
+    last_report = time.monotonic()
+    try:
+        for batch in reader.read(bound):
+            table = pa.Table.from_batches([batch])
+            source_schema = source_schema or table.schema
+            if key not in table.column_names:
+                raise SourceError(
+                    f"dataset '{dataset.id}': primary_key_column '{key}' is not a column of the source "
+                    f"(columns: {', '.join(table.column_names)})"
+                )
+            previous = latest_versions(lake, table.column(key).combine_chunks(), key) if latest else None
+            result = classify(
+                table, previous, key=key, deleted_column=dataset.is_deleted_column, append_only=dataset.type == "fact"
+            )
+            writer.write(result.changed)
+            counts.add(result.counts)
+            if dataset.cursor_column and dataset.cursor_column in table.column_names:
+                high = _max_value(table.column(dataset.cursor_column))
+                if high is not None and (cursor is None or high > cursor):
+                    cursor = high
+            if time.monotonic() - last_report >= PROGRESS_EVERY_SECONDS:
+                last_report = time.monotonic()
+                rate = counts.records_processed / max(1e-9, last_report - started)
+                log(f"  {counts.records_processed:,} rows read, {writer.rows:,} changed, {rate:,.0f} rows/s")
+        if writer.rows == 0 and cursor == previous_cursor:
+            writer.abort()
+            commit = None
+        else:
+            row_count = (latest.row_count if latest else 0) + counts.records_new_inserted
+            commit = writer.commit(cursor=cursor, counts=counts.as_dict(), row_count=row_count, run_id=run_id)
+    except BaseException:
+        writer.abort()
+        raise
+
+    schema = lake.schema()
+    return ExtractResult(
+        dataset_id=dataset.id,
+        provider_id=provider.id,
+        counts=counts,
+        commit=commit,
+        cursor=cursor,
+        previous_cursor=previous_cursor,
+        schema=schema,
+        row_count=(commit or latest).row_count if (commit or latest) else 0,
+        rows_written=writer.rows if commit else 0,
+        seconds=time.monotonic() - started,
+        data_uri=storage.uri(lake.directory),
+        schema_changes=describe_schema_changes(latest.schema if latest else None, source_schema),
+    )

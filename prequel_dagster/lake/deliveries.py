@@ -1,0 +1,117 @@
+"""Per-stream delivery state in the lake: what was delivered, the open load, the dead letters.
+
+A load first records its plan (the commit range it covers, its load id), then each batch the
+endpoint acknowledged, and finally a ``_deliveries/<seq>.json`` marker that moves the stream past
+the range. After a crash the plan is found again and resumed: same load id, same batch ids, and
+only the batches that were not acknowledged are sent.
+"""
+
+import datetime as dt
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from . import layout
+from .storage import LakeStorage
+
+DEAD_LETTER_SCHEMA = pa.schema(
+    [
+        ("record", pa.string()),
+        ("is_deleted", pa.bool_()),
+        ("reason", pa.string()),
+        ("load_id", pa.string()),
+        ("batch_id", pa.string()),
+    ]
+)
+
+
+@dataclass
+class LoadPlan:
+    load_id: str
+    from_commit: int
+    to_commit: int
+    acked: set[int] = field(default_factory=set)
+    rejected: set[int] = field(default_factory=set)
+    started_at: str = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc).isoformat())
+
+    def done(self, batch_no: int) -> bool:
+        return batch_no in self.acked or batch_no in self.rejected
+
+    def to_json(self) -> bytes:
+        return json.dumps(
+            {
+                "load_id": self.load_id,
+                "from_commit": self.from_commit,
+                "to_commit": self.to_commit,
+                "acked": sorted(self.acked),
+                "rejected": sorted(self.rejected),
+                "started_at": self.started_at,
+            }
+        ).encode()
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "LoadPlan":
+        return cls(
+            data["load_id"], data["from_commit"], data["to_commit"], set(data["acked"]), set(data["rejected"]),
+            data["started_at"],
+        )
+
+
+class StreamState:
+    def __init__(self, storage: LakeStorage, provider_id: str, stream_id: str):
+        self.storage = storage
+        self.directory = layout.stream_dir(provider_id, stream_id)
+
+    @property
+    def plan_path(self) -> str:
+        return f"{self.directory}/_pending/load.json"
+
+    def _markers(self) -> list[int]:
+        names = self.storage.list_names(f"{self.directory}/_deliveries")
+        return sorted(s for s in (layout.parse_seq(n) for n in names) if s is not None)
+
+    def delivered_through(self) -> int:
+        """The last dataset commit whose records were all delivered (or dead-lettered)."""
+        markers = self._markers()
+        if not markers:
+            return 0
+        data = json.loads(self.storage.read_bytes(f"{self.directory}/_deliveries/{layout.seq_name(markers[-1])}"))
+        return data["through_commit"]
+
+    def open_plan(self) -> LoadPlan | None:
+        if not self.storage.exists(self.plan_path):
+            return None
+        return LoadPlan.from_json(json.loads(self.storage.read_bytes(self.plan_path)))
+
+    def save_plan(self, plan: LoadPlan) -> None:
+        self.storage.write_bytes(self.plan_path, plan.to_json())
+
+    def finish(self, plan: LoadPlan, counts: dict[str, int]) -> None:
+        markers = self._markers()
+        seq = (markers[-1] if markers else 0) + 1
+        marker = {
+            "through_commit": plan.to_commit,
+            "from_commit": plan.from_commit,
+            "load_id": plan.load_id,
+            "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+            "counts": counts,
+        }
+        self.storage.create_exclusive(f"{self.directory}/_deliveries/{layout.seq_name(seq)}", json.dumps(marker).encode())
+        self.storage.delete(self.plan_path)
+
+    def write_dead_letter(self, name: str, rows: list[dict[str, Any]]) -> str:
+        path = f"{self.directory}/dead_letter/{name}.parquet"
+        table = pa.Table.from_pylist(rows, schema=DEAD_LETTER_SCHEMA)
+        with self.storage.open_output(path) as f:
+            pq.write_table(table, f, compression="zstd")
+        return path
+
+    def dead_letter_files(self) -> list[str]:
+        return [f"{self.directory}/dead_letter/{n}" for n in self.storage.list_names(f"{self.directory}/dead_letter")]
+
+    def read_dead_letters(self) -> pa.Table:
+        tables = [pq.read_table(self.storage.full_path(p), filesystem=self.storage.fs) for p in self.dead_letter_files()]
+        return pa.concat_tables(tables) if tables else DEAD_LETTER_SCHEMA.empty_table()

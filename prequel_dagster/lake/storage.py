@@ -1,0 +1,113 @@
+"""Datalake storage: one bucket (or directory) behind pyarrow's filesystem interface.
+
+Everything above this module sees paths relative to the datalake root (``lakehouse/...``,
+``artifacts/...``) and three primitives the commit protocol needs: write a file, read it back,
+and *create a small file only if it does not exist yet* (the commit point).
+"""
+
+import os
+import uuid
+from pathlib import Path
+
+import pyarrow.fs as pafs
+
+from ..config.errors import PrequelError
+from ..config.models import Datalake, PrequelConfig
+
+
+class CommitConflict(PrequelError):
+    """Another writer committed the same sequence number first."""
+
+
+class LakeStorage:
+    """Files under one datalake root. Subclasses bind a pyarrow filesystem and the atomic create."""
+
+    kind = "abstract"
+
+    def __init__(self, fs: pafs.FileSystem, root: str):
+        self.fs = fs
+        self.root = root.rstrip("/")
+
+    def full_path(self, path: str) -> str:
+        return f"{self.root}/{path}" if self.root else path
+
+    def uri(self, path: str = "") -> str:
+        raise NotImplementedError
+
+    def open_output(self, path: str):
+        full = self.full_path(path)
+        self.fs.create_dir(full.rsplit("/", 1)[0], recursive=True)
+        return self.fs.open_output_stream(full)
+
+    def read_bytes(self, path: str) -> bytes:
+        with self.fs.open_input_stream(self.full_path(path)) as f:
+            return f.read()
+
+    def write_bytes(self, path: str, data: bytes) -> None:
+        """Replace a file as a whole (readers see the old or the new content, never a mix)."""
+        with self.open_output(path) as f:
+            f.write(data)
+
+    def create_exclusive(self, path: str, data: bytes) -> None:
+        """Create ``path`` with ``data``; raise :class:`CommitConflict` if it exists."""
+        raise NotImplementedError
+
+    def list_names(self, directory: str) -> list[str]:
+        """Base names of the files directly in ``directory`` (empty if it does not exist)."""
+        selector = pafs.FileSelector(self.full_path(directory), allow_not_found=True, recursive=False)
+        return sorted(i.base_name for i in self.fs.get_file_info(selector) if i.type == pafs.FileType.File)
+
+    def exists(self, path: str) -> bool:
+        return self.fs.get_file_info(self.full_path(path)).type != pafs.FileType.NotFound
+
+    def delete(self, path: str) -> None:
+        if self.exists(path):
+            self.fs.delete_file(self.full_path(path))
+
+    def size(self, path: str) -> int:
+        return self.fs.get_file_info(self.full_path(path)).size or 0
+
+
+class LocalStorage(LakeStorage):
+    """A directory on local disk; the atomic create is a hard link of a fully written temp file."""
+
+    kind = "local"
+
+    def __init__(self, root: Path):
+        root.mkdir(parents=True, exist_ok=True)
+        super().__init__(pafs.LocalFileSystem(), str(root.resolve()))
+
+    def uri(self, path: str = "") -> str:
+        return Path(self.full_path(path)).as_uri()
+
+    def write_bytes(self, path: str, data: bytes) -> None:
+        full = Path(self.full_path(path))
+        full.parent.mkdir(parents=True, exist_ok=True)
+        tmp = full.with_name(f".{full.name}.{uuid.uuid4().hex}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, full)
+
+    def create_exclusive(self, path: str, data: bytes) -> None:
+        full = Path(self.full_path(path))
+        full.parent.mkdir(parents=True, exist_ok=True)
+        tmp = full.with_name(f".{full.name}.{uuid.uuid4().hex}.tmp")
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, full)  # fails if it exists: exactly one writer wins
+        except FileExistsError:
+            raise CommitConflict(f"{path} was committed by another run; rerun to continue from its state") from None
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+def open_storage(datalake: Datalake, config: PrequelConfig) -> LakeStorage:
+    """The storage for a configured datalake."""
+    if datalake.storage == "local":
+        return LocalStorage(config.resolve_path(datalake.local.path))  # type: ignore[union-attr]
+    raise PrequelError(
+        f"datalake '{datalake.id}': storage '{datalake.storage}' is not supported yet; "
+        "use storage: local for now"
+    )

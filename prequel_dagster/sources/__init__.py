@@ -1,0 +1,24 @@
+"""Sources: readers that turn a provider's database tables or queries into Arrow record batches."""
+
+from ..config.errors import SourceError
+from ..config.models import Dataset, PrequelConfig, Source
+from .sql import SqlReader
+
+DEFAULT_LOOKBACK_SECONDS = {"postgres": 30, "sqlite": 0}
+"""Re-read window before the cursor, per vendor (Prequel uses 30 s for PostgreSQL, 5 min elsewhere)."""
+
+
+def open_reader(source: Source, dataset: Dataset, config: PrequelConfig) -> SqlReader:
+    """The reader for a dataset; unsupported vendors fail here with a clear message."""
+    if dataset.method == "glob":
+        raise SourceError(f"dataset '{dataset.id}': method 'glob' is not supported yet")
+    return SqlReader(source, dataset, config)
+
+
+def lookback_seconds(source: Source, dataset: Dataset) -> int:
+    if dataset.lookback_seconds is not None:
+        return dataset.lookback_seconds
+    return DEFAULT_LOOKBACK_SECONDS.get(source.vendor, 300)
+
+
+__all__ = ["SqlReader", "lookback_seconds", "open_reader"]
