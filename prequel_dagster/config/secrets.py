@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic_core import core_schema
 
-ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 MASK = "********"
 
 _revealed: set[str] = set()
@@ -26,14 +26,16 @@ class MissingEnvironmentVariable(ValueError):
 
 
 def interpolate(text: str, environ: dict[str, str] | None = None) -> str:
-    """Replace every ``${VAR}`` with its value; a missing variable is an error that names it."""
+    """Replace every ``${VAR}`` (or ``${VAR:-default}``) with its value; a missing variable is an error."""
     env = os.environ if environ is None else environ
 
     def value(match: re.Match[str]) -> str:
-        name = match.group(1)
-        if name not in env:
-            raise MissingEnvironmentVariable(name)
-        return env[name]
+        name, default = match.group(1), match.group(2)
+        if name in env:
+            return env[name]
+        if default is not None:
+            return default
+        raise MissingEnvironmentVariable(name)
 
     return ENV_PATTERN.sub(value, text)
 
@@ -65,7 +67,7 @@ class Secret:
 
     @property
     def env_vars(self) -> list[str]:
-        return ENV_PATTERN.findall(self._template)
+        return [m.group(1) for m in ENV_PATTERN.finditer(self._template)]
 
     def reveal(self) -> str:
         value = interpolate(self._template)

@@ -1,0 +1,57 @@
+"""Schedules from ``frequency_minutes`` and the sensor that makes streams follow their datasets."""
+
+from collections import defaultdict
+
+import dagster as dg
+
+from .config.models import PrequelConfig
+from .translator import DagsterPrequelTranslator, dataset_props, stream_props
+
+# Intervals a cron expression can keep evenly; other frequencies round down to the nearest one.
+CRON_MINUTES = (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60, 120, 180, 240, 360, 480, 720, 1440)
+
+
+def cron_for_minutes(minutes: int) -> tuple[str, int]:
+    """A cron schedule for "every N minutes" and the N it actually runs at (<= the one asked)."""
+    every = max(m for m in CRON_MINUTES if m <= minutes) if minutes >= 1 else 1
+    if every < 60:
+        return ("* * * * *" if every == 1 else f"*/{every} * * * *"), every
+    if every < 1440:
+        hours = every // 60
+        return ("0 * * * *" if hours == 1 else f"0 */{hours} * * *"), every
+    return "0 0 * * *", every
+
+
+def build_schedules(config: PrequelConfig, translator: DagsterPrequelTranslator) -> list[dg.ScheduleDefinition]:
+    by_minutes: dict[int, list[dg.AssetKey]] = defaultdict(list)
+    for dataset in config.datasets:
+        by_minutes[dataset.frequency_minutes].append(translator.get_dataset_asset_key(dataset_props(config, dataset)))
+    schedules = []
+    for minutes, keys in sorted(by_minutes.items()):
+        cron, every = cron_for_minutes(minutes)
+        note = "" if every == minutes else f" (runs every {every} minutes: the nearest even cron interval below {minutes})"
+        schedules.append(
+            dg.ScheduleDefinition(
+                name=f"prequel_extract_every_{minutes}_minutes",
+                cron_schedule=cron,
+                target=dg.AssetSelection.assets(*keys),
+                default_status=dg.DefaultScheduleStatus.RUNNING,
+                description=f"Extracts the datasets with frequency_minutes: {minutes}{note}.",
+            )
+        )
+    return schedules
+
+
+def build_stream_automation_sensor(
+    config: PrequelConfig, translator: DagsterPrequelTranslator
+) -> dg.AutomationConditionSensorDefinition | None:
+    keys = [translator.get_stream_asset_key(stream_props(config, s)) for s in config.streams]
+    if not keys:
+        return None
+    return dg.AutomationConditionSensorDefinition(
+        "prequel_streams_follow_datasets",
+        target=dg.AssetSelection.assets(*keys),
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=30,
+        description="Loads each enabled stream after its dataset's extract brings new data.",
+    )

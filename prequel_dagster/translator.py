@@ -1,0 +1,182 @@
+"""How config entries become Dagster asset specs. Subclass and override to change keys, groups, tags, metadata.
+
+In the style of dagster-dbt's ``DagsterDbtTranslator``: every method takes the props of one
+dataset or stream and returns one attribute; ``get_dataset_spec`` / ``get_stream_spec`` assemble them.
+"""
+
+from dataclasses import dataclass
+from typing import Any
+
+import dagster as dg
+
+from .config.models import Dataset, Destination, PrequelConfig, Provider, Source, Stream, sanitize_name
+from .transform.mapping import compile_mapping
+
+JSON_TO_COLUMN_TYPE = {"string": "string", "integer": "int64", "number": "double", "boolean": "bool",
+                       "object": "json", "array": "json"}
+
+
+@dataclass(frozen=True)
+class PrequelDatasetProps:
+    """One provider dataset, with what it hangs from."""
+
+    dataset: Dataset
+    source: Source
+    provider: Provider
+    config: PrequelConfig
+
+
+@dataclass(frozen=True)
+class PrequelStreamProps:
+    """One stream, with its dataset's props and its destination."""
+
+    stream: Stream
+    destination: Destination
+    dataset: PrequelDatasetProps
+
+
+class DagsterPrequelTranslator:
+    """Default asset keys: ``prequel/<provider_id>/<dataset_id>`` and ``prequel/<provider_id>/streams/<stream_id>``."""
+
+    key_prefix: tuple[str, ...] = ("prequel",)
+
+    # -- datasets (Extract) ----------------------------------------------------------------
+    def get_dataset_asset_key(self, props: PrequelDatasetProps) -> dg.AssetKey:
+        return dg.AssetKey([*self.key_prefix, props.provider.id, props.dataset.id])
+
+    def get_group_name(self, provider: Provider) -> str:
+        return f"prequel_{sanitize_name(provider.id)}"
+
+    def get_dataset_description(self, props: PrequelDatasetProps) -> str:
+        d = props.dataset
+        if d.description:
+            return d.description
+        if d.table is not None:
+            what = f"table {d.table.source_table_namespace + '.' if d.table.source_table_namespace else ''}{d.table.source_table_name}"
+        elif d.sql is not None:
+            what = "a SQL query"
+        else:
+            what = f"files matching {d.glob.pattern}"  # type: ignore[union-attr]
+        how = (
+            f"incremental by {d.cursor_column}" if d.cursor_column else "full read, changes found by comparison"
+        )
+        return (
+            f"Extract of {what} from source '{props.source.id}' ({props.source.vendor}) of provider "
+            f"'{props.provider.name}' into the datalake: a {d.type} dataset keyed by {d.primary_key}, {how}."
+        )
+
+    def get_dataset_tags(self, props: PrequelDatasetProps) -> dict[str, str]:
+        return {"prequel/provider": props.provider.id, "prequel/dataset": props.dataset.id}
+
+    def get_dataset_kinds(self, props: PrequelDatasetProps) -> set[str]:
+        return {props.source.vendor, "parquet"}
+
+    def get_dataset_metadata(self, props: PrequelDatasetProps) -> dict[str, Any]:
+        d = props.dataset
+        return {
+            "prequel/provider_id": props.provider.id,
+            "prequel/source_id": props.source.id,
+            "prequel/dataset_type": d.type,
+            "prequel/primary_key_column": d.primary_key,
+            "prequel/cursor_column": d.cursor_column or "(none: full read)",
+            "prequel/frequency_minutes": d.frequency_minutes,
+        }
+
+    def get_owners(self, provider: Provider) -> list[str]:
+        return list(provider.owners)
+
+    def get_dataset_spec(self, props: PrequelDatasetProps) -> dg.AssetSpec:
+        return dg.AssetSpec(
+            key=self.get_dataset_asset_key(props),
+            group_name=self.get_group_name(props.provider),
+            description=self.get_dataset_description(props),
+            tags=self.get_dataset_tags(props),
+            kinds=self.get_dataset_kinds(props),
+            metadata=self.get_dataset_metadata(props),
+            owners=self.get_owners(props.provider),
+        )
+
+    # -- streams (Load) --------------------------------------------------------------------
+    def get_stream_asset_key(self, props: PrequelStreamProps) -> dg.AssetKey:
+        return dg.AssetKey([*self.key_prefix, props.dataset.provider.id, "streams", props.stream.id])
+
+    def get_stream_description(self, props: PrequelStreamProps) -> str:
+        if props.stream.description:
+            return props.stream.description
+        state = "" if props.stream.is_enabled else " Disabled: runs only when materialized by hand."
+        return (
+            f"Load of dataset '{props.dataset.dataset.id}' to destination '{props.destination.id}' "
+            f"({props.destination.type}) for provider '{props.dataset.provider.name}': records mapped to the "
+            f"destination's record_schema, delivered in batches.{state}"
+        )
+
+    def get_stream_tags(self, props: PrequelStreamProps) -> dict[str, str]:
+        return {
+            "prequel/provider": props.dataset.provider.id,
+            "prequel/stream": props.stream.id,
+            "prequel/destination": props.destination.id,
+        }
+
+    def get_stream_kinds(self, props: PrequelStreamProps) -> set[str]:
+        return {"webhook"}
+
+    def get_stream_automation_condition(self, props: PrequelStreamProps) -> dg.AutomationCondition | None:
+        """Enabled streams load whenever their dataset has new data."""
+        return dg.AutomationCondition.eager() if props.stream.is_enabled else None
+
+    def get_stream_metadata(self, props: PrequelStreamProps) -> dict[str, Any]:
+        dataset_key = self.get_dataset_asset_key(props.dataset)
+        schema = props.destination.record_schema
+        required = set(schema.get("required", []))
+        columns = []
+        for m in props.stream.mappings:
+            prop = schema.get("properties", {}).get(m.target_field, {})
+            t = prop.get("type", "any")
+            t = next((x for x in t if x != "null"), "any") if isinstance(t, list) else t
+            how = f"= {m.column.name}" if m.column else f"= {m.expression.expr}"  # type: ignore[union-attr]
+            columns.append(
+                dg.TableColumn(
+                    name=m.target_field,
+                    type=JSON_TO_COLUMN_TYPE.get(t, t),
+                    description=(prop.get("description") or "") + f" ({how})",
+                    constraints=dg.TableColumnConstraints(nullable=m.target_field not in required),
+                )
+            )
+        lineage = dg.TableColumnLineage(
+            deps_by_column={
+                cm.target_field: [dg.TableColumnDep(asset_key=dataset_key, column_name=c) for c in cm.source_columns]
+                for cm in (compile_mapping(m) for m in props.stream.mappings)
+            }
+        )
+        return {
+            "dagster/column_schema": dg.TableSchema(columns=columns),
+            "dagster/column_lineage": lineage,
+            "prequel/destination_id": props.destination.id,
+            "prequel/destination_type": props.destination.type,
+            "prequel/is_enabled": props.stream.is_enabled,
+            "prequel/max_records_per_minute": props.destination.max_records_per_minute,
+        }
+
+    def get_stream_spec(self, props: PrequelStreamProps) -> dg.AssetSpec:
+        return dg.AssetSpec(
+            key=self.get_stream_asset_key(props),
+            deps=[self.get_dataset_asset_key(props.dataset)],
+            group_name=self.get_group_name(props.dataset.provider),
+            description=self.get_stream_description(props),
+            tags=self.get_stream_tags(props),
+            kinds=self.get_stream_kinds(props),
+            metadata=self.get_stream_metadata(props),
+            owners=self.get_owners(props.dataset.provider),
+            automation_condition=self.get_stream_automation_condition(props),
+        )
+
+
+def dataset_props(config: PrequelConfig, dataset: Dataset) -> PrequelDatasetProps:
+    source = config.source(dataset.source_id)
+    return PrequelDatasetProps(dataset, source, config.provider(source.provider_id), config)
+
+
+def stream_props(config: PrequelConfig, stream: Stream) -> PrequelStreamProps:
+    return PrequelStreamProps(
+        stream, config.destination(stream.destination_id), dataset_props(config, config.dataset(stream.dataset_id))
+    )
