@@ -110,6 +110,7 @@ class SqlReader:
     def __init__(self, source: Source, dataset: Dataset, config: PrequelConfig, engine: Engine | None = None):
         self.source = source
         self.dataset = dataset
+        self._owns_engine = engine is None
         self.engine = engine or make_engine(source, config)
 
     def _fail(self, exc: Exception) -> SourceError:
@@ -149,6 +150,9 @@ class SqlReader:
             raise
         except (DBAPIError, SQLAlchemyError, OSError) as exc:
             raise self._fail(exc) from None
+        finally:
+            if self._owns_engine:
+                self.engine.dispose()  # no idle connections left on the provider's database
 
     def _read(self, conn: sa.Connection, lower_bound: Any, batch_rows: int) -> Iterator[pa.RecordBatch]:
         cursor_col = self.dataset.cursor_column

@@ -1,0 +1,22 @@
+import os
+
+os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
+
+import pytest  # noqa: E402
+
+from prequel_dagster.delivery.receiver import Receiver  # noqa: E402
+
+from .servers import postgres_server  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def pg():
+    with postgres_server() as server:
+        yield server
+
+
+@pytest.fixture
+def receiver():
+    with Receiver() as r:
+        yield r
