@@ -119,3 +119,18 @@ def test_validate_command_prints_paths_and_no_traceback(tmp_path: Path):
     good = subprocess.run([sys.executable, "-m", "prequel_dagster.cli", "validate", str(TEMPLATE)],
                           capture_output=True, text=True)
     assert good.returncode == 0 and "3 streams" in good.stdout
+
+
+def test_the_readme_config_is_complete_and_valid(monkeypatch, tmp_path):
+    import re
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("A complete, working config", 1)[1]
+    text = re.search(r"```yaml\n(.*?)```", block, re.S).group(1)
+    monkeypatch.setenv("ACME_PG_PASSWORD", "x")
+    monkeypatch.setenv("APP_TOKEN", "y")
+    path = tmp_path / "prequel.yaml"
+    path.write_text(text)
+    config = load_config(path)
+    assert [s.id for s in config.streams] == ["acme-users-app"]
+    assert "bash scripts/test.sh" in readme and "prequel-dagster demo" in readme

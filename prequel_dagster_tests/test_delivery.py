@@ -2,6 +2,7 @@
 
 import json
 import os
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -120,3 +121,24 @@ def test_schema_invalid_records_are_kept_with_their_violation(pg, acme):
     assert all(int(r["record"]["id"]) % 2 == 0 for r in delivered) and len(delivered) == 22
     dead = StreamState(LocalStorage(acme / "lake"), "acme", "acme-users-app").read_dead_letters().to_pylist()
     assert len(dead) == 23 and all("required field 'email' is null" in d["reason"] for d in dead)
+
+
+def test_every_body_matches_the_published_envelope_schema(pg, acme):
+    import jsonschema
+
+    from prequel_dagster.delivery.receiver import check_envelope
+
+    schema = json.loads((Path(__file__).resolve().parents[1] / "prequel_dagster" / "schemas" /
+                         "batch_envelope.schema.json").read_text())
+    with Receiver() as receiver:
+        config = load_config(two_provider_config(pg, str(acme / "lake"), receiver.url), base_dir=str(acme))
+        run_extract(config, "acme-users")
+        run_load(config, "acme-users-app")
+    assert len(receiver.requests) == 3
+    for request in receiver.requests:
+        body = json.loads(request.body)
+        jsonschema.validate(body, schema)
+        assert check_envelope(body) is None
+        assert request.headers["Content-Type"] == "application/json"
+        assert request.headers["Idempotency-Key"] == body["batch_id"]
+        assert body["provider_id"] == "acme" and body["stream_id"] == "acme-users-app"
