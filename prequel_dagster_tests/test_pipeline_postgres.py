@@ -108,3 +108,64 @@ def test_unreachable_source_and_wrong_password_fail_with_a_clear_message(setup, 
     assert "source 'acme-pg'" in message and "password authentication failed" in message
     assert "check password_auth" in message
     assert "wrong-password-123" not in str(failure.step_failure_data.error.to_string())
+
+
+def test_full_read_dimension_and_sql_dataset_deliver_only_changes(setup, receiver, pg):
+    """Without last_modified_column every row is read each time; only changed rows go out."""
+    config = setup["config"]
+    config["datasets"][0]["dimension"].pop("last_modified_column")
+    config["datasets"][1] = {
+        "id": "globex-users", "name": "users", "source_id": "globex-pg", "method": "sql",
+        "sql": {"query": 'SELECT id, email, first_name, last_name AS "Last Name", balance FROM users WHERE id <= 10'},
+        "type": "dimension", "dimension": {"primary_key_column": "id"},
+    }
+    config["streams"][1]["mappings"][2]["expression"]["expr"] = 'first_name + " " + `Last Name`'
+    with dg.instance_for_test() as instance:
+        first = run_assets(config, instance, base_dir=str(setup["tmp"]))
+        assert first.success
+        assert len(delivered(receiver, "globex-users-app")) == 10
+        assert delivered(receiver, "globex-users-app")[0]["record"]["full_name"] == "First1 Last1"
+        before = len(delivered(receiver, "acme-users-app"))
+        execute(pg, "acme", setup["secrets"]["ACME_PG_PASSWORD"], "UPDATE users SET first_name = 'Zed' WHERE id = 5")
+        second = run_assets(config, instance, base_dir=str(setup["tmp"]))
+    assert second.success
+    extract = metadata_of(second, "prequel/acme/acme-users")
+    assert extract["records_processed"] == ACME_USERS and extract["records_existing_updated"] == 1
+    assert extract["records_existing_unchanged"] == ACME_USERS - 1
+    new = delivered(receiver, "acme-users-app")[before:]
+    assert [r["record"]["full_name"] for r in new] == ["Zed Last5"]
+    assert len(delivered(receiver, "globex-users-app")) == 10  # nothing changed there
+
+
+def test_a_vendor_not_supported_yet_fails_at_extract_with_a_clear_message(setup, receiver):
+    config = setup["config"]
+    config["sources"][0] = {
+        "id": "acme-pg", "name": "acme-redshift", "vendor": "redshift", "provider_id": "acme",
+        "redshift": {"host": "example.invalid", "database": "acme", "username": "u",
+                     "auth_method": "password_auth", "password_auth": {"username": "u", "password": "${ACME_PG_PASSWORD}"}},
+    }
+    with dg.instance_for_test() as instance:
+        result = run_assets(config, instance, base_dir=str(setup["tmp"]), keys=["prequel/acme/acme-users"],
+                            raise_on_error=False)
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert "vendor 'redshift' is not supported yet" in failure.step_failure_data.error.message
+
+
+def test_test_transform_shows_records_and_violations(setup, receiver, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    with dg.instance_for_test() as instance:
+        assert run_assets(setup["config"], instance, base_dir=str(setup["tmp"]), keys=["prequel/acme/acme-users"]).success
+    config = setup["config"]
+    config["streams"][0]["mappings"][1] = {"target_field": "email", "field_type": "expression",
+                                           "expression": {"expr": "id > 48 ? nil : email"}}
+    path = setup["tmp"] / "prequel.yaml"
+    path.write_text(json.dumps(config))  # JSON is YAML
+    proc = subprocess.run([sys.executable, "-m", "prequel_dagster.cli", "test-transform", "acme-users-app",
+                           "--limit", "50", "--config", str(path)], capture_output=True, text=True)
+    assert proc.returncode == 3, proc.stderr
+    assert '{"id":"1","email":"u1@acme.test","full_name":"First1 Last1","balance":1.5}' in proc.stdout
+    assert proc.stdout.count("INVALID") == 2 and "required field 'email' is null" in proc.stdout
+    assert "50 records from the lake, 2 violate" in proc.stdout
