@@ -78,8 +78,8 @@ def test_a_rejected_batch_goes_to_the_dead_letter_with_the_answer(pg, acme):
     assert dead_ids.isdisjoint(delivered) and len(dead_ids | delivered) == 45  # every record: acked or kept
 
 
-def test_an_endpoint_that_stays_down_keeps_records_pending_and_the_next_load_resumes(pg, acme):
-    # batch 0 is accepted, then the endpoint fails every request until the retry budget is spent
+def test_an_endpoint_that_stays_down_dead_letters_then_stops_and_everything_arrives_later(pg, acme):
+    # batch 0 is accepted, then every request fails until the retry budget of 2 batches in a row is spent
     down = {"on": False}
 
     def fault(request):
@@ -89,21 +89,29 @@ def test_an_endpoint_that_stays_down_keeps_records_pending_and_the_next_load_res
         return None
 
     with Receiver(fault=fault) as receiver:
-        config = load_config(two_provider_config(pg, str(acme / "lake"), receiver.url, max_attempts=2),
-                             base_dir=str(acme))
+        raw = two_provider_config(pg, str(acme / "lake"), receiver.url, max_attempts=2, max_records_per_batch=5,
+                                  max_failed_batches_in_a_row=2)
+        config = load_config(raw, base_dir=str(acme))
         run_extract(config, "acme-users")
-        with pytest.raises(DeliveryError, match="stay pending"):
+        with pytest.raises(DeliveryError, match="failed 2 batches in a row.*stay pending"):
             run_load(config, "acme-users-app")
+        state = StreamState(LocalStorage(acme / "lake"), "acme", "acme-users-app")
+        dead = {json.loads(r)["id"] for r in state.read_dead_letters().column("record").to_pylist()}
+        assert dead == {str(i) for i in range(6, 16)}  # batches 1 and 2, with the answer as reason
+        assert all("gave up after 2 attempts; last: HTTP 503" in r for r in state.read_dead_letters().column("reason").to_pylist())
         first_ids = [json.loads(r.body)["batch_id"] for r in receiver.requests]
-        down["on"] = False
-        receiver.fault = None
+
+        receiver.fault = None  # the endpoint is back
         resumed = run_load(config, "acme-users-app")
+        assert resumed.resumed and resumed.counts.batches_skipped_already_acked == 3
+        assert resumed.counts.batches_sent == 6  # batches 3..8: the pending ones, nothing else
+        resent = [json.loads(r.body)["batch_id"] for r in receiver.requests[len(first_ids):]]
+        assert set(resent).isdisjoint(first_ids)
+
+        again = run_load(config, "acme-users-app", redeliver_dead_letters=True)
+        assert again.counts.records_loaded == 10 and state.dead_letter_files() == []
         records = receiver.store.records(stream_id="acme-users-app")
-    assert resumed.resumed and resumed.counts.batches_skipped_already_acked == 1
-    assert sorted(int(r["record"]["id"]) for r in records) == list(range(1, 46))
-    resent = [json.loads(r.body)["batch_id"] for r in receiver.requests[len(first_ids):]]
-    assert resent[0] == first_ids[1]  # the failed batch went out again with the same id
-    assert first_ids[0] not in resent  # the acknowledged one did not
+    assert sorted(int(r["record"]["id"]) for r in records) == list(range(1, 46))  # every record exactly once
 
 
 def test_schema_invalid_records_are_kept_with_their_violation(pg, acme):

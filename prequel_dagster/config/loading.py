@@ -94,6 +94,9 @@ def check_references(config: PrequelConfig) -> list[ConfigIssue]:
     def exists(kind: str, id: str) -> bool:
         return any(e.id == id for e in getattr(config, kind))
 
+    for i, dest in enumerate(config.destinations):
+        issues.extend(_template_issues(f"destinations[{i}].{dest.type}.request_template", dest))
+
     product_names = {p.id for p in config.products} | {p.name for p in config.products}
     for i, p in enumerate(config.providers):
         if not exists("datalakes", p.datalake_id):
@@ -171,6 +174,24 @@ def check_references(config: PrequelConfig) -> list[ConfigIssue]:
                                 f"'{m.target_field}' is not a property of destination '{st.destination_id}'",
                             )
                         )
+    return issues
+
+
+def _template_issues(where: str, destination: Any) -> list[ConfigIssue]:
+    from ..delivery.templates import TemplateError, parse_template
+
+    template = destination.webhook.request_template
+    per_record = destination.type == "webhook_record"
+    fields = [("uri", template.uri), ("body", template.body)]
+    fields += [(f"headers.{name}", value.template) for name, value in template.headers.items()]
+    issues = []
+    for name, text in fields:
+        if text is None:
+            continue
+        try:
+            parse_template(text, allow_record=per_record, allow_records=not per_record and name != "body")
+        except TemplateError as exc:
+            issues.append(ConfigIssue(f"{where}.{name}", str(exc)))
     return issues
 
 

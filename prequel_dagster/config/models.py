@@ -447,9 +447,12 @@ class WebhookBatch(Block):
     max_bytes_per_batch: int = Field(default=5_000_000, ge=1024)
     gzip: bool = False
     timeout_seconds: float = Field(default=30.0, gt=0)
-    max_attempts: int = Field(default=8, ge=1, description="Tries per request before the load stops (records stay pending).")
+    max_attempts: int = Field(default=8, ge=1, description="Tries per request before its records go to the dead letter.")
     retry_initial_backoff_seconds: float = Field(default=1.0, ge=0)
     retry_max_backoff_seconds: float = Field(default=60.0, ge=0)
+    max_failed_batches_in_a_row: int = Field(
+        default=3, ge=1, description="Batches in a row that spend their retries before the load stops (the rest stay pending)."
+    )
 
 
 class WebhookRecord(Block):
@@ -459,6 +462,13 @@ class WebhookRecord(Block):
     max_attempts: int = Field(default=8, ge=1)
     retry_initial_backoff_seconds: float = Field(default=1.0, ge=0)
     retry_max_backoff_seconds: float = Field(default=60.0, ge=0)
+    max_failed_batches_in_a_row: int = Field(default=3, ge=1)
+
+
+class Signing(Block):
+    """Sign every request (``X-Prequel-Webhook-Signature``) with this RSA private key (PEM, from the environment)."""
+
+    private_key: Secret
 
 
 class Destination(Entry):
@@ -466,6 +476,7 @@ class Destination(Entry):
     record_schema: dict[str, Any]
     max_records_per_minute: int = Field(default=3000, ge=1)
     max_concurrency: int = Field(default=1, ge=1)
+    signing: Signing | None = None
     webhook_batch: WebhookBatch | None = None
     webhook_record: WebhookRecord | None = None
 
@@ -474,7 +485,19 @@ class Destination(Entry):
         _exactly_one_block(self, "type", ("webhook_batch", "webhook_record"))
         if self.record_schema.get("type", "object") != "object":
             raise ValueError("record_schema must describe an object (`type: object`)")
+        if self.webhook_batch is not None and self.webhook_batch.request_template.body is not None:
+            raise ValueError(
+                "webhook_batch.request_template.body is not supported: a batch's body is the Batch API envelope; "
+                "remove it, or use type: webhook_record for a custom body per record"
+            )
         return self
+
+    @property
+    def concurrency(self) -> int:
+        """Concurrent requests: ``webhook_record.max_concurrency`` if set, else ``max_concurrency``."""
+        if self.webhook_record is not None and self.webhook_record.max_concurrency is not None:
+            return self.webhook_record.max_concurrency
+        return self.max_concurrency
 
     @property
     def webhook(self) -> WebhookBatch | WebhookRecord:
@@ -516,6 +539,9 @@ class Stream(Entry):
     mappings: list[Mapping] = Field(min_length=1)
     is_enabled: bool = True
     description: str | None = None
+    dead_letter_check: Literal["warn", "error"] = Field(
+        default="warn", description="Severity of the Dagster check that fails while the stream has dead letters."
+    )
 
 
 # ---------------------------------------------------------------------------- the whole file

@@ -66,6 +66,11 @@ class Secret:
         self._template = template
 
     @property
+    def template(self) -> str:
+        """The configured text (``${ENV}`` references, or a literal): for parsing only, never for display."""
+        return self._template
+
+    @property
     def env_vars(self) -> list[str]:
         return [m.group(1) for m in ENV_PATTERN.finditer(self._template)]
 

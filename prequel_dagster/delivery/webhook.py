@@ -17,6 +17,7 @@ import httpx
 from ..config.models import Destination
 from ..config.secrets import MissingEnvironmentVariable, redact
 from ..config.errors import DeliveryError
+from .signing import load_private_key, sign_request
 
 RETRYABLE_STATUS = {408, 425, 429}
 
@@ -72,12 +73,8 @@ def parse_retry_after(value: str | None) -> float | None:
     return seconds if seconds > 0 else None
 
 
-def render_template_text(text: str, provider_id: str) -> str:
-    return text.replace("{{.ProviderID}}", provider_id).replace("{{ .ProviderID }}", provider_id)
-
-
 class WebhookClient:
-    """Sends request bodies to one destination for one provider."""
+    """Sends request bodies to one destination for one provider: pacing, signing, retries."""
 
     def __init__(
         self,
@@ -90,18 +87,25 @@ class WebhookClient:
         self.destination = destination
         self.provider_id = provider_id
         self.settings = destination.webhook
-        template = self.settings.request_template
-        self.method = template.method
-        self.uri = render_template_text(template.uri, provider_id)
+        self.method = self.settings.request_template.method
         try:
-            self.headers = {
-                name: render_template_text(value.reveal(), provider_id) for name, value in template.headers.items()
-            }
+            self.header_values = {name: value.reveal() for name, value in self.settings.request_template.headers.items()}
+            self.signing_key = (
+                load_private_key(destination.signing.private_key.reveal()) if destination.signing else None
+            )
         except MissingEnvironmentVariable as exc:
-            raise DeliveryError(f"destination '{destination.id}' request_template.headers: {exc}") from None
+            raise DeliveryError(f"destination '{destination.id}': {exc}") from None
+        except ValueError as exc:
+            raise DeliveryError(f"destination '{destination.id}' signing.private_key: {exc}") from None
         self.sleep = sleep
-        self.client = httpx.Client(timeout=self.settings.timeout_seconds, transport=transport)
-        self.bucket = TokenBucket(destination.max_records_per_minute, capacity=destination.max_records_per_minute)
+        concurrency = destination.concurrency
+        self.client = httpx.Client(
+            timeout=self.settings.timeout_seconds,
+            transport=transport,
+            limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
+        )
+        per_second = destination.max_records_per_minute / 60.0
+        self.bucket = TokenBucket(destination.max_records_per_minute, capacity=max(1, int(per_second)))
 
     def close(self) -> None:
         self.client.close()
@@ -110,9 +114,17 @@ class WebhookClient:
         base = self.settings.retry_initial_backoff_seconds * (2 ** (attempt - 1))
         return random.uniform(0, min(self.settings.retry_max_backoff_seconds, base))
 
-    def send(self, body: bytes, *, idempotency_key: str, records: int) -> Outcome:
+    def send(
+        self,
+        body: bytes,
+        *,
+        uri: str,
+        headers: dict[str, str],
+        idempotency_key: str,
+        records: int,
+    ) -> Outcome:
         """Deliver one body, retrying what is retryable; never raises for HTTP outcomes."""
-        headers = dict(self.headers)
+        headers = dict(headers)
         headers["Content-Type"] = "application/json"
         headers["Idempotency-Key"] = idempotency_key
         if getattr(self.settings, "gzip", False):
@@ -123,8 +135,10 @@ class WebhookClient:
         while True:
             attempt += 1
             wait: float | None = None
+            if self.signing_key is not None:  # signed per attempt: the timestamp is the send time
+                headers.update(sign_request(self.signing_key, body))
             try:
-                response = self.client.request(self.method, self.uri, content=body, headers=headers)
+                response = self.client.request(self.method, uri, content=body, headers=headers)
             except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
                 detail = f"{type(exc).__name__}: {redact(str(exc)) or 'connection dropped'}"
             else:

@@ -1,7 +1,8 @@
-"""The Batch API wire format (README "Batch API"): envelope bytes, batch ids, record encoding.
+"""The Batch API wire format (README "Batch API"): envelope bytes, deterministic ids, batching.
 
-Bodies are assembled from individually encoded records so a batch's size is known exactly
-before it is sent, and so the same records always produce the same bytes.
+Records arrive as encoded Arrow arrays (see ``encoding``); a :class:`Batch` keeps slices of them
+and assembles its body from contiguous buffer slices, so the same records always give the same
+bytes and no Python object is made per record.
 """
 
 import hashlib
@@ -10,75 +11,136 @@ from dataclasses import dataclass, field
 
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 
-OPTS = orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
-
-
-def batch_id_for(load_id: str, batch_no: int) -> str:
-    """Deterministic: the same load and position (hence the same records) give the same id."""
-    return hashlib.sha256(f"{load_id}:{batch_no}".encode()).hexdigest()[:32]
-
-
-def load_id_for(stream_id: str, from_commit: int, to_commit: int) -> str:
-    """Deterministic per pending range, so a resumed load keeps its id and its batch ids."""
-    return hashlib.sha256(f"{stream_id}:{from_commit}:{to_commit}".encode()).hexdigest()[:24]
-
-
-def encode_records(table: pa.Table, required: set[str]) -> list[bytes]:
-    """One JSON object per row in ``record_schema`` shape; optional fields without a value are left out."""
-    rows = table.to_pylist()
-    out = []
-    for row in rows:
-        if any(v is None for v in row.values()):
-            row = {k: v for k, v in row.items() if v is not None or k in required}
-        out.append(orjson.dumps(row, option=OPTS))
-    return out
-
-
-@dataclass
-class Batch:
-    """Encoded records waiting to go out together."""
-
-    batch_no: int
-    records: list[bytes] = field(default_factory=list)
-    deleted: list[bytes] = field(default_factory=list)
-    size: int = 0
-
-    @property
-    def count(self) -> int:
-        return len(self.records) + len(self.deleted)
-
-    def body(self, *, provider_id: str, stream_id: str, load_id: str, batch_id: str) -> bytes:
-        head = orjson.dumps(
-            {"provider_id": provider_id, "stream_id": stream_id, "load_id": load_id, "batch_id": batch_id, "format": "json"}
-        )
-        return b"".join(
-            [head[:-1], b',"records":[', b",".join(self.records), b'],"deleted_records":[', b",".join(self.deleted), b"]}"]
-        )
-
+from .encoding import joined_bytes
 
 ENVELOPE_OVERHEAD = 256
 
 
+def batch_id_for(load_id: str, batch_key: str) -> str:
+    """Deterministic: the same load and batch position (hence the same records) give the same id."""
+    return hashlib.sha256(f"{load_id}:{batch_key}".encode()).hexdigest()[:32]
+
+
+def load_id_for(stream_id: str, *parts: object) -> str:
+    """Deterministic per pending range (or per redelivered id set), so a resumed load keeps its ids."""
+    return hashlib.sha256(":".join([stream_id, *map(str, parts)]).encode()).hexdigest()[:24]
+
+
+@dataclass
+class Part:
+    """A run of encoded records with their delete flags and record ids."""
+
+    encoded: pa.Array  # string, each "{...},"
+    deleted: pa.Array  # bool
+    record_ids: pa.Array  # string
+
+    def __len__(self) -> int:
+        return len(self.encoded)
+
+    def slice(self, start: int, length: int) -> "Part":
+        return Part(self.encoded.slice(start, length), self.deleted.slice(start, length),
+                    self.record_ids.slice(start, length))
+
+
+@dataclass
+class Batch:
+    key: str
+    parts: list[Part] = field(default_factory=list)
+    size: int = 0
+
+    @property
+    def count(self) -> int:
+        return sum(len(p) for p in self.parts)
+
+    def _joined(self, deleted: bool) -> bytes:
+        chunks = []
+        for p in self.parts:
+            mask = p.deleted if deleted else pc.invert(p.deleted)
+            chunk = joined_bytes(p.encoded.filter(mask) if pc.any(pc.invert(mask)).as_py() else p.encoded)
+            if chunk:
+                chunks.append(chunk)
+        return b",".join(chunks)
+
+    @property
+    def deleted_count(self) -> int:
+        return sum(pc.sum(p.deleted.cast(pa.int64())).as_py() or 0 for p in self.parts)
+
+    def body(self, *, provider_id: str, stream_id: str, load_id: str, batch_id: str) -> bytes:
+        head = orjson.dumps(
+            {"provider_id": provider_id, "stream_id": stream_id, "load_id": load_id, "batch_id": batch_id,
+             "format": "json"}
+        )
+        return b"".join([head[:-1], b',"records":[', self._joined(False), b'],"deleted_records":[',
+                         self._joined(True), b"]}"])
+
+    def records(self) -> list[tuple[str, dict, bool]]:
+        """(record_id, record, is_deleted) per record, for templates and dead letters (slow path)."""
+        out = []
+        for p in self.parts:
+            for i in range(len(p)):
+                rec = orjson.loads(joined_bytes(p.encoded.slice(i, 1)))
+                out.append((p.record_ids[i].as_py(), rec, p.deleted[i].as_py()))
+        return out
+
+    def split(self) -> tuple["Batch", "Batch"]:
+        """Halves (after a 413); their keys extend this batch's key, so ids stay deterministic."""
+        whole = Part(pa.concat_arrays([p.encoded for p in self.parts]), pa.concat_arrays([p.deleted for p in self.parts]),
+                     pa.concat_arrays([p.record_ids for p in self.parts]))
+        half = len(whole) // 2
+        return (Batch(f"{self.key}.0", [whole.slice(0, half)]), Batch(f"{self.key}.1", [whole.slice(half, len(whole) - half)]))
+
+
 class Batcher:
-    """Cuts a stream of encoded records into batches bounded by records and by bytes."""
+    """Cuts encoded records into batches bounded by a record count and a byte size."""
 
     def __init__(self, max_records: int, max_bytes: int):
         self.max_records = max_records
         self.max_bytes = max_bytes
-        self.current = Batch(0)
+        self.next_no = 0
+        self.current = self._new()
 
-    def add(self, record: bytes, *, deleted: bool) -> Iterator[Batch]:
-        size = len(record) + 1
-        if self.current.count and (
-            self.current.count >= self.max_records or self.current.size + size + ENVELOPE_OVERHEAD > self.max_bytes
-        ):
-            yield self.current
-            self.current = Batch(self.current.batch_no + 1)
-        (self.current.deleted if deleted else self.current.records).append(record)
-        self.current.size += size
+    def _new(self) -> Batch:
+        batch = Batch(str(self.next_no))
+        self.next_no += 1
+        return batch
+
+    def add(self, part: Part) -> Iterator[Batch]:
+        sizes = pc.binary_length(part.encoded)
+        cumulative = pc.cumulative_sum(sizes.cast(pa.int64()))
+        start, n = 0, len(part)
+
+        def bytes_between(a: int, b: int) -> int:  # rows [a, b)
+            return cumulative[b - 1].as_py() - (cumulative[a - 1].as_py() if a else 0)
+
+        while start < n:
+            room_records = self.max_records - self.current.count
+            room_bytes = self.max_bytes - ENVELOPE_OVERHEAD - self.current.size
+            take = min(room_records, n - start)
+            if take > 0 and bytes_between(start, start + take) > room_bytes:
+                lo, hi = 0, take  # largest k with bytes(start, start+k) <= room_bytes
+                while lo < hi:
+                    mid = (lo + hi + 1) // 2
+                    if bytes_between(start, start + mid) <= room_bytes:
+                        lo = mid
+                    else:
+                        hi = mid - 1
+                take = lo
+            if take == 0:
+                if self.current.count:
+                    yield self.current
+                    self.current = self._new()
+                    continue
+                take = 1  # one record larger than max_bytes goes alone
+            self.current.parts.append(part.slice(start, take))
+            self.current.size += bytes_between(start, start + take)
+            start += take
+            if self.current.count >= self.max_records:
+                yield self.current
+                self.current = self._new()
 
     def flush(self) -> Iterator[Batch]:
         if self.current.count:
             yield self.current
-            self.current = Batch(self.current.batch_no + 1)
+            self.current = self._new()

@@ -1,21 +1,33 @@
-"""Load: deliver a stream's pending records (mapped, validated) to its destination, resumably."""
+"""Load: deliver a stream's pending records (mapped, validated) to its destination, resumably.
 
+A normal load covers the dataset commits the stream has not delivered; a redelivery covers chosen
+record ids (Prequel's ``record_ids``) or the stream's dead letters, re-read from the lake at their
+latest version. Every record ends acknowledged, in the dead letter with its reason, or — only when
+the destination stays down — pending for the next load, which resumes with the same batch ids.
+"""
+
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
-import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..config.errors import DeliveryError
-from ..config.models import PrequelConfig
+from ..config.models import Destination, PrequelConfig, Stream
+from ..delivery.encoding import encode_records
+from ..delivery.templates import Template, parse_template
 from ..delivery.webhook import WebhookClient
-from ..delivery.wire import Batch, Batcher, batch_id_for, encode_records, load_id_for
+from ..delivery.wire import Batch, Batcher, Part, batch_id_for, load_id_for
+from ..lake.changes import latest_versions
 from ..lake.commits import OP_COLUMN, DatasetLog
 from ..lake.deliveries import LoadPlan, StreamState
 from ..lake.storage import LakeStorage, open_storage
+from ..transform.expressions import ExpressionError
 from ..transform.mapping import StreamMapper
 from ..transform.schema import converted_table, validate_records
 
@@ -32,7 +44,10 @@ class LoadCounts:
     records_loaded: int = 0
     records_errored: int = 0
     records_deleted_sent: int = 0
+    records_not_found: int = 0
     batches_sent: int = 0
+    batches_rejected: int = 0
+    batches_split: int = 0
     batches_skipped_already_acked: int = 0
     requests: int = 0
     retries: int = 0
@@ -53,10 +68,233 @@ class LoadResult:
     counts: LoadCounts
     seconds: float
     dead_letters: list[str] = field(default_factory=list)
+    redelivery: bool = False
 
 
-class _Rejected(Exception):
-    pass
+@dataclass
+class _Templates:
+    uri: Template
+    headers: dict[str, Template]
+    body: Template | None
+
+    @classmethod
+    def of(cls, destination: Destination, header_values: dict[str, str]) -> "_Templates":
+        per_record = destination.type == "webhook_record"
+        t = destination.webhook.request_template
+        return cls(
+            parse_template(t.uri, allow_record=per_record, allow_records=not per_record),
+            {k: parse_template(v, allow_record=per_record, allow_records=not per_record) for k, v in header_values.items()},
+            parse_template(t.body, allow_record=True, allow_records=False) if t.body else None,
+        )
+
+    @property
+    def need_records(self) -> bool:
+        parts = [self.uri, *self.headers.values(), *([self.body] if self.body else [])]
+        return any(p.uses_record or p.uses_records for p in parts)
+
+
+class _Load:
+    """Shared state of one load: config objects, lake, state, mapper, client, counters."""
+
+    def __init__(self, config: PrequelConfig, stream: Stream, storage: LakeStorage | None,
+                 transport: httpx.BaseTransport | None, sleep: Callable[[float], None], log: Log):
+        self.stream = stream
+        self.dataset = config.dataset(stream.dataset_id)
+        self.provider = config.provider_of_dataset(self.dataset)
+        self.destination = config.destination(stream.destination_id)
+        self.storage = storage or open_storage(config.datalake(self.provider.datalake_id), config)
+        self.lake = DatasetLog(self.storage, self.provider.id, self.dataset.id)
+        self.state = StreamState(self.storage, self.provider.id, stream.id)
+        self.mapper = StreamMapper(stream)
+        self.schema = self.destination.record_schema
+        self.required = set(self.schema.get("required", []))
+        props = self.schema.get("properties", {})
+        self.raw_json = {name for name, p in props.items() if p.get("type") in ("object", "array")}
+        self.transport, self.sleep, self.log = transport, sleep, log
+        self.counts = LoadCounts()
+        self.dead_letters: list[str] = []
+
+    def check_mappings(self, schema: pa.Schema | None) -> None:
+        """Column and type errors of the mappings, found before anything is sent."""
+        available = schema.names if schema is not None else []
+        problems = self.mapper.check_columns(available)
+        if problems:
+            raise DeliveryError("; ".join(problems) + " — fix the stream's mappings; nothing was sent")
+        if schema is not None:
+            try:
+                self.mapper.apply(schema.empty_table())
+            except ExpressionError as exc:
+                raise DeliveryError(f"{exc} — fix the stream's mappings; nothing was sent") from None
+
+    def prepare(self, table: pa.Table, load_id: str) -> tuple[Part, list[dict[str, Any]]]:
+        """Map, validate and encode; invalid records become dead-letter rows."""
+        n = table.num_rows
+        self.counts.records_processed += n
+        mapped = self.mapper.apply(table)
+        self.counts.records_transformed += mapped.num_rows
+        checked = validate_records(mapped, self.schema)
+        deleted = pc.fill_null(pc.equal(table.column(OP_COLUMN), "delete"), False).combine_chunks()
+        ids = table.column(self.dataset.primary_key).cast(pa.string()).combine_chunks()
+        valid = checked.valid_mask
+        self.counts.records_valid += checked.valid.num_rows
+        part = Part(
+            encode_records(checked.valid, required=self.required, raw_json_fields=self.raw_json),
+            deleted.filter(valid),
+            ids.filter(valid),
+        )
+        invalid: list[dict[str, Any]] = []
+        if checked.valid.num_rows < n:
+            bad = pc.invert(valid)
+            shown = encode_records(converted_table(mapped.filter(bad), self.schema), required=set())
+            for rid, rec, is_del, why in zip(ids.filter(bad).to_pylist(), shown.to_pylist(),
+                                             deleted.filter(bad).to_pylist(), checked.violations.filter(bad).to_pylist()):
+                invalid.append({"record_id": rid, "record": rec[:-1], "is_deleted": is_del,
+                                "reason": f"record_schema: {why}", "load_id": load_id, "batch_id": None})
+            self.counts.records_errored += len(invalid)
+        return part, invalid
+
+    def deliver(self, tables: Iterable[pa.Table], plan: LoadPlan, *, persist: bool) -> None:
+        """Send every record of ``tables``; invalid ones go to the dead letter."""
+        settings = self.destination.webhook
+        per_record = self.destination.type == "webhook_record"
+        batcher = Batcher(1 if per_record else settings.max_records_per_batch,
+                          10**12 if per_record else settings.max_bytes_per_batch)
+        client = WebhookClient(self.destination, self.provider.id, transport=self.transport, sleep=self.sleep)
+        sender = _Sender(self, client, plan, persist=persist)
+        invalid: list[dict[str, Any]] = []
+        try:
+            for table in tables:
+                part, bad = self.prepare(table, plan.load_id)
+                invalid.extend(bad)
+                for batch in batcher.add(part):
+                    sender.submit(batch)
+                if sender.stopped:
+                    break
+            if not sender.stopped:
+                for batch in batcher.flush():
+                    sender.submit(batch)
+        finally:
+            sender.close()
+            client.close()
+        if invalid:
+            self.dead_letters.append(self.state.write_dead_letter(f"{plan.load_id}-invalid", invalid))
+            self.log(f"  {len(invalid)} records failed record_schema and were kept in the dead letter")
+        if sender.stopped:
+            raise DeliveryError(
+                f"stream '{self.stream.id}': destination '{self.destination.id}' {sender.stopped}; "
+                f"{self.counts.records_loaded} records were delivered, the rest stay pending and the next load "
+                "resumes with the same batch ids"
+            )
+
+
+class _Sender:
+    """Sends batches with up to ``max_concurrency`` requests in flight; records every outcome in the plan."""
+
+    def __init__(self, load: _Load, client: WebhookClient, plan: LoadPlan, *, persist: bool):
+        self.load, self.client, self.plan, self.persist = load, client, plan, persist
+        self.settings = load.destination.webhook
+        self.templates = _Templates.of(load.destination, client.header_values)
+        self.concurrency = load.destination.concurrency
+        self.pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="prequel-send")
+        self.slots = threading.BoundedSemaphore(self.concurrency * 2)  # bounds batches held in memory
+        self.lock = threading.Lock()
+        self.failed_in_a_row = 0
+        self.stopped: str | None = None
+        self.error: BaseException | None = None
+
+    def submit(self, batch: Batch) -> None:
+        if self.stopped or self.error:
+            return
+        if self.plan.done(batch.key):
+            self.load.counts.batches_skipped_already_acked += 1
+            if batch.key in self.plan.acked:
+                self.load.counts.records_loaded += batch.count
+            return
+        self.slots.acquire()
+        future = self.pool.submit(self._run, batch)
+        future.add_done_callback(lambda _: self.slots.release())
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+        if self.error is not None:
+            raise self.error
+
+    def _run(self, batch: Batch) -> None:
+        try:
+            self._deliver(batch)
+        except BaseException as exc:  # surfaced by close() in the loading thread
+            with self.lock:
+                self.error = self.error or exc
+
+    def _request(self, batch: Batch, batch_id: str) -> tuple[str, dict[str, str], bytes]:
+        load, t = self.load, self.templates
+        provider_id = load.provider.id
+        if load.destination.type == "webhook_record":
+            _, record, is_deleted = batch.records()[0]
+            vars_ = {"provider_id": provider_id, "record": record, "is_deleted": is_deleted}
+            body = t.body.render(**vars_).encode() if t.body else batch._joined(is_deleted)
+        else:
+            records = [r for _, r, _ in batch.records()] if t.need_records else []
+            vars_ = {"provider_id": provider_id, "records": records}
+            body = batch.body(provider_id=provider_id, stream_id=load.stream.id, load_id=self.plan.load_id,
+                              batch_id=batch_id)
+        uri = t.uri.render(**vars_)
+        headers = {name: tpl.render(**vars_) for name, tpl in t.headers.items()}
+        return uri, headers, body
+
+    def _deliver(self, batch: Batch) -> None:
+        if self.stopped:
+            return
+        counts = self.load.counts
+        batch_id = batch_id_for(self.plan.load_id, batch.key)
+        uri, headers, body = self._request(batch, batch_id)
+        outcome = self.client.send(body, uri=uri, headers=headers, idempotency_key=batch_id, records=batch.count)
+        with self.lock:
+            counts.requests += outcome.attempts
+            counts.retries += outcome.retries
+            counts.bytes_sent += len(body) * outcome.attempts
+        if outcome.accepted:
+            with self.lock:
+                self.plan.acked.add(batch.key)
+                self.failed_in_a_row = 0
+                counts.batches_sent += 1
+                counts.records_loaded += batch.count
+                counts.records_deleted_sent += batch.deleted_count
+                self._save()
+            return
+        if outcome.status == 413 and batch.count > 1:
+            with self.lock:
+                counts.batches_split += 1
+            for half in batch.split():
+                self._deliver(half)
+            return
+        with self.lock:
+            if outcome.status is None:
+                self.failed_in_a_row += 1
+                if self.failed_in_a_row >= self.settings.max_failed_batches_in_a_row:
+                    self.stopped = f"failed {self.failed_in_a_row} batches in a row ({outcome.detail})"
+            self.plan.rejected.add(batch.key)
+            counts.batches_rejected += 1
+            counts.records_errored += batch.count
+            rows = [
+                {"record_id": rid, "record": _json(rec), "is_deleted": is_del, "reason": outcome.detail,
+                 "load_id": self.plan.load_id, "batch_id": batch_id}
+                for rid, rec, is_del in batch.records()
+            ]
+            name = f"{self.plan.load_id}-{batch.key.replace('.', '_')}"
+            self.load.dead_letters.append(self.load.state.write_dead_letter(name, rows))
+            self._save()
+        self.load.log(f"  batch {batch_id} not accepted ({outcome.detail}); {batch.count} records kept in the dead letter")
+
+    def _save(self) -> None:
+        if self.persist:
+            self.load.state.save_plan(self.plan)
+
+
+def _json(record: dict[str, Any]) -> str:
+    import orjson
+
+    return orjson.dumps(record).decode()
 
 
 def run_load(
@@ -67,138 +305,76 @@ def run_load(
     transport: httpx.BaseTransport | None = None,
     sleep: Callable[[float], None] = time.sleep,
     log: Log = lambda message: None,
+    record_ids: list[str] | None = None,
+    redeliver_dead_letters: bool = False,
 ) -> LoadResult:
-    """One Load of a stream: the records of dataset commits not yet delivered, in batches."""
+    """One Load of a stream; with ``record_ids`` or ``redeliver_dead_letters``, a redelivery instead."""
     started = time.monotonic()
-    stream = config.stream(stream_id)
-    dataset = config.dataset(stream.dataset_id)
-    provider = config.provider_of_dataset(dataset)
-    destination = config.destination(stream.destination_id)
-    storage = storage or open_storage(config.datalake(provider.datalake_id), config)
-    lake = DatasetLog(storage, provider.id, dataset.id)
-    state = StreamState(storage, provider.id, stream.id)
-    counts = LoadCounts()
+    load = _Load(config, config.stream(stream_id), storage, transport, sleep, log)
+    if record_ids is not None or redeliver_dead_letters:
+        return _redeliver(load, record_ids or [], redeliver_dead_letters, started)
 
-    plan = state.open_plan()
+    plan = load.state.open_plan()
     resumed = plan is not None
     if plan is None:
-        latest = lake.latest()
-        start, end = state.delivered_through(), latest.seq if latest else 0
+        latest = load.lake.latest()
+        start, end = load.state.delivered_through(), latest.seq if latest else 0
         if end <= start:
-            log(f"stream '{stream.id}': nothing pending (delivered through commit {start})")
-            return LoadResult(stream.id, provider.id, None, start, end, False, counts, time.monotonic() - started)
-        plan = LoadPlan(load_id_for(stream.id, start, end), start, end)
-        state.save_plan(plan)
+            log(f"stream '{stream_id}': nothing pending (delivered through commit {start})")
+            return LoadResult(stream_id, load.provider.id, None, start, end, False, load.counts,
+                              time.monotonic() - started)
+        plan = LoadPlan(load_id_for(stream_id, start, end), start, end)
     else:
-        log(f"stream '{stream.id}': resuming load {plan.load_id} ({len(plan.acked)} batches already acknowledged)")
+        log(f"stream '{stream_id}': resuming load {plan.load_id} ({len(plan.acked)} batches already acknowledged)")
 
-    commits = [c for c in lake.commits() if plan.from_commit < c.seq <= plan.to_commit]
-    mapper = StreamMapper(stream)
-    schema = lake.schema(commits)
-    available = schema.names if schema is not None else []
-    problems = mapper.check_columns(available)
-    if problems:
-        raise DeliveryError("; ".join(problems) + " — fix the stream's mappings; nothing was sent")
-
-    record_schema = destination.record_schema
-    required = set(record_schema.get("required", []))
-    settings = destination.webhook_batch
-    if settings is None:
-        raise DeliveryError(f"destination '{destination.id}': webhook_record delivery is not supported yet")
-    batcher = Batcher(settings.max_records_per_batch, settings.max_bytes_per_batch)
-    client = WebhookClient(destination, provider.id, transport=transport, sleep=sleep)
-    invalid_rows: list[dict] = []
-    dead_letters: list[str] = []
+    commits = [c for c in load.lake.commits() if plan.from_commit < c.seq <= plan.to_commit]
+    load.check_mappings(load.lake.schema(commits))
+    load.state.save_plan(plan)
     log(
-        f"loading stream '{stream.id}' ({provider.id}/{dataset.id} -> {destination.id}): "
+        f"loading stream '{stream_id}' ({load.provider.id}/{load.dataset.id} -> {load.destination.id}): "
         f"commits {plan.from_commit + 1}..{plan.to_commit}, load {plan.load_id}"
     )
+    columns = list(dict.fromkeys([*load.mapper.source_columns, load.dataset.primary_key, OP_COLUMN]))
+    tables = (pa.Table.from_batches([b]) for b in load.lake.scan(commits, columns=columns) if b.num_rows)
+    load.deliver(tables, plan, persist=True)
+    load.state.finish(plan, load.counts.as_dict())
+    c = load.counts
+    log(f"stream '{stream_id}': {c.records_loaded} records delivered in {c.batches_sent} batches, {c.records_errored} errored")
+    return LoadResult(stream_id, load.provider.id, plan.load_id, plan.from_commit, plan.to_commit, resumed, c,
+                      time.monotonic() - started, load.dead_letters)
 
-    def send(batch: Batch) -> None:
-        batch_id = batch_id_for(plan.load_id, batch.batch_no)
-        if plan.done(batch.batch_no):
-            counts.batches_skipped_already_acked += 1
-            if batch.batch_no in plan.acked:
-                counts.records_loaded += batch.count
-            else:
-                counts.records_errored += batch.count
-            return
-        body = batch.body(provider_id=provider.id, stream_id=stream.id, load_id=plan.load_id, batch_id=batch_id)
-        outcome = client.send(body, idempotency_key=batch_id, records=batch.count)
-        counts.requests += outcome.attempts
-        counts.retries += outcome.retries
-        counts.bytes_sent += len(body) * outcome.attempts
-        if outcome.accepted:
-            plan.acked.add(batch.batch_no)
-            counts.batches_sent += 1
-            counts.records_loaded += batch.count
-            counts.records_deleted_sent += len(batch.deleted)
-        elif outcome.status is None:
-            state.save_plan(plan)
-            raise DeliveryError(
-                f"stream '{stream.id}': destination '{destination.id}' did not accept batch {batch_id} "
-                f"({outcome.detail}); {counts.records_loaded} records were delivered, the rest stay pending "
-                "and the next load resumes with the same batch ids"
-            )
-        else:
-            plan.rejected.add(batch.batch_no)
-            counts.records_errored += batch.count
-            rows = [
-                {"record": r.decode(), "is_deleted": d, "reason": outcome.detail, "load_id": plan.load_id, "batch_id": batch_id}
-                for rows_, d in ((batch.records, False), (batch.deleted, True))
-                for r in rows_
-            ]
-            dead_letters.append(state.write_dead_letter(f"{plan.load_id}-{batch.batch_no:06d}", rows))
-            log(f"  batch {batch_id} rejected ({outcome.detail}); {batch.count} records kept in the dead letter")
-        state.save_plan(plan)
 
+def _redeliver(load: _Load, record_ids: list[str], dead_letters: bool, started: float) -> LoadResult:
+    """Send chosen records (their latest version in the lake) again; dead letters it replaces are removed."""
+    sources: list[str] = []
+    ids = list(record_ids)
+    if dead_letters:
+        sources = load.state.dead_letter_files()
+        ids += [i for i in load.state.read_dead_letters(sources).column("record_id").to_pylist() if i is not None]
+    ids = list(dict.fromkeys(ids))
+    latest = load.lake.latest()
+    schema = load.lake.schema()
+    if not ids or latest is None or schema is None:
+        load.state.remove_dead_letters(sources)
+        return LoadResult(load.stream.id, load.provider.id, None, 0, 0, False, load.counts,
+                          time.monotonic() - started, redelivery=True)
+    key = load.dataset.primary_key
     try:
-        for part in _pending_records(lake, commits, mapper.source_columns):
-            counts.records_processed += part.num_rows
-            mapped = mapper.apply(part.drop_columns([OP_COLUMN]))
-            counts.records_transformed += mapped.num_rows
-            checked = validate_records(mapped, record_schema)
-            deleted = pc.equal(part.column(OP_COLUMN), "delete")
-            n_valid = checked.valid.num_rows
-            counts.records_valid += n_valid
-            if n_valid < mapped.num_rows:
-                bad = pc.invert(checked.valid_mask)
-                bad_records = converted_table(mapped.filter(bad), record_schema)
-                for rec, is_del, why in zip(
-                    encode_records(bad_records, set()),
-                    deleted.filter(bad).to_pylist(),
-                    checked.violations.filter(bad).to_pylist(),
-                ):
-                    invalid_rows.append(
-                        {"record": rec.decode(), "is_deleted": is_del, "reason": f"record_schema: {why}",
-                         "load_id": plan.load_id, "batch_id": None}
-                    )
-                counts.records_errored += mapped.num_rows - n_valid
-            valid_deleted = deleted.filter(checked.valid_mask).to_pylist()
-            for record, is_deleted in zip(encode_records(checked.valid, required), valid_deleted):
-                for batch in batcher.add(record, deleted=is_deleted):
-                    send(batch)
-        for batch in batcher.flush():
-            send(batch)
-    finally:
-        client.close()
+        keys = pa.array(ids, pa.string()).cast(schema.field(key).type)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        raise DeliveryError(f"record ids must be values of {key} ({schema.field(key).type}); got {ids[:5]}") from None
+    found = latest_versions(load.lake, keys, key)
+    load.counts.records_not_found = len(ids) - (found.num_rows if found is not None else 0)
+    if load.counts.records_not_found:
+        load.log(f"  {load.counts.records_not_found} record ids are not in dataset '{load.dataset.id}'")
+    load.check_mappings(schema)
+    plan = LoadPlan(load_id_for(load.stream.id, "redeliver", latest.seq, *sorted(ids)), 0, latest.seq)
+    load.log(f"redelivering {len(ids)} records of stream '{load.stream.id}' (load {plan.load_id})")
+    columns = list(dict.fromkeys([*load.mapper.source_columns, key, OP_COLUMN]))
+    load.deliver([found.select(columns)] if found is not None and found.num_rows else [], plan, persist=False)
+    load.state.remove_dead_letters([p for p in sources if p not in load.dead_letters])
+    c = load.counts
+    load.log(f"redelivered {c.records_loaded} records, {c.records_errored} errored")
+    return LoadResult(load.stream.id, load.provider.id, plan.load_id, 0, latest.seq, False, c,
+                      time.monotonic() - started, load.dead_letters, redelivery=True)
 
-    if invalid_rows:
-        dead_letters.append(state.write_dead_letter(f"{plan.load_id}-invalid", invalid_rows))
-        log(f"  {len(invalid_rows)} records failed record_schema and were kept in the dead letter")
-    state.finish(plan, counts.as_dict())
-    log(
-        f"stream '{stream.id}': {counts.records_loaded} records delivered in {counts.batches_sent} batches, "
-        f"{counts.records_errored} errored"
-    )
-    return LoadResult(
-        stream.id, provider.id, plan.load_id, plan.from_commit, plan.to_commit, resumed, counts,
-        time.monotonic() - started, dead_letters,
-    )
-
-
-def _pending_records(lake: DatasetLog, commits: list, columns: list[str]) -> Iterator[pa.Table]:
-    wanted = list(dict.fromkeys([*columns, OP_COLUMN]))
-    for batch in lake.scan(commits, columns=wanted):
-        if batch.num_rows:
-            yield pa.Table.from_batches([batch])

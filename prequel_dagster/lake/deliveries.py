@@ -19,6 +19,7 @@ from .storage import LakeStorage
 
 DEAD_LETTER_SCHEMA = pa.schema(
     [
+        ("record_id", pa.string()),
         ("record", pa.string()),
         ("is_deleted", pa.bool_()),
         ("reason", pa.string()),
@@ -33,12 +34,12 @@ class LoadPlan:
     load_id: str
     from_commit: int
     to_commit: int
-    acked: set[int] = field(default_factory=set)
-    rejected: set[int] = field(default_factory=set)
+    acked: set[str] = field(default_factory=set)
+    rejected: set[str] = field(default_factory=set)
     started_at: str = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc).isoformat())
 
-    def done(self, batch_no: int) -> bool:
-        return batch_no in self.acked or batch_no in self.rejected
+    def done(self, batch_key: str) -> bool:
+        return batch_key in self.acked or batch_key in self.rejected
 
     def to_json(self) -> bytes:
         return json.dumps(
@@ -112,6 +113,11 @@ class StreamState:
     def dead_letter_files(self) -> list[str]:
         return [f"{self.directory}/dead_letter/{n}" for n in self.storage.list_names(f"{self.directory}/dead_letter")]
 
-    def read_dead_letters(self) -> pa.Table:
-        tables = [pq.read_table(self.storage.full_path(p), filesystem=self.storage.fs) for p in self.dead_letter_files()]
+    def read_dead_letters(self, paths: list[str] | None = None) -> pa.Table:
+        paths = self.dead_letter_files() if paths is None else paths
+        tables = [pq.read_table(self.storage.full_path(p), filesystem=self.storage.fs) for p in paths]
         return pa.concat_tables(tables) if tables else DEAD_LETTER_SCHEMA.empty_table()
+
+    def remove_dead_letters(self, paths: list[str]) -> None:
+        for path in paths:
+            self.storage.delete(path)
