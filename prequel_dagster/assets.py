@@ -50,9 +50,62 @@ def _extract_asset(spec: dg.AssetSpec, dataset_id: str, pool: str) -> dg.AssetsD
     return _extract
 
 
+class StreamLoadConfig(dg.Config):
+    """Launchpad options of a stream materialization: a normal load by default, or a redelivery."""
+
+    redeliver_dead_letters: bool = False
+    record_ids: list[str] = []
+
+
 def _load_asset(spec: dg.AssetSpec, stream_id: str, pool: str) -> dg.AssetsDefinition:
     @dg.multi_asset(specs=[spec], name=_op_name("load", spec.key), pool=pool, required_resource_keys={RESOURCE_KEY})
-    def _load(context: dg.AssetExecutionContext):
-        yield from context.resources.prequel.load(context, stream_id)
+    def _load(context: dg.AssetExecutionContext, config: StreamLoadConfig):
+        yield from context.resources.prequel.load(
+            context, stream_id, record_ids=config.record_ids or None, redeliver_dead_letters=config.redeliver_dead_letters
+        )
 
     return _load
+
+
+def build_stream_checks(config: PrequelConfig, translator: DagsterPrequelTranslator) -> list[dg.AssetChecksDefinition]:
+    """Per stream: its dead letter is empty; its latest records conform to the destination's record_schema."""
+    checks = []
+    for stream in config.streams:
+        key = translator.get_stream_asset_key(stream_props(config, stream))
+        checks += [_dead_letter_check(key, stream.id, stream.dead_letter_check), _conformance_check(key, stream.id)]
+    return checks
+
+
+def _dead_letter_check(key: dg.AssetKey, stream_id: str, severity: str) -> dg.AssetChecksDefinition:
+    @dg.asset_check(
+        asset=key, name="dead_letters_empty", required_resource_keys={RESOURCE_KEY},
+        description="Fails while records of this stream sit in the dead letter; redeliver them to clear it.",
+    )
+    def _check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+        table = context.resources.prequel.dead_letters(stream_id)
+        reasons = sorted(set(table.column("reason").to_pylist()))[:5] if table.num_rows else []
+        return dg.AssetCheckResult(
+            passed=table.num_rows == 0,
+            severity=dg.AssetCheckSeverity.ERROR if severity == "error" else dg.AssetCheckSeverity.WARN,
+            metadata={"dead_letter_records": table.num_rows,
+                      "reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in reasons) or "none")},
+        )
+
+    return _check
+
+
+def _conformance_check(key: dg.AssetKey, stream_id: str, sample: int = 200) -> dg.AssetChecksDefinition:
+    @dg.asset_check(
+        asset=key, name="record_schema_conformance", required_resource_keys={RESOURCE_KEY},
+        description=f"test-transform of the latest {sample} records: every one conforms to the destination's record_schema.",
+    )
+    def _check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+        preview = context.resources.prequel.preview(stream_id, limit=sample)
+        violations = sorted({r.violation for r in preview.rows if r.violation})[:5]
+        return dg.AssetCheckResult(
+            passed=preview.invalid == 0,
+            metadata={"records_checked": len(preview.rows), "records_invalid": preview.invalid,
+                      "violations": dg.MetadataValue.md("\n".join(f"- {v}" for v in violations) or "none")},
+        )
+
+    return _check

@@ -6,7 +6,7 @@ from typing import Any
 
 import dagster as dg
 
-from .assets import RESOURCE_KEY, build_dataset_assets, build_stream_assets
+from .assets import RESOURCE_KEY, build_dataset_assets, build_stream_assets, build_stream_checks
 from .automation import build_schedules, build_stream_automation_sensor
 from .config.loading import load_config
 from .config.models import PrequelConfig
@@ -33,6 +33,7 @@ def build_definitions(
     sensor = build_stream_automation_sensor(config, translator)
     return dg.Definitions(
         assets=[*build_dataset_assets(config, translator), *build_stream_assets(config, translator)],
+        asset_checks=build_stream_checks(config, translator),
         schedules=build_schedules(config, translator),
         sensors=[sensor] if sensor else [],
         resources={RESOURCE_KEY: dg.ResourceDefinition.hardcoded_resource(resource, "prequel: runs extracts and loads")},

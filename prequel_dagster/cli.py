@@ -1,4 +1,4 @@
-"""``prequel-dagster``: demo, validate, test-transform, receiver."""
+"""``prequel-dagster``: demo, validate, test-transform, redeliver, keys, receiver."""
 
 import argparse
 import os
@@ -123,8 +123,53 @@ def _print_round(round_name: str, result) -> None:
 def cmd_receiver(args: argparse.Namespace) -> int:
     from .delivery.receiver import serve
 
-    serve(Path(args.db), args.host, args.port)
+    public_key = Path(args.public_key).read_bytes() if args.public_key else None
+    serve(Path(args.db), args.host, args.port, public_key)
     return 0
+
+
+def cmd_keys_generate(args: argparse.Namespace) -> int:
+    from .delivery.signing import generate_key_pair
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    private, public = generate_key_pair()
+    private_path, public_path = out / "prequel_signing_key.pem", out / "prequel_signing_key.pub.pem"
+    if private_path.exists() and not args.force:
+        print(f"error: {private_path} exists; pass --force to replace it", file=sys.stderr)
+        return 1
+    private_path.write_bytes(private)
+    private_path.chmod(0o600)
+    public_path.write_bytes(public)
+    print(
+        f"wrote {private_path} (keep it secret) and {public_path} (give it to your endpoint).\n"
+        f'Sign deliveries:   export PREQUEL_SIGNING_KEY="$(cat {private_path})"\n'
+        "                   and in the destination: signing: {private_key: \"${PREQUEL_SIGNING_KEY}\"}\n"
+        f"Verify at the receiver: prequel-dagster receiver --public-key {public_path}"
+    )
+    return 0
+
+
+def cmd_redeliver(args: argparse.Namespace) -> int:
+    from .config.loading import find_config_path, load_config
+    from .engine import run_load
+
+    path = find_config_path(args.config)
+    if path is None:
+        print("error: no config given, PREQUEL_CONFIG unset and no ./prequel.yaml", file=sys.stderr)
+        return 2
+    if not args.record_id and not args.dead_letters:
+        print("error: pass --dead-letters, or one or more --record-id", file=sys.stderr)
+        return 2
+    config = load_config(path)
+    if args.stream_id not in {s.id for s in config.streams}:
+        print(f"error: no stream with id '{args.stream_id}'", file=sys.stderr)
+        return 1
+    result = run_load(config, args.stream_id, record_ids=args.record_id or None,
+                      redeliver_dead_letters=args.dead_letters, log=print)
+    c = result.counts
+    print(f"{c.records_loaded} records delivered, {c.records_errored} errored, {c.records_not_found} ids not found")
+    return 0 if c.records_errored == 0 else 3
 
 
 def cmd_test_transform(args: argparse.Namespace) -> int:
@@ -139,7 +184,7 @@ def cmd_test_transform(args: argparse.Namespace) -> int:
         return 2
     try:
         config = load_config(path)
-        preview = preview_stream(config, args.stream_id, limit=args.limit)
+        preview = preview_stream(config, args.stream_id, limit=args.limit, record_ids=args.record_id)
     except (PrequelError, KeyError) as exc:
         _print_error(exc if not isinstance(exc, KeyError) else PrequelError(f"no stream with id {exc}"))
         return 1
@@ -167,13 +212,29 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("test-transform", help="apply a stream's mappings to sample records from the lake")
     p.add_argument("stream_id")
     p.add_argument("--limit", type=int, default=10)
+    p.add_argument("--record-id", action="append", help="a record (primary key value) to show; repeatable")
     p.add_argument("--config", help="config file (default: $PREQUEL_CONFIG or ./prequel.yaml)")
     p.set_defaults(func=cmd_test_transform)
+
+    p = sub.add_parser("redeliver", help="deliver a stream's dead letters, or chosen records, again")
+    p.add_argument("stream_id")
+    p.add_argument("--dead-letters", action="store_true", help="every record in the stream's dead letter")
+    p.add_argument("--record-id", action="append", help="a record (primary key value) to send again; repeatable")
+    p.add_argument("--config", help="config file (default: $PREQUEL_CONFIG or ./prequel.yaml)")
+    p.set_defaults(func=cmd_redeliver)
+
+    p = sub.add_parser("keys", help="request-signing keys")
+    keys = p.add_subparsers(dest="keys_command", required=True)
+    g = keys.add_parser("generate", help="write a new RSA key pair for X-Prequel-Webhook-Signature")
+    g.add_argument("--out", default=".", help="directory for the two PEM files")
+    g.add_argument("--force", action="store_true")
+    g.set_defaults(func=cmd_keys_generate)
 
     p = sub.add_parser("receiver", help="run the reference Batch API endpoint")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8900)
     p.add_argument("--db", default="received.db", help="SQLite file to store batches in")
+    p.add_argument("--public-key", help="PEM public key: verify X-Prequel-Webhook-Signature, 401 if wrong")
     p.set_defaults(func=cmd_receiver)
 
     args = parser.parse_args(argv)

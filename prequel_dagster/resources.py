@@ -12,7 +12,9 @@ from .config.models import PrequelConfig
 from .config.secrets import redact
 from .engine import ExtractResult, LoadResult, run_extract, run_load
 from .lake.commits import OP_COLUMN
+from .lake.deliveries import StreamState
 from .lake.storage import LakeStorage, open_storage
+from .transform.preview import Preview, preview_stream
 
 
 def table_schema(schema: pa.Schema | None) -> dg.TableSchema:
@@ -63,20 +65,43 @@ class PrequelResource:
             context.log.warning(f"schema drift in dataset '{dataset_id}': {change}")
         yield dg.MaterializeResult(asset_key=context.asset_key, metadata=extract_metadata(result))
 
-    def load(self, context: dg.AssetExecutionContext, stream_id: str) -> Iterator[dg.MaterializeResult]:
-        """Run one Load and yield its materialization with Prequel's Load counters."""
-        stream = self.config.stream(stream_id)
-        provider = self.config.provider_of_dataset(self.config.dataset(stream.dataset_id))
+    def load(
+        self,
+        context: dg.AssetExecutionContext,
+        stream_id: str,
+        *,
+        record_ids: list[str] | None = None,
+        redeliver_dead_letters: bool = False,
+    ) -> Iterator[dg.MaterializeResult]:
+        """Run one Load (or a redelivery) and yield its materialization with Prequel's Load counters."""
         with _as_failure():
             result = run_load(
                 self.config,
                 stream_id,
-                storage=self._storage_for_provider(provider.id),
+                storage=self._storage_for_stream(stream_id),
                 transport=self.http_transport(),
                 sleep=self.sleep(),
                 log=context.log.info,
+                record_ids=record_ids,
+                redeliver_dead_letters=redeliver_dead_letters,
             )
         yield dg.MaterializeResult(asset_key=context.asset_key, metadata=load_metadata(result))
+
+    def _storage_for_stream(self, stream_id: str) -> LakeStorage:
+        stream = self.config.stream(stream_id)
+        return self._storage_for_provider(self.config.provider_of_dataset(self.config.dataset(stream.dataset_id)).id)
+
+    def dead_letters(self, stream_id: str) -> pa.Table:
+        """The stream's dead-letter records (record_id, record, is_deleted, reason, load_id, batch_id)."""
+        stream = self.config.stream(stream_id)
+        provider = self.config.provider_of_dataset(self.config.dataset(stream.dataset_id))
+        return StreamState(self._storage_for_provider(provider.id), provider.id, stream_id).read_dead_letters()
+
+    def preview(self, stream_id: str, *, limit: int = 10, record_ids: list[str] | None = None) -> "Preview":
+        """test-transform: the stream's mappings applied to records from the lake, with violations."""
+        with _as_failure():
+            return preview_stream(self.config, stream_id, limit=limit, record_ids=record_ids,
+                                  storage=self._storage_for_stream(stream_id))
 
 
 class _as_failure:
@@ -117,6 +142,7 @@ def load_metadata(result: LoadResult) -> dict[str, Any]:
             "prequel/from_commit": dg.MetadataValue.int(result.from_commit),
             "prequel/to_commit": dg.MetadataValue.int(result.to_commit),
             "prequel/resumed": dg.MetadataValue.bool(result.resumed),
+            "prequel/redelivery": dg.MetadataValue.bool(result.redelivery),
             "prequel/seconds": dg.MetadataValue.float(round(result.seconds, 3)),
         }
     )

@@ -4,6 +4,7 @@ In the style of dagster-dbt's ``DagsterDbtTranslator``: every method takes the p
 dataset or stream and returns one attribute; ``get_dataset_spec`` / ``get_stream_spec`` assemble them.
 """
 
+import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,6 +83,13 @@ class DagsterPrequelTranslator:
             "prequel/frequency_minutes": d.frequency_minutes,
         }
 
+    def get_freshness_policy(self, props: PrequelDatasetProps) -> dg.FreshnessPolicy | None:
+        """Warn after 1.5x and fail after 2x ``frequency_minutes`` without a materialization."""
+        minutes = props.dataset.frequency_minutes
+        return dg.FreshnessPolicy.time_window(
+            fail_window=dt.timedelta(minutes=2 * minutes), warn_window=dt.timedelta(minutes=1.5 * minutes)
+        )
+
     def get_owners(self, provider: Provider) -> list[str]:
         return list(provider.owners)
 
@@ -94,6 +102,7 @@ class DagsterPrequelTranslator:
             kinds=self.get_dataset_kinds(props),
             metadata=self.get_dataset_metadata(props),
             owners=self.get_owners(props.provider),
+            freshness_policy=self.get_freshness_policy(props),
         )
 
     # -- streams (Load) --------------------------------------------------------------------
@@ -168,6 +177,7 @@ class DagsterPrequelTranslator:
             metadata=self.get_stream_metadata(props),
             owners=self.get_owners(props.dataset.provider),
             automation_condition=self.get_stream_automation_condition(props),
+            freshness_policy=self.get_freshness_policy(props.dataset),
         )
 
 

@@ -15,6 +15,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from .signing import SignatureError, verify_request
+
 ENVELOPE_KEYS = {"provider_id", "stream_id", "load_id", "batch_id", "format", "records", "deleted_records"}
 
 
@@ -25,6 +27,7 @@ class ReceivedRequest:
     headers: dict[str, str]
     body: bytes
     answered: int | str  # the status sent, or "dropped"
+    at: float = 0.0  # time.monotonic() when it arrived
 
 
 Fault = Callable[[ReceivedRequest], "int | tuple[int, dict[str, str]] | str | None"]
@@ -111,13 +114,33 @@ def check_envelope(data: Any) -> str | None:
     return None
 
 
+def record_request_envelope(method: str, path: str, headers: dict[str, str], record: dict[str, Any]) -> dict[str, Any]:
+    """A webhook_record request (one record per request) stored like a batch of one.
+
+    A DELETE, or ``?deleted=true`` in the uri, marks a deletion; ``?provider_id=`` names the provider.
+    """
+    from urllib.parse import parse_qs, urlsplit
+
+    query = {k: v[0] for k, v in parse_qs(urlsplit(path).query).items()}
+    deleted = method == "DELETE" or query.get("deleted") == "true"
+    key = {k.lower(): v for k, v in headers.items()}.get("idempotency-key") or f"record-{time.time_ns()}"
+    return {
+        "provider_id": query.get("provider_id", ""), "stream_id": query.get("stream_id", ""), "load_id": "",
+        "batch_id": key, "format": "json",
+        "records": [] if deleted else [record], "deleted_records": [record] if deleted else [],
+    }
+
+
 class Receiver:
     """A threaded HTTP server on loopback that stores Batch API requests."""
 
     def __init__(self, store: ReceiverStore | None = None, *, host: str = "127.0.0.1", port: int = 0,
-                 fault: Fault | None = None):
+                 fault: Fault | None = None, public_key: bytes | None = None):
         self.store = store or ReceiverStore()
         self.fault = fault
+        self.public_key = public_key
+        self.in_flight = 0
+        self.max_in_flight = 0
         self.requests: list[ReceivedRequest] = []
         self._lock = threading.Lock()
         receiver = self
@@ -129,9 +152,19 @@ class Receiver:
                 pass
 
             def _handle(self) -> None:
+                with receiver._lock:
+                    receiver.in_flight += 1
+                    receiver.max_in_flight = max(receiver.max_in_flight, receiver.in_flight)
+                try:
+                    self._process()
+                finally:
+                    with receiver._lock:
+                        receiver.in_flight -= 1
+
+            def _process(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
-                req = ReceivedRequest(self.command, self.path, dict(self.headers.items()), body, 0)
+                req = ReceivedRequest(self.command, self.path, dict(self.headers.items()), body, 0, time.monotonic())
                 with receiver._lock:
                     receiver.requests.append(req)
                 action = receiver.fault(req) if receiver.fault else None
@@ -150,6 +183,12 @@ class Receiver:
                     status, headers = action if isinstance(action, tuple) else (action, {})
                     self._answer(req, status, {"status": "error", "message": "injected"}, headers)
                     return
+                if receiver.public_key is not None:
+                    try:  # verified over the raw body, before decompressing or parsing it
+                        verify_request(receiver.public_key, dict(self.headers.items()), body)
+                    except SignatureError as exc:
+                        self._answer(req, 401, {"status": "error", "message": f"signature: {exc}"})
+                        return
                 if self.headers.get("Content-Encoding") == "gzip":
                     import gzip
 
@@ -159,6 +198,8 @@ class Receiver:
                 except ValueError:
                     self._answer(req, 400, {"status": "error", "message": "body is not JSON"})
                     return
+                if isinstance(data, dict) and "records" not in data and "batch_id" not in data:
+                    data = record_request_envelope(self.command, self.path, dict(self.headers.items()), data)
                 problem = check_envelope(data)
                 if problem:
                     self._answer(req, 400, {"status": "error", "message": problem})
@@ -180,7 +221,7 @@ class Receiver:
                 self.end_headers()
                 self.wfile.write(raw)
 
-            do_POST = do_PUT = do_PATCH = _handle
+            do_POST = do_PUT = do_PATCH = do_DELETE = do_GET = _handle
 
         self.server = ThreadingHTTPServer((host, port), Handler)
         self.server.daemon_threads = True
@@ -207,10 +248,11 @@ class Receiver:
         self.stop()
 
 
-def serve(db_path: Path, host: str, port: int) -> None:
+def serve(db_path: Path, host: str, port: int, public_key: bytes | None = None) -> None:
     """Run the reference receiver in the foreground until interrupted."""
-    receiver = Receiver(ReceiverStore(str(db_path)), host=host, port=port)
-    print(f"prequel receiver listening on {receiver.url} — storing batches in {db_path}", flush=True)
+    receiver = Receiver(ReceiverStore(str(db_path)), host=host, port=port, public_key=public_key)
+    checks = "verifying signatures, " if public_key else ""
+    print(f"prequel receiver listening on {receiver.url} — {checks}storing batches in {db_path}", flush=True)
     try:
         receiver.server.serve_forever()
     except KeyboardInterrupt:

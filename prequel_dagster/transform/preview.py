@@ -4,12 +4,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from ..config.errors import PrequelError
 from ..config.models import PrequelConfig
 from ..lake.commits import OP_COLUMN, DatasetLog
-from ..lake.storage import open_storage
+from ..lake.storage import LakeStorage, open_storage
 from .mapping import StreamMapper
 from .schema import converted_table, validate_records
 
@@ -29,18 +28,34 @@ class Preview:
         return sum(r.violation is not None for r in self.rows)
 
 
-def preview_stream(config: PrequelConfig, stream_id: str, *, limit: int = 10) -> Preview:
-    """The latest ``limit`` records of the stream's dataset, transformed and checked (nothing is sent)."""
+def preview_stream(config: PrequelConfig, stream_id: str, *, limit: int = 10,
+                   record_ids: list[str] | None = None, storage: LakeStorage | None = None) -> Preview:
+    """Records of the stream's dataset (the latest ``limit``, or the given ids), transformed and checked.
+
+    Nothing is sent. This is Prequel's test-transform.
+    """
     stream = config.stream(stream_id)
     dataset = config.dataset(stream.dataset_id)
     provider = config.provider_of_dataset(dataset)
-    lake = DatasetLog(open_storage(config.datalake(provider.datalake_id), config), provider.id, dataset.id)
+    storage = storage or open_storage(config.datalake(provider.datalake_id), config)
+    lake = DatasetLog(storage, provider.id, dataset.id)
     if lake.latest() is None:
-        raise PrequelError(f"dataset '{dataset.id}' has no data in the lake yet; materialize it first")
+        return Preview([])
     mapper = StreamMapper(stream)
     problems = mapper.check_columns(lake.schema().names)  # type: ignore[union-attr]
     if problems:
         raise PrequelError("; ".join(problems))
+    if record_ids:
+        from ..lake.changes import latest_versions
+
+        key = dataset.primary_key
+        try:
+            keys = pa.array(record_ids, pa.string()).cast(lake.schema().field(key).type)  # type: ignore[union-attr]
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            raise PrequelError(f"record ids must be values of {key}; got {record_ids[:5]}") from None
+        found = latest_versions(lake, keys, key)
+        table = found.select([*mapper.source_columns, OP_COLUMN]) if found is not None else None
+        return _check(config, stream.destination_id, mapper, table)
     sample: list[pa.Table] = []
     taken = 0
     for commit in reversed(lake.commits()):
@@ -50,11 +65,16 @@ def preview_stream(config: PrequelConfig, stream_id: str, *, limit: int = 10) ->
         if taken >= limit:
             break
     table = pa.concat_tables(sample, promote_options="permissive").slice(0, limit) if sample else None
+    return _check(config, stream.destination_id, mapper, table)
+
+
+def _check(config: PrequelConfig, destination_id: str, mapper: StreamMapper, table: pa.Table | None) -> Preview:
     if table is None or table.num_rows == 0:
         return Preview([])
+    schema = config.destination(destination_id).record_schema
     mapped = mapper.apply(table.drop_columns([OP_COLUMN]))
-    checked = validate_records(mapped, config.destination(stream.destination_id).record_schema)
-    shown = converted_table(mapped, config.destination(stream.destination_id).record_schema)
+    checked = validate_records(mapped, schema)
+    shown = converted_table(mapped, schema)
     return Preview(
         [PreviewRow(rec, why) for rec, why in zip(shown.to_pylist(), checked.violations.to_pylist())]
     )
