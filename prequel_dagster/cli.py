@@ -77,10 +77,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
             result = job.execute_in_process(
                 instance=instance,
                 tags={"prequel/demo": round_name.replace(" ", "_")},
-                run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+                run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
+                raise_on_error=False,
             )
             if not result.success:
-                print(f"run {result.run_id} failed; see `dagster dev -w workspace.yaml`", file=sys.stderr)
+                for event in result.all_events:
+                    if event.is_step_failure:
+                        print(f"error in {event.step_key}: {event.step_failure_data.error.message.strip()}",
+                              file=sys.stderr)
+                print(f"run {result.run_id} failed; see it with `dagster dev -w workspace.yaml`", file=sys.stderr)
                 return 1
             _print_round(round_name, result)
     except PrequelError as exc:

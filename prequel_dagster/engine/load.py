@@ -130,7 +130,10 @@ class _Load:
         """Map, validate and encode; invalid records become dead-letter rows."""
         n = table.num_rows
         self.counts.records_processed += n
-        mapped = self.mapper.apply(table)
+        try:
+            mapped = self.mapper.apply(table)
+        except ExpressionError as exc:
+            raise DeliveryError(f"{exc} — fix the mapping; the records stay pending for the next load") from None
         self.counts.records_transformed += mapped.num_rows
         checked = validate_records(mapped, self.schema)
         deleted = pc.fill_null(pc.equal(table.column(OP_COLUMN), "delete"), False).combine_chunks()

@@ -313,15 +313,14 @@ def _is_null_literal(v: Value) -> bool:
 
 
 def to_string(v: Value) -> Value:
-    """``string(x)``: RFC 3339 for timestamps, ``true``/``false`` for booleans, plain text otherwise."""
+    """``string(x)``: RFC 3339 (UTC) for timestamps, ``true``/``false`` for booleans, plain text otherwise."""
     t = _type(v)
     if _is_string(t):
         return v
-    if pa.types.is_timestamp(t):
-        fmt = "%Y-%m-%dT%H:%M:%S" + ("Z" if t.tz else "")
+    if pa.types.is_timestamp(t):  # timestamps without a zone are taken as UTC
         if t.tz and t.tz.upper() not in ("UTC", "Z", "+00:00"):
             v = pc.cast(v, pa.timestamp(t.unit, "UTC"))
-        return pc.strftime(v, format=fmt)
+        return pc.strftime(v, format="%Y-%m-%dT%H:%M:%SZ")
     if pa.types.is_date(t):
         return pc.strftime(v, format="%Y-%m-%d")
     if pa.types.is_null(t):
@@ -470,10 +469,16 @@ def _timestampvalue(ev: _Evaluator, node: Call, v: Value) -> Value:
     if pa.types.is_timestamp(_type(v)):
         return v
     text = to_string(v)
-    try:
-        return pc.cast(text, pa.timestamp("us", "UTC"))
-    except pa.ArrowInvalid:
-        return pc.cast(pc.strptime(text, format="%Y-%m-%d", unit="us"), pa.timestamp("us", "UTC"))
+    for attempt in (
+        lambda: pc.cast(text, pa.timestamp("us", "UTC")),  # with a zone or Z
+        lambda: pc.cast(pc.cast(text, pa.timestamp("us")), pa.timestamp("us", "UTC")),  # without one: UTC
+        lambda: pc.cast(pc.strptime(text, format="%Y-%m-%d", unit="us"), pa.timestamp("us", "UTC")),
+    ):
+        try:
+            return attempt()
+        except pa.ArrowInvalid:
+            continue
+    raise ExpressionError(f"TIMESTAMPVALUE() at column {node.pos + 1}: a value is not a date or timestamp")
 
 
 FUNCTIONS: dict[str, Callable[..., Value]] = {

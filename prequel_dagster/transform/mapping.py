@@ -54,6 +54,10 @@ class StreamMapper:
                 ) from None
             except ExpressionError as exc:
                 raise ExpressionError(f"stream '{self.stream_id}' mappings[{i}] ({m.target_field}): {exc}") from None
+            except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+                raise ExpressionError(
+                    f"stream '{self.stream_id}' mappings[{i}] ({m.target_field}) failed on the data: {exc}"
+                ) from None
             arrays.append(arr)
             names.append(m.target_field)
         return pa.Table.from_arrays(arrays, names=names)

@@ -71,6 +71,62 @@ def _convert(col: pa.Array, types: set[str], field: str) -> tuple[pa.Array, str 
     return col, f"'{field}' should be {' or '.join(sorted(types))} but the mapping produces {t}"
 
 
+VECTORISED_KEYWORDS = {
+    "type", "enum", "const", "format", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",
+    "minLength", "maxLength", "pattern", "description", "title", "default", "examples", "$comment",
+}
+TOP_LEVEL_KEYWORDS = {"type", "properties", "required", "additionalProperties", "$schema", "$id", "title",
+                      "description", "$comment", "definitions"}
+FORMATS = {
+    "date-time": r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$",
+    "date": r"^\d{4}-\d{2}-\d{2}$",
+    "time": r"^\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})?$",
+    "email": r"^[^@\s]+@[^@\s]+$",
+    "uuid": r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$",
+}
+_NULL = pa.scalar(None, pa.string())
+
+
+def needs_json_schema_library(record_schema: dict[str, Any]) -> bool:
+    """Whether the schema uses keywords beyond the vectorised ones (checked per record with ``jsonschema``)."""
+    if set(record_schema) - TOP_LEVEL_KEYWORDS:
+        return True
+    return any(set(p) - VECTORISED_KEYWORDS for p in record_schema.get("properties", {}).values())
+
+
+def _keyword_messages(name: str, col: pa.Array, prop: dict[str, Any]) -> list[pa.Array]:
+    """Violations of the value keywords, one message (or null) per row."""
+    out = []
+    t = col.type
+
+    def flag(bad: pa.Array, message: str) -> None:
+        out.append(pc.if_else(pc.fill_null(bad, False), message, _NULL))
+
+    is_text = pa.types.is_string(t) or pa.types.is_large_string(t)
+    is_number = pa.types.is_integer(t) or pa.types.is_floating(t)
+    if "const" in prop:
+        flag(pc.not_equal(col, pa.scalar(prop["const"]).cast(t, safe=False)), f"'{name}' must be {prop['const']!r}")
+    if is_text:
+        fmt = prop.get("format")
+        if fmt in FORMATS:
+            flag(pc.invert(pc.match_substring_regex(col, FORMATS[fmt])), f"'{name}' is not a valid {fmt}")
+        if "pattern" in prop:
+            flag(pc.invert(pc.match_substring_regex(col, prop["pattern"])), f"'{name}' does not match {prop['pattern']!r}")
+        if "minLength" in prop or "maxLength" in prop:
+            length = pc.utf8_length(col)
+            if "minLength" in prop:
+                flag(pc.less(length, prop["minLength"]), f"'{name}' is shorter than {prop['minLength']}")
+            if "maxLength" in prop:
+                flag(pc.greater(length, prop["maxLength"]), f"'{name}' is longer than {prop['maxLength']}")
+    if is_number:
+        for keyword, fn, words in (("minimum", pc.less, "less than"), ("maximum", pc.greater, "greater than"),
+                                   ("exclusiveMinimum", pc.less_equal, "at most"),
+                                   ("exclusiveMaximum", pc.greater_equal, "at least")):
+            if keyword in prop and not isinstance(prop[keyword], bool):
+                flag(fn(col, prop[keyword]), f"'{name}' is {words} {prop[keyword]}")
+    return out
+
+
 def validate_records(table: pa.Table, record_schema: dict[str, Any]) -> Validated:
     """Check every record against ``record_schema``; return the valid ones in JSON-ready types."""
     n = table.num_rows
@@ -80,29 +136,53 @@ def validate_records(table: pa.Table, record_schema: dict[str, Any]) -> Validate
     columns, names = [], []
     for name in table.column_names:
         col = table.column(name).combine_chunks()
-        types, nullable = _allowed_types(props.get(name, {}))
+        prop = props.get(name, {})
+        types, nullable = _allowed_types(prop)
         converted, problem = _convert(col, types, name)
         if problem:
             messages.append(pa.array([problem] * n, pa.string()))
         if name in required and not nullable:
-            null_msg = f"required field '{name}' is null"
-            messages.append(pc.if_else(pc.is_null(converted), null_msg, pa.scalar(None, pa.string())))
-        enum = props.get(name, {}).get("enum")
+            messages.append(pc.if_else(pc.is_null(converted), f"required field '{name}' is null", _NULL))
+        enum = prop.get("enum")
         if enum is not None and not problem:
             ok = pc.fill_null(pc.is_in(converted, value_set=pa.array(enum).cast(converted.type, safe=False)), True)
-            messages.append(pc.if_else(ok, pa.scalar(None, pa.string()), f"'{name}' is not one of {enum}"))
+            messages.append(pc.if_else(ok, _NULL, f"'{name}' is not one of {enum}"))
+        if not problem:
+            messages.extend(_keyword_messages(name, converted, prop))
         columns.append(converted)
         names.append(name)
     for name in required - set(table.column_names):
         messages.append(pa.array([f"required field '{name}' is not mapped"] * n, pa.string()))
+
+    converted_all = pa.Table.from_arrays(columns, names=names) if columns else table
+    if n and needs_json_schema_library(record_schema):
+        messages.append(_library_messages(converted_all, record_schema))
 
     violations = pa.nulls(n, pa.string())
     for message in messages:  # join the non-null messages of each row with "; "
         joined = pc.binary_join_element_wise(violations, message, "; ")
         violations = pc.coalesce(joined, violations, message)
     valid_mask = pc.is_null(violations)
-    converted_table = pa.Table.from_arrays(columns, names=names) if columns else table
-    return Validated(valid=converted_table.filter(valid_mask), valid_mask=valid_mask, violations=violations)
+    return Validated(valid=converted_all.filter(valid_mask), valid_mask=valid_mask, violations=violations)
+
+
+def _library_messages(table: pa.Table, record_schema: dict[str, Any]) -> pa.Array:
+    """Keywords the vectorised checks do not cover, per record with the ``jsonschema`` library."""
+    import jsonschema
+    import orjson
+
+    from ..delivery.encoding import encode_records
+
+    validator = jsonschema.Draft7Validator(record_schema, format_checker=jsonschema.Draft7Validator.FORMAT_CHECKER)
+    out = []
+    for text in encode_records(table, required=set(record_schema.get("required", []))).to_pylist():
+        errors = sorted(
+            (e for e in validator.iter_errors(orjson.loads(text[:-1]))
+             if len(e.path) != 1 or e.validator not in VECTORISED_KEYWORDS),  # those are reported above
+            key=lambda e: list(map(str, e.path)),
+        )
+        out.append("; ".join(f"{'/'.join(map(str, e.path)) or 'record'}: {e.message}" for e in errors) or None)
+    return pa.array(out, pa.string())
 
 
 def converted_table(table: pa.Table, record_schema: dict[str, Any]) -> pa.Table:
