@@ -156,8 +156,10 @@ KILL_AFTER_ACKS = textwrap.dedent("""
     import json, os, signal, sys
     from prequel_dagster.config import load_config
     from prequel_dagster.engine import run_load
+    from prequel_dagster.engine import load
     from prequel_dagster.lake import deliveries
 
+    load.PLAN_SAVE_INTERVAL_SECONDS = 0  # record every acknowledged batch, so the kill lands between batches
     saves = {"n": 0}
     original = deliveries.StreamState.save_plan
 

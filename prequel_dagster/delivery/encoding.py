@@ -15,14 +15,17 @@ from ..transform.expressions import to_string
 _ESCAPES = [("\\", "\\\\"), ('"', '\\"'), ("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t"), ("\b", "\\b"), ("\f", "\\f")]
 _OTHER_CONTROL = [chr(c) for c in range(0x20) if chr(c) not in "\n\r\t\b\f"]
 _CONTROL_RE = "[" + "".join(f"\\x{ord(c):02x}" for c in _OTHER_CONTROL) + "]"
+_NEEDS_ESCAPE = r'[\\"\x00-\x1f]'
 
 
-def _quote(strings: pa.Array) -> pa.Array:
-    for old, new in _ESCAPES:
-        strings = pc.replace_substring(strings, old, new)
-    if pc.any(pc.match_substring_regex(strings, _CONTROL_RE)).as_py():
-        for c in _OTHER_CONTROL:
-            strings = pc.replace_substring(strings, c, f"\\u{ord(c):04x}")
+def _quote(strings: pa.Array, *, clean: bool = False) -> pa.Array:
+    """JSON string literals. ``clean`` skips escaping for text known to need none (formatted timestamps)."""
+    if not clean and pc.any(pc.match_substring_regex(strings, _NEEDS_ESCAPE)).as_py():
+        for old, new in _ESCAPES:
+            strings = pc.replace_substring(strings, old, new)
+        if pc.any(pc.match_substring_regex(strings, _CONTROL_RE)).as_py():
+            for c in _OTHER_CONTROL:
+                strings = pc.replace_substring(strings, c, f"\\u{ord(c):04x}")
     return pc.binary_join_element_wise('"', strings, '"', "")
 
 
@@ -47,7 +50,7 @@ def json_values(col: pa.Array, *, raw_json: bool = False) -> pa.Array:
     if pa.types.is_decimal(t):
         return pc.cast(col, pa.string())  # exact, and a valid JSON number
     if pa.types.is_timestamp(t) or pa.types.is_date(t):
-        return _quote(to_string(col))
+        return _quote(to_string(col), clean=True)
     return _python_json(col)
 
 

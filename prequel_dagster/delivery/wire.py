@@ -39,6 +39,12 @@ class Part:
     def __len__(self) -> int:
         return len(self.encoded)
 
+    @property
+    def deleted_count(self) -> int:
+        if not hasattr(self, "_deleted_count"):
+            self._deleted_count = pc.sum(self.deleted.cast(pa.int64())).as_py() or 0
+        return self._deleted_count
+
     def slice(self, start: int, length: int) -> "Part":
         return Part(self.encoded.slice(start, length), self.deleted.slice(start, length),
                     self.record_ids.slice(start, length))
@@ -57,15 +63,20 @@ class Batch:
     def _joined(self, deleted: bool) -> bytes:
         chunks = []
         for p in self.parts:
-            mask = p.deleted if deleted else pc.invert(p.deleted)
-            chunk = joined_bytes(p.encoded.filter(mask) if pc.any(pc.invert(mask)).as_py() else p.encoded)
+            n_deleted = p.deleted_count
+            if n_deleted == (len(p) if deleted else 0):  # all (or none) of this part: no filtering
+                chunk = joined_bytes(p.encoded)
+            elif n_deleted == (0 if deleted else len(p)):
+                chunk = b""
+            else:
+                chunk = joined_bytes(p.encoded.filter(p.deleted if deleted else pc.invert(p.deleted)))
             if chunk:
                 chunks.append(chunk)
         return b",".join(chunks)
 
     @property
     def deleted_count(self) -> int:
-        return sum(pc.sum(p.deleted.cast(pa.int64())).as_py() or 0 for p in self.parts)
+        return sum(p.deleted_count for p in self.parts)
 
     def body(self, *, provider_id: str, stream_id: str, load_id: str, batch_id: str) -> bytes:
         head = orjson.dumps(

@@ -8,7 +8,8 @@ the destination stays down — pending for the next load, which resumes with the
 
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +33,8 @@ from ..transform.mapping import StreamMapper
 from ..transform.schema import converted_table, validate_records
 
 Log = Callable[[str], None]
+PLAN_SAVE_INTERVAL_SECONDS = 0.5
+PREPARE_THREADS = 2
 
 
 @dataclass
@@ -126,34 +129,53 @@ class _Load:
             except ExpressionError as exc:
                 raise DeliveryError(f"{exc} — fix the stream's mappings; nothing was sent") from None
 
-    def prepare(self, table: pa.Table, load_id: str) -> tuple[Part, list[dict[str, Any]]]:
-        """Map, validate and encode; invalid records become dead-letter rows."""
+    def prepare(self, table: pa.Table, load_id: str) -> tuple[Part, list[dict[str, Any]], LoadCounts]:
+        """Map, validate and encode one table (thread-safe); invalid records become dead-letter rows."""
+        counts = LoadCounts()
         n = table.num_rows
-        self.counts.records_processed += n
+        counts.records_processed = n
         try:
             mapped = self.mapper.apply(table)
         except ExpressionError as exc:
             raise DeliveryError(f"{exc} — fix the mapping; the records stay pending for the next load") from None
-        self.counts.records_transformed += mapped.num_rows
+        counts.records_transformed = mapped.num_rows
         checked = validate_records(mapped, self.schema)
         deleted = pc.fill_null(pc.equal(table.column(OP_COLUMN), "delete"), False).combine_chunks()
         ids = table.column(self.dataset.primary_key).cast(pa.string()).combine_chunks()
         valid = checked.valid_mask
-        self.counts.records_valid += checked.valid.num_rows
+        counts.records_valid = checked.valid.num_rows
+        all_valid = counts.records_valid == n
         part = Part(
             encode_records(checked.valid, required=self.required, raw_json_fields=self.raw_json),
-            deleted.filter(valid),
-            ids.filter(valid),
+            deleted if all_valid else deleted.filter(valid),
+            ids if all_valid else ids.filter(valid),
         )
         invalid: list[dict[str, Any]] = []
-        if checked.valid.num_rows < n:
+        if not all_valid:
             bad = pc.invert(valid)
             shown = encode_records(converted_table(mapped.filter(bad), self.schema), required=set())
             for rid, rec, is_del, why in zip(ids.filter(bad).to_pylist(), shown.to_pylist(),
                                              deleted.filter(bad).to_pylist(), checked.violations.filter(bad).to_pylist()):
                 invalid.append({"record_id": rid, "record": rec[:-1], "is_deleted": is_del,
                                 "reason": f"record_schema: {why}", "load_id": load_id, "batch_id": None})
-            self.counts.records_errored += len(invalid)
+            counts.records_errored = len(invalid)
+        return part, invalid, counts
+
+    def prepared(self, tables: Iterable[pa.Table], load_id: str) -> Iterator[tuple[Part, list[dict[str, Any]]]]:
+        """``prepare`` on PREPARE_THREADS threads (Arrow compute releases the GIL), in order, a few tables ahead."""
+        with ThreadPoolExecutor(max_workers=PREPARE_THREADS, thread_name_prefix="prequel-prepare") as pool:
+            ahead: deque = deque()
+            for table in tables:
+                ahead.append(pool.submit(self.prepare, table, load_id))
+                if len(ahead) > PREPARE_THREADS:
+                    yield self._take(ahead.popleft().result())
+            while ahead:
+                yield self._take(ahead.popleft().result())
+
+    def _take(self, prepared: tuple[Part, list[dict[str, Any]], LoadCounts]) -> tuple[Part, list[dict[str, Any]]]:
+        part, invalid, counts = prepared
+        for name in ("records_processed", "records_transformed", "records_valid", "records_errored"):
+            setattr(self.counts, name, getattr(self.counts, name) + getattr(counts, name))
         return part, invalid
 
     def deliver(self, tables: Iterable[pa.Table], plan: LoadPlan, *, persist: bool) -> None:
@@ -166,8 +188,7 @@ class _Load:
         sender = _Sender(self, client, plan, persist=persist)
         invalid: list[dict[str, Any]] = []
         try:
-            for table in tables:
-                part, bad = self.prepare(table, plan.load_id)
+            for part, bad in self.prepared(tables, plan.load_id):
                 invalid.extend(bad)
                 for batch in batcher.add(part):
                     sender.submit(batch)
@@ -204,6 +225,7 @@ class _Sender:
         self.failed_in_a_row = 0
         self.stopped: str | None = None
         self.error: BaseException | None = None
+        self.saved_at = 0.0
 
     def submit(self, batch: Batch) -> None:
         if self.stopped or self.error:
@@ -219,6 +241,7 @@ class _Sender:
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
+        self._save(force=True)
         if self.error is not None:
             raise self.error
 
@@ -286,12 +309,18 @@ class _Sender:
             ]
             name = f"{self.plan.load_id}-{batch.key.replace('.', '_')}"
             self.load.dead_letters.append(self.load.state.write_dead_letter(name, rows))
-            self._save()
+            self._save(force=True)
         self.load.log(f"  batch {batch_id} not accepted ({outcome.detail}); {batch.count} records kept in the dead letter")
 
-    def _save(self) -> None:
-        if self.persist:
+    def _save(self, *, force: bool = False) -> None:
+        """Record progress; at most every PLAN_SAVE_INTERVAL_SECONDS, so long loads do not write per batch.
+
+        A crash re-sends (with the same ids) only the batches acknowledged since the last save.
+        """
+        now = time.monotonic()
+        if self.persist and (force or now - self.saved_at >= PLAN_SAVE_INTERVAL_SECONDS):
             self.load.state.save_plan(self.plan)
+            self.saved_at = now
 
 
 def _json(record: dict[str, Any]) -> str:

@@ -41,13 +41,21 @@ class LoadPlan:
     def done(self, batch_key: str) -> bool:
         return batch_key in self.acked or batch_key in self.rejected
 
+    _prefix: int = 0  # batches "0".."_prefix-1" are all acknowledged: stored as one number
+
     def to_json(self) -> bytes:
+        """Compact: acknowledged batches as a count of the contiguous ones plus the rest, so saving
+        after every batch stays cheap on long loads."""
+        while str(self._prefix) in self.acked:
+            self._prefix += 1
+        rest = [k for k in self.acked if not (k.isdigit() and int(k) < self._prefix)]
         return json.dumps(
             {
                 "load_id": self.load_id,
                 "from_commit": self.from_commit,
                 "to_commit": self.to_commit,
-                "acked": sorted(self.acked),
+                "acked_first": self._prefix,
+                "acked": rest,
                 "rejected": sorted(self.rejected),
                 "started_at": self.started_at,
             }
@@ -55,9 +63,9 @@ class LoadPlan:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "LoadPlan":
+        acked = {str(i) for i in range(data.get("acked_first", 0))} | set(data["acked"])
         return cls(
-            data["load_id"], data["from_commit"], data["to_commit"], set(data["acked"]), set(data["rejected"]),
-            data["started_at"],
+            data["load_id"], data["from_commit"], data["to_commit"], acked, set(data["rejected"]), data["started_at"]
         )
 
 

@@ -94,45 +94,48 @@ def needs_json_schema_library(record_schema: dict[str, Any]) -> bool:
     return any(set(p) - VECTORISED_KEYWORDS for p in record_schema.get("properties", {}).values())
 
 
-def _keyword_messages(name: str, col: pa.Array, prop: dict[str, Any]) -> list[pa.Array]:
-    """Violations of the value keywords, one message (or null) per row."""
-    out = []
+Check = tuple[pa.Array, str]
+"""A per-row "bad" mask and the message for the rows it flags."""
+
+
+def _keyword_checks(name: str, col: pa.Array, prop: dict[str, Any], *, formatted_by_us: bool) -> list[Check]:
+    """Violations of the value keywords, as (bad-row mask, message)."""
+    out: list[Check] = []
     t = col.type
-
-    def flag(bad: pa.Array, message: str) -> None:
-        out.append(pc.if_else(pc.fill_null(bad, False), message, _NULL))
-
     is_text = pa.types.is_string(t) or pa.types.is_large_string(t)
     is_number = pa.types.is_integer(t) or pa.types.is_floating(t)
     if "const" in prop:
-        flag(pc.not_equal(col, pa.scalar(prop["const"]).cast(t, safe=False)), f"'{name}' must be {prop['const']!r}")
+        out.append((pc.not_equal(col, pa.scalar(prop["const"]).cast(t, safe=False)), f"'{name}' must be {prop['const']!r}"))
     if is_text:
         fmt = prop.get("format")
-        if fmt in FORMATS:
-            flag(pc.invert(pc.match_substring_regex(col, FORMATS[fmt])), f"'{name}' is not a valid {fmt}")
+        if fmt in FORMATS and not formatted_by_us:  # timestamps we formatted are RFC 3339 by construction
+            out.append((pc.invert(pc.match_substring_regex(col, FORMATS[fmt])), f"'{name}' is not a valid {fmt}"))
         if "pattern" in prop:
-            flag(pc.invert(pc.match_substring_regex(col, prop["pattern"])), f"'{name}' does not match {prop['pattern']!r}")
+            out.append((pc.invert(pc.match_substring_regex(col, prop["pattern"])), f"'{name}' does not match {prop['pattern']!r}"))
         if "minLength" in prop or "maxLength" in prop:
             length = pc.utf8_length(col)
             if "minLength" in prop:
-                flag(pc.less(length, prop["minLength"]), f"'{name}' is shorter than {prop['minLength']}")
+                out.append((pc.less(length, prop["minLength"]), f"'{name}' is shorter than {prop['minLength']}"))
             if "maxLength" in prop:
-                flag(pc.greater(length, prop["maxLength"]), f"'{name}' is longer than {prop['maxLength']}")
+                out.append((pc.greater(length, prop["maxLength"]), f"'{name}' is longer than {prop['maxLength']}"))
     if is_number:
         for keyword, fn, words in (("minimum", pc.less, "less than"), ("maximum", pc.greater, "greater than"),
                                    ("exclusiveMinimum", pc.less_equal, "at most"),
                                    ("exclusiveMaximum", pc.greater_equal, "at least")):
             if keyword in prop and not isinstance(prop[keyword], bool):
-                flag(fn(col, prop[keyword]), f"'{name}' is {words} {prop[keyword]}")
+                out.append((fn(col, prop[keyword]), f"'{name}' is {words} {prop[keyword]}"))
     return out
 
 
 def validate_records(table: pa.Table, record_schema: dict[str, Any]) -> Validated:
-    """Check every record against ``record_schema``; return the valid ones in JSON-ready types."""
+    """Check every record against ``record_schema``; return the valid ones in JSON-ready types.
+
+    The checks produce boolean masks; message strings are built only when some record is invalid.
+    """
     n = table.num_rows
     props: dict[str, Any] = record_schema.get("properties", {})
     required = set(record_schema.get("required", []))
-    messages: list[pa.Array] = []
+    checks: list[Check] = []
     columns, names = [], []
     for name in table.column_names:
         col = table.column(name).combine_chunks()
@@ -140,24 +143,35 @@ def validate_records(table: pa.Table, record_schema: dict[str, Any]) -> Validate
         types, nullable = _allowed_types(prop)
         converted, problem = _convert(col, types, name)
         if problem:
-            messages.append(pa.array([problem] * n, pa.string()))
+            checks.append((pa.array([True] * n), problem))
         if name in required and not nullable:
-            messages.append(pc.if_else(pc.is_null(converted), f"required field '{name}' is null", _NULL))
+            checks.append((pc.is_null(converted), f"required field '{name}' is null"))
         enum = prop.get("enum")
         if enum is not None and not problem:
-            ok = pc.fill_null(pc.is_in(converted, value_set=pa.array(enum).cast(converted.type, safe=False)), True)
-            messages.append(pc.if_else(ok, _NULL, f"'{name}' is not one of {enum}"))
+            ok = pc.is_in(converted, value_set=pa.array(enum).cast(converted.type, safe=False))
+            checks.append((pc.invert(ok), f"'{name}' is not one of {enum}"))
         if not problem:
-            messages.extend(_keyword_messages(name, converted, prop))
+            formatted = pa.types.is_timestamp(col.type) or pa.types.is_date(col.type)
+            checks.extend(_keyword_checks(name, converted, prop, formatted_by_us=formatted))
         columns.append(converted)
         names.append(name)
     for name in required - set(table.column_names):
-        messages.append(pa.array([f"required field '{name}' is not mapped"] * n, pa.string()))
-
+        checks.append((pa.array([True] * n), f"required field '{name}' is not mapped"))
     converted_all = pa.Table.from_arrays(columns, names=names) if columns else table
-    if n and needs_json_schema_library(record_schema):
-        messages.append(_library_messages(converted_all, record_schema))
 
+    bad = None
+    for mask, _ in checks:
+        mask = pc.fill_null(mask, False)
+        bad = mask if bad is None else pc.or_(bad, mask)
+    library = _library_messages(converted_all, record_schema) if n and needs_json_schema_library(record_schema) else None
+    if library is not None:
+        bad = pc.is_valid(library) if bad is None else pc.or_(bad, pc.is_valid(library))
+    if bad is None or not pc.any(bad).as_py():
+        return Validated(valid=converted_all, valid_mask=pa.array([True] * n), violations=pa.nulls(n, pa.string()))
+
+    messages = [pc.if_else(pc.fill_null(mask, False), text, _NULL) for mask, text in checks]
+    if library is not None:
+        messages.append(library)
     violations = pa.nulls(n, pa.string())
     for message in messages:  # join the non-null messages of each row with "; "
         joined = pc.binary_join_element_wise(violations, message, "; ")
