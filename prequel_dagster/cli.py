@@ -15,13 +15,23 @@ def _print_error(exc: BaseException) -> None:
     print(f"error: {redact(str(exc))}", file=sys.stderr)
 
 
-def cmd_validate(args: argparse.Namespace) -> int:
-    from .config.loading import find_config_path, load_config
+class UsageError(PrequelError):
+    """Bad command-line input: exit status 2."""
+
+
+def _config_path(args: argparse.Namespace) -> Path:
+    from .config.loading import find_config_path
 
     path = find_config_path(args.config)
     if path is None:
-        print("error: no config given, PREQUEL_CONFIG unset and no ./prequel.yaml", file=sys.stderr)
-        return 2
+        raise UsageError("no config given, PREQUEL_CONFIG unset and no ./prequel.yaml")
+    return path
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from .config.loading import load_config
+
+    path = _config_path(args)
     try:
         config = load_config(path)
     except ConfigError as exc:
@@ -156,17 +166,12 @@ def cmd_keys_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_redeliver(args: argparse.Namespace) -> int:
-    from .config.loading import find_config_path, load_config
+    from .config.loading import load_config
     from .engine import run_load
 
-    path = find_config_path(args.config)
-    if path is None:
-        print("error: no config given, PREQUEL_CONFIG unset and no ./prequel.yaml", file=sys.stderr)
-        return 2
     if not args.record_id and not args.dead_letters:
-        print("error: pass --dead-letters, or one or more --record-id", file=sys.stderr)
-        return 2
-    config = load_config(path)
+        raise UsageError("pass --dead-letters, or one or more --record-id")
+    config = load_config(_config_path(args))
     if args.stream_id not in {s.id for s in config.streams}:
         print(f"error: no stream with id '{args.stream_id}'", file=sys.stderr)
         return 1
@@ -180,13 +185,10 @@ def cmd_redeliver(args: argparse.Namespace) -> int:
 def cmd_test_transform(args: argparse.Namespace) -> int:
     import orjson
 
-    from .config.loading import find_config_path, load_config
+    from .config.loading import load_config
     from .transform.preview import preview_stream
 
-    path = find_config_path(args.config)
-    if path is None:
-        print("error: no config given, PREQUEL_CONFIG unset and no ./prequel.yaml", file=sys.stderr)
-        return 2
+    path = _config_path(args)
     try:
         config = load_config(path)
         preview = preview_stream(config, args.stream_id, limit=args.limit, record_ids=args.record_id)
@@ -247,6 +249,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except KeyboardInterrupt:
         return 130
+    except UsageError as exc:
+        _print_error(exc)
+        return 2
     except PrequelError as exc:
         _print_error(exc)
         return 1

@@ -8,7 +8,7 @@ only when a connection is made, and masked everywhere).
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, model_validator
 
@@ -154,11 +154,12 @@ class AbsLake(Block):
     endpoint: EnvStr | None = None
 
 
-LAKE_KINDS = ("local", "s3", "s3_compatible", "gcs", "abs")
+LakeKind = Literal["local", "s3", "s3_compatible", "gcs", "abs"]
+LAKE_KINDS: tuple[str, ...] = get_args(LakeKind)
 
 
 class Datalake(Entry):
-    storage: Literal["local", "s3", "s3_compatible", "gcs", "abs"]
+    storage: LakeKind
     retention_window_days: int | None = Field(default=None, ge=1)
     local: LocalLake | None = None
     s3: S3Lake | None = None
@@ -310,36 +311,15 @@ class SqliteSource(Block):
     path: EnvStr
 
 
-SOURCE_VENDORS = (
-    "postgres",
-    "redshift",
-    "redshift_serverless",
-    "snowflake",
-    "bigquery",
-    "s3",
-    "s3_compatible",
-    "gcs",
-    "abs",
-    "sftp",
-    "sqlite",
-)
-SQL_VENDORS = ("postgres", "redshift", "redshift_serverless", "snowflake", "bigquery", "sqlite")
+SourceVendor = Literal[
+    "postgres", "redshift", "redshift_serverless", "snowflake", "bigquery",
+    "s3", "s3_compatible", "gcs", "abs", "sftp", "sqlite",
+]
+SOURCE_VENDORS: tuple[str, ...] = get_args(SourceVendor)
 
 
 class Source(Entry):
-    vendor: Literal[
-        "postgres",
-        "redshift",
-        "redshift_serverless",
-        "snowflake",
-        "bigquery",
-        "s3",
-        "s3_compatible",
-        "gcs",
-        "abs",
-        "sftp",
-        "sqlite",
-    ]
+    vendor: SourceVendor
     provider_id: Id
     postgres: PostgresSource | None = None
     redshift: RedshiftSource | None = None
