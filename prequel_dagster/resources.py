@@ -1,5 +1,6 @@
 """The resource that runs Extracts and Loads and streams Dagster events back (dagster-sling style)."""
 
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -42,8 +43,7 @@ class PrequelResource:
         return None
 
     def sleep(self) -> Callable[[float], None]:
-        import time
-
+        """How retries wait (override in tests to record instead of sleeping)."""
         return time.sleep
 
     def _storage_for_provider(self, provider_id: str) -> LakeStorage:

@@ -5,6 +5,7 @@ Used by ``prequel-dagster receiver`` and the demo, and a model for your own endp
 rejects malformed envelopes with 400 and a reason.
 """
 
+import gzip
 import json
 import sqlite3
 import threading
@@ -191,8 +192,6 @@ class Receiver:
                         self._answer(req, 401, {"status": "error", "message": f"signature: {exc}"})
                         return
                 if self.headers.get("Content-Encoding") == "gzip":
-                    import gzip
-
                     body = gzip.decompress(body)
                 try:
                     data = json.loads(body)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -324,8 +325,6 @@ class _Sender:
 
 
 def _json(record: dict[str, Any]) -> str:
-    import orjson
-
     return orjson.dumps(record).decode()
 
 

@@ -19,7 +19,7 @@ _JSON_TYPES = ("string", "integer", "number", "boolean", "object", "array", "nul
 
 @dataclass
 class Validated:
-    """Records split by validity; ``invalid`` carries a ``_prequel_violation`` column."""
+    """The valid records (JSON-ready types), the validity mask, and each row's violations (null if valid)."""
 
     valid: pa.Table
     valid_mask: pa.Array
