@@ -95,7 +95,7 @@ class PrequelResource:
         """The stream's dead-letter records (record_id, record, is_deleted, reason, load_id, batch_id)."""
         stream = self.config.stream(stream_id)
         provider = self.config.provider_of_dataset(self.config.dataset(stream.dataset_id))
-        return StreamState(self._storage_for_provider(provider.id), provider.id, stream_id).read_dead_letters()
+        return StreamState(self.storage(provider.datalake_id), provider.id, stream_id).read_dead_letters()
 
     def preview(self, stream_id: str, *, limit: int = 10, record_ids: list[str] | None = None) -> "Preview":
         """test-transform: the stream's mappings applied to records from the lake, with violations."""

@@ -8,6 +8,7 @@ bytes and no Python object is made per record.
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import orjson
 import pyarrow as pa
@@ -39,11 +40,9 @@ class Part:
     def __len__(self) -> int:
         return len(self.encoded)
 
-    @property
+    @cached_property
     def deleted_count(self) -> int:
-        if not hasattr(self, "_deleted_count"):
-            self._deleted_count = pc.sum(self.deleted.cast(pa.int64())).as_py() or 0
-        return self._deleted_count
+        return pc.sum(self.deleted.cast(pa.int64())).as_py() or 0
 
     def slice(self, start: int, length: int) -> "Part":
         return Part(self.encoded.slice(start, length), self.deleted.slice(start, length),

@@ -84,12 +84,12 @@ def classify(
     deleted = (
         pc.fill_null(batch.column(deleted_column).cast(pa.bool_()), False)
         if deleted_column and deleted_column in batch.column_names
-        else pa.array([False] * n)
+        else pa.repeat(False, n)
     )
     if previous is None or previous.num_rows == 0:
-        is_new = pa.array([True] * n)
+        is_new = pa.repeat(True, n)
         changed = is_new
-        prev_deleted = pa.array([False] * n)
+        prev_deleted = pa.repeat(False, n)
     else:
         index = pc.index_in(batch.column(key), value_set=previous.column(key))
         is_new = pc.is_null(index)

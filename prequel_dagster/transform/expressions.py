@@ -525,5 +525,5 @@ def evaluate(node: Node, batch: pa.RecordBatch | pa.Table, *, now: dt.datetime |
     if isinstance(value, pa.ChunkedArray):
         value = value.combine_chunks()
     if isinstance(value, pa.Scalar):
-        value = pa.array([value.as_py()] * batch.num_rows, type=value.type if not pa.types.is_null(value.type) else None)
+        value = pa.repeat(value, batch.num_rows)
     return value

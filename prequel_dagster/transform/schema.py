@@ -143,7 +143,7 @@ def validate_records(table: pa.Table, record_schema: dict[str, Any]) -> Validate
         types, nullable = _allowed_types(prop)
         converted, problem = _convert(col, types, name)
         if problem:
-            checks.append((pa.array([True] * n), problem))
+            checks.append((pa.repeat(True, n), problem))
         if name in required and not nullable:
             checks.append((pc.is_null(converted), f"required field '{name}' is null"))
         enum = prop.get("enum")
@@ -156,7 +156,7 @@ def validate_records(table: pa.Table, record_schema: dict[str, Any]) -> Validate
         columns.append(converted)
         names.append(name)
     for name in required - set(table.column_names):
-        checks.append((pa.array([True] * n), f"required field '{name}' is not mapped"))
+        checks.append((pa.repeat(True, n), f"required field '{name}' is not mapped"))
     converted_all = pa.Table.from_arrays(columns, names=names) if columns else table
 
     bad = None
@@ -167,7 +167,7 @@ def validate_records(table: pa.Table, record_schema: dict[str, Any]) -> Validate
     if library is not None:
         bad = pc.is_valid(library) if bad is None else pc.or_(bad, pc.is_valid(library))
     if bad is None or not pc.any(bad).as_py():
-        return Validated(valid=converted_all, valid_mask=pa.array([True] * n), violations=pa.nulls(n, pa.string()))
+        return Validated(valid=converted_all, valid_mask=pa.repeat(True, n), violations=pa.nulls(n, pa.string()))
 
     messages = [pc.if_else(pc.fill_null(mask, False), text, _NULL) for mask, text in checks]
     if library is not None:
