@@ -4,7 +4,8 @@
 
 delivery: 1M records from the lake, mapped by 10 mappings (3 expressions), validated and delivered
 to a loopback endpoint (its own process) that parses each body, against the ceiling of the same
-endpoint fed prebuilt envelopes of the same count and size by an httpx client; the same pair
+endpoint fed the same envelopes, prebuilt (captured from one of our loads before timing), by a
+plain httpx client; the same pair
 against an endpoint that discards bodies unparsed; and the mapping alone against a per-row Python
 loop over the same rows.
 The last lines are ``key=value`` figures.
@@ -111,14 +112,17 @@ def run_ours(cfg, root: Path) -> tuple[float, int, int]:
     return elapsed, result.counts.records_loaded, result.counts.bytes_sent
 
 
-def prebuilt_bodies(records: int, total_bytes: int, per_batch: int = 1000) -> list[bytes]:
-    """Valid envelopes of the same count and size as ours, built before the clock starts."""
-    batches = records // per_batch
-    size = total_bytes // batches
-    record = b'{"id":"0","pad":"' + b"x" * max(0, size // per_batch - 20) + b'"}'
-    body = (b'{"provider_id":"bench","stream_id":"s","load_id":"l","batch_id":"b","format":"json","records":['
-            + b",".join([record] * per_batch) + b'],"deleted_records":[]}')
-    return [body] * batches
+def prebuilt_bodies(cfg, root: Path) -> list[bytes]:
+    """The very request bodies our load sends (same records, count and size), captured before any clock starts."""
+    bodies: list[bytes] = []
+
+    def capture(request: httpx.Request) -> httpx.Response:
+        bodies.append(request.content)
+        return httpx.Response(202)
+
+    shutil.rmtree(root / "artifacts", ignore_errors=True)
+    run_load(cfg, "bench-stream", transport=httpx.MockTransport(capture))
+    return bodies
 
 
 def run_ceiling(url: str, bodies: list[bytes]) -> float:
@@ -150,13 +154,14 @@ def delivery(args: argparse.Namespace) -> None:
     try:
         print(f"building a lake of {args.records:,} records ...", flush=True)
         build_lake(root, args.records)
+        bodies = prebuilt_bodies(config(root, sinks["parse"][1]), root)
         rates: dict[str, list[float]] = {k: [] for k in ("ours", "ceiling", "ours_discard", "ceiling_discard")}
         for rep in range(args.repeats):  # interleaved: ours, then the ceiling, against each endpoint
             for mode, suffix in (("parse", ""), ("discard", "_discard")):
                 cfg = config(root, sinks[mode][1])
                 seconds, loaded, total_bytes = run_ours(cfg, root)
                 rates["ours" + suffix].append(loaded / seconds)
-                bodies = prebuilt_bodies(args.records, total_bytes)
+                assert total_bytes == sum(map(len, bodies)), "the ceiling must post what we post"
                 rates["ceiling" + suffix].append(args.records / run_ceiling(sinks[mode][1], bodies))
             print(f"  rep {rep + 1}: " + ", ".join(f"{k} {v[-1]:,.0f}/s" for k, v in rates.items())
                   + f" ({total_bytes / loaded:.0f} bytes/record)", flush=True)

@@ -183,8 +183,6 @@ def cmd_redeliver(args: argparse.Namespace) -> int:
 
 
 def cmd_test_transform(args: argparse.Namespace) -> int:
-    import orjson
-
     from .config.loading import load_config
     from .transform.preview import preview_stream
 
@@ -197,7 +195,7 @@ def cmd_test_transform(args: argparse.Namespace) -> int:
         return 1
     for row in preview.rows:
         status = "ok     " if row.violation is None else "INVALID"
-        print(f"{status} {orjson.dumps(row.record).decode()}")
+        print(f"{status} {row.json}")
         if row.violation:
             print(f"        {row.violation}")
     print(f"\n{len(preview.rows)} records from the lake, {preview.invalid} violate the destination's record_schema")

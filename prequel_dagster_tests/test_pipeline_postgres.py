@@ -166,6 +166,6 @@ def test_test_transform_shows_records_and_violations(setup, receiver, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "prequel_dagster.cli", "test-transform", "acme-users-app",
                            "--limit", "50", "--config", str(path)], capture_output=True, text=True)
     assert proc.returncode == 3, proc.stderr
-    assert '{"id":"1","email":"u1@acme.test","full_name":"First1 Last1","balance":1.5}' in proc.stdout
+    assert '{"id":"1","email":"u1@acme.test","full_name":"First1 Last1","balance":1.50}' in proc.stdout
     assert proc.stdout.count("INVALID") == 2 and "required field 'email' is null" in proc.stdout
     assert "50 records from the lake, 2 violate" in proc.stdout

@@ -14,7 +14,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .encoding import joined_bytes
+from .encoding import joined_buffer, joined_bytes
 
 ENVELOPE_OVERHEAD = 256
 
@@ -31,11 +31,11 @@ def load_id_for(stream_id: str, *parts: object) -> str:
 
 @dataclass
 class Part:
-    """A run of encoded records with their delete flags and record ids."""
+    """A run of encoded records with their delete flags and primary keys."""
 
     encoded: pa.Array  # string, each "{...},"
     deleted: pa.Array  # bool
-    record_ids: pa.Array  # string
+    keys: pa.Array  # the primary key, in its own type (made text only when needed)
 
     def __len__(self) -> int:
         return len(self.encoded)
@@ -44,9 +44,12 @@ class Part:
     def deleted_count(self) -> int:
         return pc.sum(self.deleted.cast(pa.int64())).as_py() or 0
 
+    @property
+    def record_ids(self) -> pa.Array:
+        return self.keys.cast(pa.string())
+
     def slice(self, start: int, length: int) -> "Part":
-        return Part(self.encoded.slice(start, length), self.deleted.slice(start, length),
-                    self.record_ids.slice(start, length))
+        return Part(self.encoded.slice(start, length), self.deleted.slice(start, length), self.keys.slice(start, length))
 
 
 @dataclass
@@ -59,19 +62,23 @@ class Batch:
     def count(self) -> int:
         return sum(len(p) for p in self.parts)
 
-    def _joined(self, deleted: bool) -> bytes:
+    def _chunks(self, deleted: bool) -> list[pa.Buffer]:
+        """The (not) deleted records, as buffer slices to be joined with commas."""
         chunks = []
         for p in self.parts:
             n_deleted = p.deleted_count
             if n_deleted == (len(p) if deleted else 0):  # all (or none) of this part: no filtering
-                chunk = joined_bytes(p.encoded)
+                chunk = joined_buffer(p.encoded)
             elif n_deleted == (0 if deleted else len(p)):
-                chunk = b""
+                continue
             else:
-                chunk = joined_bytes(p.encoded.filter(p.deleted if deleted else pc.invert(p.deleted)))
-            if chunk:
+                chunk = joined_buffer(p.encoded.filter(p.deleted if deleted else pc.invert(p.deleted)))
+            if chunk.size:
                 chunks.append(chunk)
-        return b",".join(chunks)
+        return chunks
+
+    def _joined(self, deleted: bool) -> bytes:
+        return b",".join(self._chunks(deleted))
 
     @property
     def deleted_count(self) -> int:
@@ -82,24 +89,36 @@ class Batch:
             {"provider_id": provider_id, "stream_id": stream_id, "load_id": load_id, "batch_id": batch_id,
              "format": "json"}
         )
-        return b"".join([head[:-1], b',"records":[', self._joined(False), b'],"deleted_records":[',
-                         self._joined(True), b"]}"])
+        pieces: list = [head[:-1], b',"records":[']
+        pieces += _comma_separated(self._chunks(deleted=False))
+        pieces.append(b'],"deleted_records":[')
+        pieces += _comma_separated(self._chunks(deleted=True))
+        pieces.append(b"]}")
+        return b"".join(pieces)  # the one copy of the records
 
     def records(self) -> list[tuple[str, dict, bool]]:
         """(record_id, record, is_deleted) per record, for templates and dead letters (slow path)."""
         out = []
         for p in self.parts:
+            ids = p.record_ids.to_pylist()
             for i in range(len(p)):
                 rec = orjson.loads(joined_bytes(p.encoded.slice(i, 1)))
-                out.append((p.record_ids[i].as_py(), rec, p.deleted[i].as_py()))
+                out.append((ids[i], rec, p.deleted[i].as_py()))
         return out
 
     def split(self) -> tuple["Batch", "Batch"]:
         """Halves (after a 413); their keys extend this batch's key, so ids stay deterministic."""
         whole = Part(pa.concat_arrays([p.encoded for p in self.parts]), pa.concat_arrays([p.deleted for p in self.parts]),
-                     pa.concat_arrays([p.record_ids for p in self.parts]))
+                     pa.concat_arrays([p.keys for p in self.parts]))
         half = len(whole) // 2
         return (Batch(f"{self.key}.0", [whole.slice(0, half)]), Batch(f"{self.key}.1", [whole.slice(half, len(whole) - half)]))
+
+
+def _comma_separated(chunks: list[pa.Buffer]) -> list:
+    out: list = []
+    for chunk in chunks:
+        out += [b",", chunk] if out else [chunk]
+    return out
 
 
 class Batcher:

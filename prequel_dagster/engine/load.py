@@ -142,20 +142,20 @@ class _Load:
         counts.records_transformed = mapped.num_rows
         checked = validate_records(mapped, self.schema)
         deleted = pc.fill_null(pc.equal(table.column(OP_COLUMN), "delete"), False).combine_chunks()
-        ids = table.column(self.dataset.primary_key).cast(pa.string()).combine_chunks()
+        keys = table.column(self.dataset.primary_key).combine_chunks()
         valid = checked.valid_mask
         counts.records_valid = checked.valid.num_rows
         all_valid = counts.records_valid == n
         part = Part(
             encode_records(checked.valid, required=self.required, raw_json_fields=self.raw_json),
             deleted if all_valid else deleted.filter(valid),
-            ids if all_valid else ids.filter(valid),
+            keys if all_valid else keys.filter(valid),
         )
         invalid: list[dict[str, Any]] = []
         if not all_valid:
             bad = pc.invert(valid)
             shown = encode_records(converted_table(mapped.filter(bad), self.schema), required=set())
-            for rid, rec, is_del, why in zip(ids.filter(bad).to_pylist(), shown.to_pylist(),
+            for rid, rec, is_del, why in zip(keys.filter(bad).cast(pa.string()).to_pylist(), shown.to_pylist(),
                                              deleted.filter(bad).to_pylist(), checked.violations.filter(bad).to_pylist()):
                 invalid.append({"record_id": rid, "record": rec[:-1], "is_deleted": is_del,
                                 "reason": f"record_schema: {why}", "load_id": load_id, "batch_id": None})
@@ -366,7 +366,8 @@ def run_load(
         f"commits {plan.from_commit + 1}..{plan.to_commit}, load {plan.load_id}"
     )
     columns = list(dict.fromkeys([*load.mapper.source_columns, load.dataset.primary_key, OP_COLUMN]))
-    tables = (pa.Table.from_batches([b]) for b in load.lake.scan(commits, columns=columns) if b.num_rows)
+    tables = (pa.Table.from_batches([b]) for b in load.lake.scan(commits, columns=columns, use_threads=False)
+              if b.num_rows)
     load.deliver(tables, plan, persist=True)
     load.state.finish(plan, load.counts.as_dict())
     c = load.counts

@@ -330,8 +330,44 @@ def to_string(v: Value) -> Value:
     return pc.cast(v, pa.string())
 
 
+_MICROS_PER_DAY = 86_400_000_000
+
+
+@lru_cache(maxsize=1)
+def _clock_texts() -> pa.Array:
+    """``HH:MM:SS`` for every second of a day (86,400 strings), looked up instead of formatted."""
+    return pa.array([f"{s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}" for s in range(86_400)], pa.string())
+
+
 def _rfc3339_us(v: Value) -> Value:
-    """``YYYY-MM-DDTHH:MM:SS.ffffffZ`` from date parts: the same text as strftime, about twice as fast."""
+    """``YYYY-MM-DDTHH:MM:SS.ffffffZ``, the same text as strftime and about ten times as fast.
+
+    Dates are formatted once per distinct day and clock times looked up from a table; only the
+    microseconds are formatted per value, and not at all when every value is on a whole second.
+    """
+    micros = pc.cast(pc.cast(v, pa.timestamp("us", "UTC")), pa.int64())
+    if isinstance(micros, pa.ChunkedArray):
+        micros = micros.combine_chunks()
+    low = pc.min(micros).as_py()
+    if low is None or low < 0:  # before 1970 (or all null): integer division would round the wrong way
+        return _rfc3339_parts(v)
+    days = pc.divide(micros, _MICROS_PER_DAY)
+    within_day = pc.subtract(micros, pc.multiply(days, _MICROS_PER_DAY))
+    seconds = pc.divide(within_day, 1_000_000)
+    fraction = pc.subtract(within_day, pc.multiply(seconds, 1_000_000))
+    distinct_days = pc.unique(days)
+    day_texts = pc.strftime(pc.cast(pc.multiply(distinct_days, _MICROS_PER_DAY), pa.timestamp("us", "UTC")),
+                            format="%Y-%m-%d")
+    dates = pc.take(day_texts, pc.index_in(days, value_set=distinct_days))
+    clocks = pc.take(_clock_texts(), seconds)
+    if pc.max(fraction).as_py() == 0:
+        return pc.binary_join_element_wise(dates, "T", clocks, ".000000Z", "")
+    micro_texts = pc.utf8_lpad(pc.cast(fraction, pa.string()), width=6, padding="0")
+    return pc.binary_join_element_wise(dates, "T", clocks, ".", micro_texts, "Z", "")
+
+
+def _rfc3339_parts(v: Value) -> Value:
+    """``_rfc3339_us`` from date parts, for any date."""
 
     def padded(x: Value, width: int = 2) -> Value:
         return pc.utf8_lpad(pc.cast(x, pa.string()), width=width, padding="0")

@@ -3,20 +3,26 @@
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import pyarrow as pa
 
 from ..config.errors import PrequelError
 from ..config.models import PrequelConfig
 from ..lake.commits import OP_COLUMN, DatasetLog
 from ..lake.storage import LakeStorage, open_storage
+from ..delivery.encoding import encode_records
 from .mapping import StreamMapper
 from .schema import converted_table, validate_records
 
 
 @dataclass
 class PreviewRow:
-    record: dict[str, Any]
+    json: str  # the record exactly as it would go on the wire
     violation: str | None
+
+    @property
+    def record(self) -> dict[str, Any]:
+        return orjson.loads(self.json)
 
 
 @dataclass
@@ -74,7 +80,7 @@ def _check(config: PrequelConfig, destination_id: str, mapper: StreamMapper, tab
     schema = config.destination(destination_id).record_schema
     mapped = mapper.apply(table.drop_columns([OP_COLUMN]))
     checked = validate_records(mapped, schema)
-    shown = converted_table(mapped, schema)
+    shown = encode_records(converted_table(mapped, schema), required=set())
     return Preview(
-        [PreviewRow(rec, why) for rec, why in zip(shown.to_pylist(), checked.violations.to_pylist())]
+        [PreviewRow(text[:-1], why) for text, why in zip(shown.to_pylist(), checked.violations.to_pylist())]
     )

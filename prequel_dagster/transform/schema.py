@@ -1,7 +1,7 @@
 """``record_schema`` checks, vectorised: JSON types, required fields, and conversion to JSON-ready Arrow types.
 
 Mapped columns are converted to the JSON representation the schema asks for (timestamps to
-RFC 3339 strings, decimals to numbers or strings); a value that cannot be represented, or a
+RFC 3339 strings, decimals to exact numbers or strings); a value that cannot be represented, or a
 required field that is null, makes that record invalid with a message that says why. Optional
 fields without a value are left out of the delivered record (see ``delivery.wire``).
 """
@@ -40,8 +40,6 @@ def _convert(col: pa.Array, types: set[str], field: str) -> tuple[pa.Array, str 
     if pa.types.is_null(t):
         return col, None
     if not types:
-        if pa.types.is_decimal(t):
-            return pc.cast(col, pa.float64()), None
         if pa.types.is_timestamp(t) or pa.types.is_date(t):
             return to_string(col), None
         return col, None
@@ -56,10 +54,8 @@ def _convert(col: pa.Array, types: set[str], field: str) -> tuple[pa.Array, str 
         if pa.types.is_decimal(t) and t.scale == 0:
             return pc.cast(col, pa.int64()), None
     if "number" in types:
-        if pa.types.is_integer(t) or pa.types.is_floating(t):
-            return col, None
-        if pa.types.is_decimal(t):
-            return pc.cast(col, pa.float64()), None
+        if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
+            return col, None  # decimals stay exact: their text is a JSON number
     if "boolean" in types and pa.types.is_boolean(t):
         return col, None
     if "array" in types and (pa.types.is_list(t) or pa.types.is_large_list(t)):
@@ -103,7 +99,7 @@ def _keyword_checks(name: str, col: pa.Array, prop: dict[str, Any], *, formatted
     out: list[Check] = []
     t = col.type
     is_text = pa.types.is_string(t) or pa.types.is_large_string(t)
-    is_number = pa.types.is_integer(t) or pa.types.is_floating(t)
+    is_number = pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t)
     if "const" in prop:
         out.append((pc.not_equal(col, pa.scalar(prop["const"]).cast(t, safe=False)), f"'{name}' must be {prop['const']!r}"))
     if is_text:
