@@ -81,3 +81,17 @@ def test_kill_9_before_the_commit_point_leaves_nothing_visible(tmp_path):
         ids = [r["record"]["id"] for r in receiver.store.records(stream_id="events-app")]
     assert load.counts.records_loaded == 120_050
     assert sorted(ids) == list(range(1, 120_051))  # every row once: none lost, none doubled
+
+
+def test_a_torn_last_line_of_the_ack_log_is_not_taken_as_acknowledged(tmp_path):
+    from prequel_dagster.lake.deliveries import LoadPlan, StreamState
+
+    state = StreamState(LocalStorage(tmp_path), "acme", "s")
+    plan = LoadPlan("load1", 0, 3, acked={"0"})
+    state.save_plan(plan)
+    log = state.open_ack_log(plan)
+    log.write(b"1\n2\n1")  # "1" again, then the kill lands in the middle of "10\n"
+    log.close()
+    assert state.open_plan().acked == {"0", "1", "2"}
+    state.finish(plan, {})
+    assert state.open_plan() is None and not LocalStorage(tmp_path).exists(state.ack_log_path("load1"))

@@ -152,47 +152,46 @@ def test_pacing_max_records_per_minute_and_max_concurrency_are_observed(pg, acme
         assert sorted(_received_ids(receiver), key=int) == sorted(ALL_IDS, key=int)
 
 
-KILL_AFTER_ACKS = textwrap.dedent("""
-    import json, os, signal, sys
+LOAD_IN_A_CHILD = textwrap.dedent("""
+    import json, sys
     from prequel_dagster.config import load_config
     from prequel_dagster.engine import run_load
-    from prequel_dagster.engine import load
-    from prequel_dagster.lake import deliveries
 
-    load.PLAN_SAVE_INTERVAL_SECONDS = 0  # record every acknowledged batch, so the kill lands between batches
-    saves = {"n": 0}
-    original = deliveries.StreamState.save_plan
-
-    def save_then_die(self, plan):
-        original(self, plan)
-        saves["n"] += 1
-        if saves["n"] == 4:  # the plan, then three acknowledged batches: kill -9
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    deliveries.StreamState.save_plan = save_then_die
-    config = load_config(json.loads(sys.argv[1]), base_dir=sys.argv[2])
-    run_load(config, "acme-users-app")
+    run_load(load_config(json.loads(sys.argv[1]), base_dir=sys.argv[2]), "acme-users-app")
 """)
 
 
 def test_kill_9_mid_load_then_resume_sends_only_unacknowledged_batches_with_the_same_ids(pg, acme):
-    with Receiver() as receiver:
+    """The endpoint answers three batches, then kill -9 hits the loader while the fourth is in flight."""
+    child: dict[str, subprocess.Popen] = {}
+
+    def kill_on_fourth(req):
+        if len(receiver.requests) == 4 and "proc" in child:
+            os.kill(child["proc"].pid, signal.SIGKILL)
+            child["proc"].wait()
+            return "drop"  # never acknowledged
+        return None
+
+    with Receiver(fault=kill_on_fourth) as receiver:
         raw = two_provider_config(pg, str(acme / "lake"), receiver.url, max_records_per_batch=5)
         config = load_config(raw, base_dir=str(acme))
         run_extract(config, "acme-users")
-        proc = subprocess.run([sys.executable, "-c", KILL_AFTER_ACKS, json.dumps(raw), str(acme)],
-                              capture_output=True, text=True, timeout=120, env=os.environ.copy())
-        assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
-        before = [json.loads(r.body) for r in receiver.requests]
-        assert len(before) == 3
+        child["proc"] = subprocess.Popen([sys.executable, "-c", LOAD_IN_A_CHILD, json.dumps(raw), str(acme)],
+                                         stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+        assert child["proc"].wait(timeout=120) == -signal.SIGKILL, child["proc"].stderr.read()[-2000:]
+        first = [json.loads(r.body) for r in receiver.requests]
+        assert len(first) == 4
+        acked, unanswered = first[:3], first[3]
+        receiver.fault = None
         result = run_load(config, "acme-users-app")
-        after = [json.loads(r.body) for r in receiver.requests[3:]]
-    assert result.resumed and result.load_id == before[0]["load_id"]
+        after = [json.loads(r.body) for r in receiver.requests[4:]]
+    assert result.resumed and result.load_id == acked[0]["load_id"]
     assert result.counts.batches_skipped_already_acked == 3 and result.counts.batches_sent == 6
-    assert {b["batch_id"] for b in before}.isdisjoint(b["batch_id"] for b in after)
-    assert all(b["load_id"] == before[0]["load_id"] for b in after)
-    ids = sorted(int(r["id"]) for b in before + after for r in b["records"])
-    assert ids == list(range(1, N + 1))  # nothing lost, nothing sent twice
+    assert {b["batch_id"] for b in acked}.isdisjoint(b["batch_id"] for b in after)  # acknowledged: never again
+    assert after[0]["batch_id"] == unanswered["batch_id"] and after[0]["records"] == unanswered["records"]
+    assert all(b["load_id"] == acked[0]["load_id"] for b in after)
+    ids = sorted(int(r["id"]) for b in acked + after for r in b["records"])
+    assert ids == list(range(1, N + 1))  # nothing lost, nothing acknowledged sent twice
 
 
 def test_webhook_record_with_templates_sends_one_request_per_record(pg, acme):

@@ -8,7 +8,6 @@ bytes and no Python object is made per record.
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from functools import cached_property
 
 import orjson
 import pyarrow as pa
@@ -40,9 +39,9 @@ class Part:
     def __len__(self) -> int:
         return len(self.encoded)
 
-    @cached_property
+    @property
     def deleted_count(self) -> int:
-        return pc.sum(self.deleted.cast(pa.int64())).as_py() or 0
+        return self.deleted.true_count
 
     @property
     def record_ids(self) -> pa.Array:

@@ -227,6 +227,7 @@ class _Sender:
         self.stopped: str | None = None
         self.error: BaseException | None = None
         self.saved_at = 0.0
+        self.ack_log = load.state.open_ack_log(plan) if persist else None
 
     def submit(self, batch: Batch) -> None:
         if self.stopped or self.error:
@@ -242,6 +243,8 @@ class _Sender:
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
+        if self.ack_log is not None:
+            self.ack_log.close()
         self._save(force=True)
         if self.error is not None:
             raise self.error
@@ -283,11 +286,14 @@ class _Sender:
         if outcome.accepted:
             with self.lock:
                 self.plan.acked.add(batch.key)
+                if self.ack_log is not None:
+                    self.ack_log.write(f"{batch.key}\n".encode())
                 self.failed_in_a_row = 0
                 counts.batches_sent += 1
                 counts.records_loaded += batch.count
                 counts.records_deleted_sent += batch.deleted_count
-                self._save()
+                if self.ack_log is None:
+                    self._save()
             return
         if outcome.status == 413 and batch.count > 1:
             with self.lock:
@@ -314,9 +320,11 @@ class _Sender:
         self.load.log(f"  batch {batch_id} not accepted ({outcome.detail}); {batch.count} records kept in the dead letter")
 
     def _save(self, *, force: bool = False) -> None:
-        """Record progress; at most every PLAN_SAVE_INTERVAL_SECONDS, so long loads do not write per batch.
+        """Save the plan; without an ack log (object stores) at most every PLAN_SAVE_INTERVAL_SECONDS.
 
-        A crash re-sends (with the same ids) only the batches acknowledged since the last save.
+        With an ack log every acknowledgement is on record at once, so a crash re-sends only the
+        batches the endpoint did not acknowledge; without one, also those acknowledged since the
+        last save (with the same ids, so an idempotent endpoint drops them).
         """
         now = time.monotonic()
         if self.persist and (force or now - self.saved_at >= PLAN_SAVE_INTERVAL_SECONDS):

@@ -9,7 +9,7 @@ only the batches that were not acknowledged are sent.
 import datetime as dt
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -90,10 +90,24 @@ class StreamState:
         data = json.loads(self.storage.read_bytes(f"{self.directory}/_deliveries/{layout.seq_name(markers[-1])}"))
         return data["through_commit"]
 
+    def ack_log_path(self, load_id: str) -> str:
+        return f"{self.directory}/_pending/acks-{load_id}.log"
+
     def open_plan(self) -> LoadPlan | None:
+        """The unfinished load, with every batch its ack log recorded as acknowledged."""
         if not self.storage.exists(self.plan_path):
             return None
-        return LoadPlan.from_json(json.loads(self.storage.read_bytes(self.plan_path)))
+        plan = LoadPlan.from_json(json.loads(self.storage.read_bytes(self.plan_path)))
+        log = self.ack_log_path(plan.load_id)
+        if self.storage.exists(log):
+            lines = self.storage.read_bytes(log).decode().split("\n")
+            plan.acked.update(k for k in lines[:-1] if k)  # the last piece is empty or a torn write
+        return plan
+
+    def open_ack_log(self, plan: LoadPlan) -> BinaryIO | None:
+        """Where each acknowledged batch key is appended the moment it is acknowledged (None if the
+        storage cannot append; the plan is then saved every few moments instead)."""
+        return self.storage.open_append(self.ack_log_path(plan.load_id))
 
     def save_plan(self, plan: LoadPlan) -> None:
         self.storage.write_bytes(self.plan_path, plan.to_json())
@@ -110,6 +124,7 @@ class StreamState:
         }
         self.storage.create_exclusive(f"{self.directory}/_deliveries/{layout.seq_name(seq)}", json.dumps(marker).encode())
         self.storage.delete(self.plan_path)
+        self.storage.delete(self.ack_log_path(plan.load_id))
 
     def write_dead_letter(self, name: str, rows: list[dict[str, Any]]) -> str:
         path = f"{self.directory}/dead_letter/{name}.parquet"

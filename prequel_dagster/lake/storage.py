@@ -8,6 +8,7 @@ and *create a small file only if it does not exist yet* (the commit point).
 import os
 import uuid
 from pathlib import Path
+from typing import BinaryIO
 
 import pyarrow.fs as pafs
 
@@ -67,6 +68,11 @@ class LakeStorage:
     def size(self, path: str) -> int:
         return self.fs.get_file_info(self.full_path(path)).size or 0
 
+    def open_append(self, path: str) -> BinaryIO | None:
+        """An unbuffered append handle (each write reaches the OS at once), or None where the
+        storage cannot append (object stores)."""
+        return None
+
 
 class LocalStorage(LakeStorage):
     """A directory on local disk; the atomic create is a hard link of a fully written temp file."""
@@ -86,6 +92,11 @@ class LocalStorage(LakeStorage):
         tmp = full.with_name(f".{full.name}.{uuid.uuid4().hex}.tmp")
         tmp.write_bytes(data)
         os.replace(tmp, full)
+
+    def open_append(self, path: str) -> BinaryIO:
+        full = Path(self.full_path(path))
+        full.parent.mkdir(parents=True, exist_ok=True)
+        return open(full, "ab", buffering=0)
 
     def create_exclusive(self, path: str, data: bytes) -> None:
         full = Path(self.full_path(path))
