@@ -193,6 +193,14 @@ def delivery(args: argparse.Namespace) -> None:
         shutil.rmtree(root, ignore_errors=True)
 
 
+def extract(args: argparse.Namespace) -> None:
+    from extract import run as run_extract_benchmark
+
+    figures = run_extract_benchmark(args.rows, args.repeats, peers=not args.no_peers)
+    for key, value in figures.items():
+        print(f"{key}={value:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="which", required=True)
@@ -200,6 +208,11 @@ def main() -> None:
     p.add_argument("--records", type=int, default=1_000_000)
     p.add_argument("--repeats", type=int, default=3)
     p.set_defaults(func=delivery)
+    p = sub.add_parser("extract")
+    p.add_argument("--rows", type=int, default=2_000_000)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--no-peers", action="store_true", help="skip dlt (needs the bench extra)")
+    p.set_defaults(func=extract)
     args = parser.parse_args()
     os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
     args.func(args)

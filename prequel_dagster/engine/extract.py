@@ -14,7 +14,7 @@ from ..config.models import PrequelConfig
 from ..lake.changes import ExtractCounts, classify, latest_versions
 from ..lake.commits import OP_COLUMN, Commit, DatasetLog
 from ..lake.storage import LakeStorage, open_storage
-from ..sources import lookback_seconds, open_reader
+from ..sources import lookback_seconds, open_reader, read_ahead
 
 Log = Callable[[str], None]
 PROGRESS_EVERY_SECONDS = 5.0
@@ -94,7 +94,7 @@ def run_extract(
     source_schema: pa.Schema | None = None
     last_report = time.monotonic()
     try:
-        for batch in reader.read(bound):
+        for batch in read_ahead(reader.read(bound)):
             table = pa.Table.from_batches([batch])
             source_schema = source_schema or table.schema
             if key not in table.column_names:
@@ -104,7 +104,8 @@ def run_extract(
                 )
             previous = latest_versions(lake, table.column(key).combine_chunks(), key) if latest else None
             result = classify(
-                table, previous, key=key, deleted_column=dataset.is_deleted_column, append_only=dataset.type == "fact"
+                table, previous, key=key, deleted_column=dataset.is_deleted_column, append_only=dataset.type == "fact",
+                keys_unique=getattr(reader, "keys_unique", False),
             )
             writer.write(result.changed)
             counts.add(result.counts)

@@ -75,36 +75,44 @@ def _same(a: pa.ChunkedArray | pa.Array, b: pa.ChunkedArray | pa.Array) -> pa.Ar
 
 
 def classify(
-    batch: pa.Table, previous: pa.Table | None, *, key: str, deleted_column: str | None, append_only: bool
+    batch: pa.Table, previous: pa.Table | None, *, key: str, deleted_column: str | None, append_only: bool,
+    keys_unique: bool = False,
 ) -> Classified:
-    """Compare extracted rows with their previous versions; keep only changes, tagged with their op."""
-    batch = _dedupe_last(batch, key)
+    """Compare extracted rows with their previous versions; keep only changes, tagged with their op.
+
+    ``keys_unique``: the source guarantees one row per key (a primary key), so no de-duplication.
+    """
+    if not keys_unique:
+        batch = _dedupe_last(batch, key)
     n = batch.num_rows
     counts = ExtractCounts(records_processed=n)
+    has_deleted = bool(deleted_column and deleted_column in batch.column_names)
     deleted = (
-        pc.fill_null(batch.column(deleted_column).cast(pa.bool_()), False)
-        if deleted_column and deleted_column in batch.column_names
+        pc.fill_null(batch.column(deleted_column).cast(pa.bool_()), False).combine_chunks()
+        if has_deleted
         else pa.repeat(False, n)
     )
-    if previous is None or previous.num_rows == 0:
-        is_new = pa.repeat(True, n)
+    if previous is None or previous.num_rows == 0:  # every row is new: no comparison, no copy
+        n_deleted = deleted.true_count
+        op = pc.if_else(deleted, "delete", "insert") if n_deleted else pa.repeat("insert", n)
+        counts.records_new_inserted = n - n_deleted
+        counts.records_existing_deleted = n_deleted
+        return Classified(batch.append_column(OP_COLUMN, op.cast(pa.string())), counts)
+
+    index = pc.index_in(batch.column(key), value_set=previous.column(key))
+    is_new = pc.is_null(index)
+    aligned = previous.take(index)
+    prev_deleted = pc.fill_null(pc.equal(aligned.column(OP_COLUMN), "delete"), False)
+    if append_only:
         changed = is_new
-        prev_deleted = pa.repeat(False, n)
     else:
-        index = pc.index_in(batch.column(key), value_set=previous.column(key))
-        is_new = pc.is_null(index)
-        aligned = previous.take(index)
-        prev_deleted = pc.fill_null(pc.equal(aligned.column(OP_COLUMN), "delete"), False)
-        if append_only:
-            changed = is_new
-        else:
-            differs = pc.not_equal(deleted, prev_deleted)
-            for name in batch.column_names:
-                if name in aligned.column_names:
-                    differs = pc.or_(differs, pc.invert(_same(batch.column(name), aligned.column(name))))
-                else:  # a column new at the source: changed where it has a value
-                    differs = pc.or_(differs, pc.is_valid(batch.column(name)))
-            changed = pc.or_(is_new, differs)
+        differs = pc.not_equal(deleted, prev_deleted)
+        for name in batch.column_names:
+            if name in aligned.column_names:
+                differs = pc.or_(differs, pc.invert(_same(batch.column(name), aligned.column(name))))
+            else:  # a column new at the source: changed where it has a value
+                differs = pc.or_(differs, pc.is_valid(batch.column(name)))
+        changed = pc.or_(is_new, differs)
 
     op = pc.if_else(deleted, "delete", pc.if_else(pc.or_(is_new, prev_deleted), "insert", "update"))
     changed_rows = batch.append_column(OP_COLUMN, op.cast(pa.string())).filter(changed)

@@ -132,7 +132,9 @@ class CommitWriter:
         name = f"{self.seq:0{layout.SEQ_WIDTH}d}-{self.token}-{len(self.files):05d}.parquet"
         path = f"{self.log.directory}/data/{name}"
         self._stream = self.log.storage.open_output(path)
-        self._writer = pq.ParquetWriter(self._stream, self.schema, compression="zstd")
+        # No dictionary pages: trying them on high-cardinality columns doubles the CPU and the size,
+        # and zstd compresses repeated values about as well.
+        self._writer = pq.ParquetWriter(self._stream, self.schema, compression="zstd", use_dictionary=False)
         self.files.append(_PendingFile(path))
 
     def _close_file(self) -> None:

@@ -16,7 +16,8 @@ from sqlalchemy.exc import DBAPIError, NoSuchTableError, SQLAlchemyError
 
 from ..config.errors import SourceError
 from ..config.models import Dataset, PrequelConfig, Source
-from ..config.secrets import MissingEnvironmentVariable, redact
+from ..config.secrets import MissingEnvironmentVariable
+from .errors import describe_failure
 
 BATCH_ROWS = 50_000
 
@@ -113,22 +114,6 @@ class SqlReader:
         self._owns_engine = engine is None
         self.engine = engine or make_engine(source, config)
 
-    def _fail(self, exc: Exception) -> SourceError:
-        text = redact(str(getattr(exc, "orig", None) or exc)).strip().splitlines()[0] if str(exc) else type(exc).__name__
-        low = text.lower()
-        where = f"source '{self.source.id}'"
-        if "password authentication failed" in low or "authentication failed" in low:
-            fix = "check password_auth.username and the password's environment variable"
-        elif "connection refused" in low or "could not connect" in low or "timeout" in low or "name or service" in low:
-            fix = "check host and port, and that the database accepts connections from this machine"
-        elif "permission denied" in low:
-            fix = "grant the source user SELECT on the table"
-        elif "does not exist" in low or "no such table" in low:
-            fix = "check the dataset's table (namespace and name) or its query"
-        else:
-            fix = "see the database's message above"
-        return SourceError(f"{where} (dataset '{self.dataset.id}'): {text} — {fix}")
-
     def _table(self, conn: sa.Connection) -> sa.Table:
         tm = self.dataset.table
         assert tm is not None
@@ -149,7 +134,7 @@ class SqlReader:
         except SourceError:
             raise
         except (DBAPIError, SQLAlchemyError, OSError) as exc:
-            raise self._fail(exc) from None
+            raise describe_failure(self.source, self.dataset, exc) from None
         finally:
             if self._owns_engine:
                 self.engine.dispose()  # no idle connections left on the provider's database
