@@ -3,15 +3,17 @@
 import datetime as dt
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as pads
 
 from ..config.errors import SourceError
 from ..config.models import PrequelConfig
-from ..lake.changes import ExtractCounts, classify, latest_versions
+from ..lake.changes import Classified, ExtractCounts, KeySnapshot, classify, classify_newer, dedupe_last, latest_versions
 from ..lake.commits import OP_COLUMN, Commit, DatasetLog
 from ..lake.storage import LakeStorage, open_storage
 from ..sources import lookback_seconds, open_reader, read_ahead
@@ -63,6 +65,67 @@ def describe_schema_changes(before: pa.Schema | None, after: pa.Schema | None) -
     return changes
 
 
+_BACKGROUND = ThreadPoolExecutor(max_workers=2, thread_name_prefix="prequel-extract")
+
+
+class _Classifier:
+    """Picks the cheapest faithful comparison for each batch of extracted rows.
+
+    Empty lake: every row is new. Rows whose cursor is past the previous extract's: changed, only
+    new-vs-existing is looked up (key snapshot). Rows at or before it (the lookback window) and
+    reads without a cursor: compared with their latest versions in the lake, column by column.
+    """
+
+    def __init__(self, lake: DatasetLog | None, dataset: Any, previous_cursor: Any, bound: Any):
+        self.lake, self.dataset, self.previous_cursor, self.bound = lake, dataset, previous_cursor, bound
+        self.key = dataset.primary_key
+        self._snapshot: Future[KeySnapshot] | None = None
+        if lake is not None and previous_cursor is not None:  # built while the source starts answering
+            self._snapshot = _BACKGROUND.submit(KeySnapshot, lake, self.key)
+
+    def _options(self) -> dict[str, Any]:
+        return {"key": self.key, "deleted_column": self.dataset.is_deleted_column,
+                "append_only": self.dataset.type == "fact"}
+
+    def classify(self, table: pa.Table, *, keys_unique: bool) -> Classified:
+        if self.lake is None:
+            return classify(table, None, keys_unique=keys_unique, **self._options())
+        if not keys_unique:
+            table = dedupe_last(table, self.key)
+        cursor_col = self.dataset.cursor_column
+        if self.previous_cursor is None or not cursor_col or cursor_col not in table.column_names:
+            return self._compare(table, also=None)
+        newer = pc.fill_null(pc.greater(table.column(cursor_col), self.previous_cursor), False)
+        parts = [self._classify_changed(table.filter(newer))]
+        if parts[0].counts.records_processed < table.num_rows:
+            parts.append(self._compare_window(table.filter(pc.invert(newer))))
+        return Classified.combine(parts)
+
+    def _classify_changed(self, table: pa.Table) -> Classified:
+        if not table.num_rows:
+            return Classified(table.append_column(OP_COLUMN, pa.array([], pa.string())))
+        if self._snapshot is None:
+            self._snapshot = _BACKGROUND.submit(KeySnapshot, self.lake, self.key)
+        return classify_newer(table, self._snapshot.result(), **self._options())
+
+    def _compare_window(self, table: pa.Table) -> Classified:
+        """Rows re-read by the lookback: unchanged ones have their latest version inside the window
+        (found by a scan that row-group statistics keep short); the others changed since."""
+        window = pads.field(self.dataset.cursor_column) >= self.bound if self.bound is not None else None
+        keys = table.column(self.key).combine_chunks()
+        previous = latest_versions(self.lake, keys, self.key, also=window)
+        in_window = pc.is_in(keys, value_set=previous.column(self.key)) if previous is not None \
+            else pa.repeat(False, len(keys))
+        return Classified.combine([
+            classify(table.filter(in_window), previous, keys_unique=True, **self._options()),
+            self._classify_changed(table.filter(pc.invert(in_window))),
+        ])
+
+    def _compare(self, table: pa.Table, also: Any) -> Classified:
+        previous = latest_versions(self.lake, table.column(self.key).combine_chunks(), self.key, also=also)
+        return classify(table, previous, keys_unique=True, **self._options())
+
+
 def run_extract(
     config: PrequelConfig,
     dataset_id: str,
@@ -89,12 +152,13 @@ def run_extract(
         + (f"(rows with {dataset.cursor_column} >= {bound})" if bound is not None else "(full read)")
     )
     counts = ExtractCounts()
+    classifier = _Classifier(lake, dataset, previous_cursor, bound) if latest else _Classifier(None, dataset, None, None)
     cursor = previous_cursor
     writer = lake.begin()
     source_schema: pa.Schema | None = None
     last_report = time.monotonic()
     try:
-        for batch in read_ahead(reader.read(bound)):
+        for batch in read_ahead(reader.read(bound), depth=2):
             table = pa.Table.from_batches([batch])
             source_schema = source_schema or table.schema
             if key not in table.column_names:
@@ -102,11 +166,7 @@ def run_extract(
                     f"dataset '{dataset.id}': primary_key_column '{key}' is not a column of the source "
                     f"(columns: {', '.join(table.column_names)})"
                 )
-            previous = latest_versions(lake, table.column(key).combine_chunks(), key) if latest else None
-            result = classify(
-                table, previous, key=key, deleted_column=dataset.is_deleted_column, append_only=dataset.type == "fact",
-                keys_unique=getattr(reader, "keys_unique", False),
-            )
+            result = classifier.classify(table, keys_unique=getattr(reader, "keys_unique", False))
             writer.write(result.changed)
             counts.add(result.counts)
             if dataset.cursor_column and dataset.cursor_column in table.column_names:
