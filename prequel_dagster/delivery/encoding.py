@@ -7,6 +7,8 @@ Optional fields without a value are left out of their record; types are in ``rec
 shape already (see ``transform.schema``). Nested values (lists, structs) fall back to orjson.
 """
 
+import base64
+
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -59,6 +61,9 @@ def json_text(col: pa.Array, *, raw_json: bool = False) -> tuple[pa.Array, bool]
         return pc.if_else(pc.is_finite(col), pc.cast(col, pa.string()), pa.scalar(None, pa.string())), False
     if pa.types.is_timestamp(t) or pa.types.is_date(t):
         return to_string(col), True  # RFC 3339 text needs no escaping
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t):
+        return pa.array([None if v is None else base64.b64encode(v).decode() for v in col.to_pylist()],
+                        pa.string()), True  # bytes travel as base64 text
     return _python_json(col), False
 
 

@@ -48,6 +48,8 @@ def _convert(col: pa.Array, types: set[str], field: str) -> tuple[pa.Array, str 
             return col, None
         if pa.types.is_timestamp(t) or pa.types.is_date(t) or pa.types.is_decimal(t):
             return to_string(col), None
+        if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t):
+            return col, None  # written as base64 text
     if "integer" in types:
         if pa.types.is_integer(t):
             return col, None
