@@ -1,4 +1,4 @@
-"""Overlap reading with writing: a reader runs on its own thread, a few batches ahead of the consumer."""
+"""Overlap reading with writing: readers run on their own threads, a few batches ahead of the consumer."""
 
 import queue
 import threading
@@ -10,16 +10,21 @@ _DONE = object()
 
 
 def read_ahead(items: Iterable[T], depth: int = 4) -> Iterator[T]:
-    """Yield ``items`` in order while the next ``depth`` are produced on a background thread.
+    """Yield ``items`` in order while the next ``depth`` are produced on a background thread."""
+    return interleave([items], depth)
 
-    Memory stays bounded by ``depth`` items. An error in the reader is raised to the consumer; a
-    consumer that stops early stops the reader (its iterator is closed on the reader's thread).
+
+def interleave(sources: list[Iterable[T]], depth: int = 4) -> Iterator[T]:
+    """Yield the items of all ``sources`` as they come, each source read on its own thread.
+
+    Memory stays bounded by ``depth`` items. The first error of any source is raised to the
+    consumer; a consumer that stops early stops every source (closing its iterator on its thread).
     """
     slots: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
-    def produce() -> None:
-        iterator = iter(items)
+    def produce(source: Iterable[T]) -> None:
+        iterator = iter(source)
         try:
             for item in iterator:
                 while not stop.is_set():
@@ -38,21 +43,26 @@ def read_ahead(items: Iterable[T], depth: int = 4) -> Iterator[T]:
             if close is not None:
                 close()
 
-    thread = threading.Thread(target=produce, name="prequel-read-ahead", daemon=True)
-    thread.start()
+    threads = [threading.Thread(target=produce, args=(s,), name=f"prequel-read-{i}", daemon=True)
+               for i, s in enumerate(sources)]
+    for thread in threads:
+        thread.start()
+    running = len(threads)
     try:
-        while True:
+        while running:
             item, error = slots.get()
             if item is _DONE:
                 if error is not None:
                     raise error
-                return
+                running -= 1
+                continue
             yield item
     finally:
         stop.set()
-        while thread.is_alive():  # unblock a reader waiting for a free slot
+        while any(t.is_alive() for t in threads):  # unblock readers waiting for a free slot
             try:
                 slots.get(timeout=0.1)
             except queue.Empty:
                 pass
-        thread.join()
+        for thread in threads:
+            thread.join()
