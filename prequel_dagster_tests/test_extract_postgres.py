@@ -213,3 +213,21 @@ def test_kill_9_mid_write_leaves_nothing_visible_and_the_next_run_commits_everyt
     result = run_extract(load_config(raw, base_dir=str(tmp_path)), "odd")
     assert result.counts.records_new_inserted == 60000
     assert sorted(lake_rows(tmp_path / "lake")) == list(range(1, 60001))
+
+
+def test_a_full_read_split_over_two_connections_reads_every_row_once(typed_db, tmp_path, monkeypatch):
+    from prequel_dagster.sources import postgres
+
+    with psycopg.connect(dsn(typed_db, "typed", "typed", PASSWORD), autocommit=True) as conn:
+        conn.execute('''INSERT INTO "My Schema"."Odd Table" ("Id", updated_at, "my col")
+                        SELECT g, %s, repeat('y', 100) FROM generate_series(3, 20000) g''', (T0,))
+        conn.execute('DELETE FROM "My Schema"."Odd Table" WHERE "Id" % 7 = 0')  # holes in the pages
+    monkeypatch.setattr(postgres, "MIN_PAGES_PER_READ", 1)
+    ranges = []
+    original = postgres.PostgresReader._page_ranges
+    monkeypatch.setattr(postgres.PostgresReader, "_page_ranges", lambda self, c: ranges.extend(original(self, c)) or ranges)
+    result = run_extract(load_config(typed_config(typed_db, tmp_path / "lake"), base_dir=str(tmp_path)), "odd")
+    assert len(ranges) == 2
+    expected = [i for i in range(1, 20001) if i % 7]
+    assert result.counts.records_new_inserted == len(expected)
+    assert sorted(lake_rows(tmp_path / "lake")) == expected

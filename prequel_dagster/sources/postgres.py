@@ -133,7 +133,7 @@ class PostgresReader:
                     other.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)).as_string(None))
                     cursors.append(other)
                 streams = [self._batches(c, query + " WHERE " + where, schema) for c, where in zip(cursors, ranges)]
-                yield from interleave(streams, depth=2)
+                yield from interleave(streams, depth=1)
         except SourceError:
             raise
         except (adbc_driver_manager.Error, OSError) as exc:
