@@ -20,3 +20,11 @@ def pg():
 def receiver():
     with Receiver() as r:
         yield r
+
+
+@pytest.fixture(scope="session")
+def s3():
+    from .servers import seaweedfs_server
+
+    with seaweedfs_server() as server:
+        yield server
