@@ -231,3 +231,47 @@ def test_a_full_read_split_over_two_connections_reads_every_row_once(typed_db, t
     expected = [i for i in range(1, 20001) if i % 7]
     assert result.counts.records_new_inserted == len(expected)
     assert sorted(lake_rows(tmp_path / "lake")) == expected
+
+
+def _execute(pg, statement, *params):
+    with psycopg.connect(dsn(pg, "typed", "typed", PASSWORD), autocommit=True) as conn:
+        conn.execute(statement, params or None)
+
+
+def test_hard_deletes_are_detected_only_when_asked(typed_db, tmp_path):
+    _execute(typed_db, '''INSERT INTO "My Schema"."Odd Table" ("Id", updated_at)
+                          SELECT g, %s FROM generate_series(3, 10) g''', T0)
+    raw = typed_config(typed_db, tmp_path / "lake")
+    raw["datasets"][0]["dimension"]["detect_hard_deletes"] = True
+    watching = load_config(raw, base_dir=str(tmp_path))
+    blind = load_config(typed_config(typed_db, tmp_path / "lake"), base_dir=str(tmp_path))
+    run_extract(watching, "odd")
+    _execute(typed_db, 'DELETE FROM "My Schema"."Odd Table" WHERE "Id" IN (4, 7)')
+    assert run_extract(blind, "odd").counts.records_existing_deleted == 0  # as Prequel: not without opting in
+    result = run_extract(watching, "odd")
+    assert result.counts.records_existing_deleted == 2
+    latest = lake_rows(tmp_path / "lake")
+    assert {k for k, row in latest.items() if row[OP_COLUMN] == "delete"} == {4, 7}
+    assert latest[4]["updated_at"] == T0  # the delete carries the record's last values
+    assert run_extract(watching, "odd").counts.records_existing_deleted == 0  # reported once
+    _execute(typed_db, 'INSERT INTO "My Schema"."Odd Table" ("Id", updated_at) VALUES (4, %s)', T0 + dt.timedelta(days=1))
+    back = run_extract(watching, "odd")
+    assert back.counts.records_new_inserted == 1 and lake_rows(tmp_path / "lake")[4][OP_COLUMN] == "insert"
+    _execute(typed_db, 'DELETE FROM "My Schema"."Odd Table"')
+    with pytest.raises(SourceError, match="refusing"):
+        run_extract(watching, "odd")
+
+
+def test_full_read_dimensions_have_a_volume_guard_and_long_extracts_report_progress(typed_db, tmp_path, monkeypatch):
+    from prequel_dagster.engine import extract
+
+    raw = typed_config(typed_db, tmp_path / "lake", dimension={"primary_key_column": "Id", "max_full_read_rows": 1})
+    with pytest.raises(SourceError, match="last_modified_column") as info:
+        run_extract(load_config(raw, base_dir=str(tmp_path)), "odd")
+    assert "max_full_read_rows" in str(info.value)
+    assert DatasetLog(LocalStorage(tmp_path / "lake"), "typed", "odd").latest() is None  # nothing committed
+    monkeypatch.setattr(extract, "PROGRESS_EVERY_SECONDS", 0)
+    lines: list[str] = []
+    run_extract(load_config(typed_config(typed_db, tmp_path / "lake"), base_dir=str(tmp_path)), "odd", log=lines.append)
+    progress = [line for line in lines if "rows read" in line]
+    assert progress and "MB" in progress[0] and "rows/s" in progress[0]

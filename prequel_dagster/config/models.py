@@ -365,6 +365,16 @@ class Dimension(Block):
     primary_key_column: str
     last_modified_column: str | None = None
     is_deleted_column: str | None = None
+    detect_hard_deletes: bool = Field(
+        default=False,
+        description="Compare the source's keys with the lake's after each extract; keys gone from the source "
+        "become deletes (delivered in deleted_records).",
+    )
+    max_full_read_rows: int = Field(
+        default=10_000_000, ge=1,
+        description="Volume guard for dimensions without last_modified_column (read in full and compared row by "
+        "row every time): a larger table fails the extract with a clear message instead of running for hours.",
+    )
 
 
 class Fact(Block):

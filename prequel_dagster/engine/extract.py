@@ -126,6 +126,28 @@ class _Classifier:
         return classify(table, previous, keys_unique=True, **self._options())
 
 
+def _hard_deletes(lake: DatasetLog, key: str, source_keys: list[pa.Array], dataset_id: str) -> pa.Table | None:
+    """The latest versions of the lake's live keys the source no longer has, as ``delete`` versions."""
+    snapshot = KeySnapshot(lake, key)
+    lake_keys = snapshot.all_keys()
+    live = lake_keys.filter(pc.invert(pc.is_in(lake_keys, value_set=snapshot.deleted)))
+    if not len(live):
+        return None
+    present = pa.chunked_array(source_keys, lake_keys.type) if source_keys else pa.chunked_array([], lake_keys.type)
+    if len(present) == 0:
+        raise SourceError(
+            f"dataset '{dataset_id}': the source returned no rows, so hard-delete detection would delete all "
+            f"{len(live):,} records; refusing. Check the table and the user's grants, or turn off "
+            "dimension.detect_hard_deletes to empty it on purpose"
+        )
+    gone = live.filter(pc.invert(pc.is_in(live, value_set=present.combine_chunks())))
+    if not len(gone):
+        return None
+    versions = latest_versions(lake, gone, key)
+    ops = pa.repeat("delete", versions.num_rows)
+    return versions.set_column(versions.schema.get_field_index(OP_COLUMN), OP_COLUMN, ops.cast(pa.string()))
+
+
 def run_extract(
     config: PrequelConfig,
     dataset_id: str,
@@ -157,15 +179,29 @@ def run_extract(
     writer = lake.begin()
     source_schema: pa.Schema | None = None
     last_report = time.monotonic()
+    full_read = bound is None
+    hard_deletes = bool(dataset.dimension and dataset.dimension.detect_hard_deletes and latest)
+    seen_keys: list[pa.Array] = []  # a full read's keys, for hard-delete detection
+    guard = dataset.dimension.max_full_read_rows if dataset.dimension and not dataset.cursor_column else None
+    megabytes = 0.0
     try:
         for batch in read_ahead(reader.read(bound), depth=2):
             table = pa.Table.from_batches([batch])
+            megabytes += batch.nbytes / 1e6
             source_schema = source_schema or table.schema
             if key not in table.column_names:
                 raise SourceError(
                     f"dataset '{dataset.id}': primary_key_column '{key}' is not a column of the source "
                     f"(columns: {', '.join(table.column_names)})"
                 )
+            if guard is not None and counts.records_processed + table.num_rows > guard:
+                raise SourceError(
+                    f"dataset '{dataset.id}': more than {guard:,} rows to read in full and compare row by row on "
+                    "every extract; set dimension.last_modified_column so extracts read only changes, or raise "
+                    "dimension.max_full_read_rows; nothing was committed"
+                )
+            if hard_deletes and full_read:
+                seen_keys.append(table.column(key).combine_chunks())
             result = classifier.classify(table, keys_unique=getattr(reader, "keys_unique", False))
             writer.write(result.changed)
             counts.add(result.counts)
@@ -176,7 +212,15 @@ def run_extract(
             if time.monotonic() - last_report >= PROGRESS_EVERY_SECONDS:
                 last_report = time.monotonic()
                 rate = counts.records_processed / max(1e-9, last_report - started)
-                log(f"  {counts.records_processed:,} rows read, {writer.rows:,} changed, {rate:,.0f} rows/s")
+                log(f"  {counts.records_processed:,} rows read ({megabytes:,.0f} MB), {writer.rows:,} changed, "
+                    f"{rate:,.0f} rows/s")
+        if hard_deletes:
+            source_keys = seen_keys if full_read else list(reader.read_keys())
+            gone = _hard_deletes(lake, key, source_keys, dataset.id)
+            if gone is not None and gone.num_rows:
+                writer.write(gone)
+                counts.records_existing_deleted += gone.num_rows
+                log(f"  {gone.num_rows:,} records no longer at the source: delivered as deletes")
         if writer.rows == 0 and cursor == previous_cursor:
             writer.abort()
             commit = None

@@ -123,6 +123,16 @@ class KeySnapshot:
         latest = dedupe_last(pa.Table.from_batches(versions), key)
         return latest.column(key).filter(pc.equal(latest.column(OP_COLUMN), "delete")).combine_chunks()
 
+    def all_keys(self) -> pa.Array:
+        """Every key the lake has (each once when sorted; in lake order otherwise)."""
+        if self._sorted is not None:
+            import numpy as np
+
+            keys = self._sorted
+            distinct = keys[np.concatenate(([True], keys[1:] != keys[:-1]))] if len(keys) else keys
+            return pa.array(distinct).cast(self.type)
+        return pc.unique(self.keys)
+
     def lookup(self, keys: pa.Array) -> tuple[pa.Array, pa.Array]:
         """For each of ``keys``: whether the lake has it, and whether its latest version is a delete."""
         keys = keys.cast(self.type)
@@ -149,10 +159,11 @@ def classify_newer(batch: pa.Table, snapshot: KeySnapshot, *, key: str, deleted_
     exists, prev_deleted = snapshot.lookup(batch.column(key).combine_chunks())
     is_new = pc.invert(exists)
     changed = is_new if append_only else pa.repeat(True, n)
-    op = pc.if_else(deleted, "delete", pc.if_else(pc.or_(is_new, prev_deleted), "insert", "update"))
+    inserted = pc.or_(is_new, prev_deleted)  # a key back after a delete is inserted again
+    op = pc.if_else(deleted, "delete", pc.if_else(inserted, "insert", "update"))
     not_deleted = pc.invert(deleted)
-    counts.records_new_inserted = _count(pc.and_(is_new, not_deleted))
-    counts.records_existing_updated = _count(pc.and_(pc.and_(changed, exists), not_deleted))
+    counts.records_new_inserted = _count(pc.and_(pc.and_(changed, inserted), not_deleted))
+    counts.records_existing_updated = _count(pc.and_(pc.and_(changed, pc.invert(inserted)), not_deleted))
     counts.records_existing_deleted = _count(pc.and_(changed, deleted))
     counts.records_existing_unchanged = n - _count(changed)
     rows = batch.append_column(OP_COLUMN, op.cast(pa.string()))
@@ -213,12 +224,13 @@ def classify(
                 differs = pc.or_(differs, pc.is_valid(batch.column(name)))
         changed = pc.or_(is_new, differs)
 
-    op = pc.if_else(deleted, "delete", pc.if_else(pc.or_(is_new, prev_deleted), "insert", "update"))
+    inserted = pc.or_(is_new, prev_deleted)  # a key back after a delete is inserted again
+    op = pc.if_else(deleted, "delete", pc.if_else(inserted, "insert", "update"))
     changed_rows = batch.append_column(OP_COLUMN, op.cast(pa.string())).filter(changed)
 
     not_deleted = pc.invert(deleted)
-    counts.records_new_inserted = _count(pc.and_(is_new, not_deleted))
-    counts.records_existing_updated = _count(pc.and_(pc.and_(changed, pc.invert(is_new)), not_deleted))
+    counts.records_new_inserted = _count(pc.and_(pc.and_(changed, inserted), not_deleted))
+    counts.records_existing_updated = _count(pc.and_(pc.and_(changed, pc.invert(inserted)), not_deleted))
     counts.records_existing_deleted = _count(pc.and_(changed, deleted))
     counts.records_existing_unchanged = n - _count(changed)
     return Classified(changed_rows, counts)

@@ -139,6 +139,21 @@ class PostgresReader:
         except (adbc_driver_manager.Error, OSError) as exc:
             raise describe_failure(self.source, self.dataset, exc) from None
 
+    def read_keys(self) -> Iterator[pa.Array]:
+        """Every primary key at the source (for hard-delete detection), in batches."""
+        import adbc_driver_manager
+        import adbc_driver_postgresql.dbapi as adbc
+
+        key = sql.Identifier(self.dataset.primary_key)
+        try:
+            with contextlib.ExitStack() as stack:
+                cursor = self._open(adbc, stack)
+                cursor.execute(sql.SQL("SELECT {} FROM {}").format(key, self._relation()).as_string(None))
+                for batch in cursor.fetch_record_batch():
+                    yield batch.column(0)
+        except (adbc_driver_manager.Error, OSError) as exc:
+            raise describe_failure(self.source, self.dataset, exc) from None
+
     def _open(self, adbc: Any, stack: contextlib.ExitStack) -> Any:
         conn = stack.enter_context(adbc.connect(self._uri))
         cursor = stack.enter_context(conn.cursor())  # closed before its connection

@@ -139,6 +139,31 @@ class SqlReader:
             if self._owns_engine:
                 self.engine.dispose()  # no idle connections left on the provider's database
 
+    def read_keys(self, *, batch_rows: int = BATCH_ROWS) -> Iterator[pa.Array]:
+        """Every primary key at the source (for hard-delete detection), in batches."""
+        key = self.dataset.primary_key
+        try:
+            with self.engine.connect() as conn:
+                if self.dataset.method == "table":
+                    table = self._table(conn)
+                    stmt = sa.select(table.c[key])
+                    typ, conv = arrow_type(table.c[key].type)
+                else:
+                    query = self.dataset.sql.query.strip().rstrip(";")  # type: ignore[union-attr]
+                    stmt = sa.text(f"SELECT {conn.dialect.identifier_preparer.quote(key)} FROM ({query}) AS prequel_source")
+                    typ, conv = None, _infer_value
+                result = conn.execution_options(stream_results=True, yield_per=batch_rows).execute(stmt)
+                for rows in result.partitions(batch_rows):
+                    values = [r[0] for r in rows]
+                    yield pa.array([conv(v) for v in values] if conv else values, type=typ)
+        except SourceError:
+            raise
+        except (DBAPIError, SQLAlchemyError, OSError) as exc:
+            raise describe_failure(self.source, self.dataset, exc) from None
+        finally:
+            if self._owns_engine:
+                self.engine.dispose()
+
     def _read(self, conn: sa.Connection, lower_bound: Any, batch_rows: int) -> Iterator[pa.RecordBatch]:
         cursor_col = self.dataset.cursor_column
         if self.dataset.method == "table":
