@@ -55,3 +55,54 @@ def build_stream_automation_sensor(
         minimum_interval_seconds=30,
         description="Loads each enabled stream after its dataset's extract brings new data.",
     )
+
+
+def build_glob_file_sensor(config: PrequelConfig, translator: DagsterPrequelTranslator) -> dg.SensorDefinition | None:
+    """A sensor that requests a glob dataset's extract as soon as new or changed files land."""
+    datasets = [d for d in config.datasets if d.method == "glob"]
+    if not datasets:
+        return None
+    keys = {d.id: translator.get_dataset_asset_key(dataset_props(config, d)) for d in datasets}
+
+    def evaluate(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        import hashlib
+        import json
+
+        from .config.errors import PrequelError
+        from .lake.commits import DatasetLog
+        from .lake.storage import open_storage
+        from .sources.files import GlobReader
+
+        requested: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
+        runs, skipped = [], []
+        for dataset in datasets:
+            source = config.source(dataset.source_id)
+            provider = config.provider(source.provider_id)
+            try:
+                latest = DatasetLog(open_storage(config.datalake(provider.datalake_id), config), provider.id,
+                                    dataset.id).latest()
+                previous = latest.cursor if latest is not None and isinstance(latest.cursor, dict) else None
+                pending = GlobReader(source, dataset, config).pending(previous)
+            except PrequelError as exc:
+                skipped.append(f"{dataset.id}: {exc}")
+                continue
+            if not pending:
+                requested.pop(dataset.id, None)
+                continue
+            fingerprint = hashlib.sha256("\n".join(f"{f.path} {f.fingerprint}" for f in pending).encode()).hexdigest()
+            if requested.get(dataset.id) == fingerprint:
+                continue  # already requested for exactly these files
+            requested[dataset.id] = fingerprint
+            runs.append(dg.RunRequest(run_key=f"{dataset.id}:{fingerprint[:16]}", asset_selection=[keys[dataset.id]],
+                                      tags={"prequel/new_files": str(len(pending))}))
+        return dg.SensorResult(run_requests=runs, cursor=json.dumps(requested, sort_keys=True),
+                               skip_reason="; ".join(skipped) if skipped and not runs else None)
+
+    return dg.SensorDefinition(
+        name="prequel_glob_new_files",
+        evaluation_fn=evaluate,
+        target=dg.AssetSelection.assets(*keys.values()),
+        minimum_interval_seconds=60,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Requests a glob dataset's extract when new or changed files land in its bucket.",
+    )

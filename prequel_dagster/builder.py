@@ -7,7 +7,7 @@ from typing import Any
 import dagster as dg
 
 from .assets import RESOURCE_KEY, build_dataset_assets, build_stream_assets, build_stream_checks
-from .automation import build_schedules, build_stream_automation_sensor
+from .automation import build_glob_file_sensor, build_schedules, build_stream_automation_sensor
 from .config.loading import load_config
 from .config.models import PrequelConfig
 from .resources import PrequelResource
@@ -20,7 +20,8 @@ def build_definitions(
     translator: DagsterPrequelTranslator | None = None,
     resource: PrequelResource | None = None,
 ) -> dg.Definitions:
-    """Assets, schedules, the stream automation sensor and the ``prequel`` resource for one config.
+    """Assets, schedules, the sensors (streams follow datasets; glob datasets follow new files) and the
+    ``prequel`` resource for one config.
 
     Example::
 
@@ -30,11 +31,12 @@ def build_definitions(
         config = load_config(config)
     translator = translator or DagsterPrequelTranslator()
     resource = resource or PrequelResource(config)
-    sensor = build_stream_automation_sensor(config, translator)
+    sensors = [s for s in (build_stream_automation_sensor(config, translator),
+                           build_glob_file_sensor(config, translator)) if s is not None]
     return dg.Definitions(
         assets=[*build_dataset_assets(config, translator), *build_stream_assets(config, translator)],
         asset_checks=build_stream_checks(config, translator),
         schedules=build_schedules(config, translator),
-        sensors=[sensor] if sensor else [],
+        sensors=sensors,
         resources={RESOURCE_KEY: dg.ResourceDefinition.hardcoded_resource(resource, "prequel: runs extracts and loads")},
     )

@@ -168,21 +168,31 @@ def run_extract(
     key = dataset.primary_key
     reader = open_reader(source, dataset, config)
 
-    bound = lower_bound(previous_cursor, lookback_seconds(source, dataset)) if dataset.cursor_column else None
+    glob = dataset.method == "glob"
+    if glob:  # the cursor is the fingerprints of the files already read
+        bound = previous_cursor if isinstance(previous_cursor, dict) else None
+    else:
+        bound = lower_bound(previous_cursor, lookback_seconds(source, dataset)) if dataset.cursor_column else None
     log(
         f"extracting dataset '{dataset.id}' of provider '{provider.id}' from source '{source.id}' "
-        + (f"(rows with {dataset.cursor_column} >= {bound})" if bound is not None else "(full read)")
+        + ("(new or changed files)" if glob else
+           f"(rows with {dataset.cursor_column} >= {bound})" if bound is not None else "(full read)")
     )
     counts = ExtractCounts()
-    classifier = _Classifier(lake, dataset, previous_cursor, bound) if latest else _Classifier(None, dataset, None, None)
+    if not latest:
+        classifier = _Classifier(None, dataset, None, None)
+    elif glob:  # rows of new files are compared with the lake by key
+        classifier = _Classifier(lake, dataset, None, None)
+    else:
+        classifier = _Classifier(lake, dataset, previous_cursor, bound)
     cursor = previous_cursor
     writer = lake.begin()
     source_schema: pa.Schema | None = None
     last_report = time.monotonic()
-    full_read = bound is None
+    full_read = bound is None and not glob
     hard_deletes = bool(dataset.dimension and dataset.dimension.detect_hard_deletes and latest)
     seen_keys: list[pa.Array] = []  # a full read's keys, for hard-delete detection
-    guard = dataset.dimension.max_full_read_rows if dataset.dimension and not dataset.cursor_column else None
+    guard = dataset.dimension.max_full_read_rows if dataset.dimension and not dataset.cursor_column and not glob else None
     megabytes = 0.0
     try:
         for batch in read_ahead(reader.read(bound), depth=2):
@@ -205,7 +215,7 @@ def run_extract(
             result = classifier.classify(table, keys_unique=getattr(reader, "keys_unique", False))
             writer.write(result.changed)
             counts.add(result.counts)
-            if dataset.cursor_column and dataset.cursor_column in table.column_names:
+            if not glob and dataset.cursor_column and dataset.cursor_column in table.column_names:
                 high = _max_value(table.column(dataset.cursor_column))
                 if high is not None and (cursor is None or high > cursor):
                     cursor = high
@@ -214,6 +224,8 @@ def run_extract(
                 rate = counts.records_processed / max(1e-9, last_report - started)
                 log(f"  {counts.records_processed:,} rows read ({megabytes:,.0f} MB), {writer.rows:,} changed, "
                     f"{rate:,.0f} rows/s")
+        if glob:
+            cursor = reader.cursor
         if hard_deletes:
             source_keys = seen_keys if full_read else list(reader.read_keys())
             gone = _hard_deletes(lake, key, source_keys, dataset.id)

@@ -38,6 +38,8 @@ def encode_cursor(value: Any) -> dict[str, Any] | None:
         return {"kind": "date", "value": value.isoformat()}
     if isinstance(value, bool):
         raise TypeError("a boolean column cannot be a cursor")
+    if isinstance(value, dict):  # a glob dataset's file fingerprints
+        return {"kind": "files", "value": value}
     if isinstance(value, int):
         return {"kind": "int", "value": value}
     if isinstance(value, (float, decimal.Decimal)):

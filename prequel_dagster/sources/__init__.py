@@ -2,6 +2,7 @@
 
 from ..config.errors import SourceError
 from ..config.models import Dataset, PrequelConfig, Source
+from .files import GlobReader
 from .postgres import PostgresReader
 from .read_ahead import read_ahead
 from .sql import SqlReader
@@ -10,10 +11,10 @@ DEFAULT_LOOKBACK_SECONDS = {"postgres": 30, "sqlite": 0}
 """Re-read window before the cursor, per vendor (Prequel uses 30 s for PostgreSQL, 5 min elsewhere)."""
 
 
-def open_reader(source: Source, dataset: Dataset, config: PrequelConfig) -> PostgresReader | SqlReader:
+def open_reader(source: Source, dataset: Dataset, config: PrequelConfig) -> "PostgresReader | SqlReader | GlobReader":
     """The reader for a dataset; unsupported vendors fail here with a clear message."""
     if dataset.method == "glob":
-        raise SourceError(f"dataset '{dataset.id}': method 'glob' is not supported yet")
+        return GlobReader(source, dataset, config)
     if source.vendor == "postgres":
         return PostgresReader(source, dataset, config)
     return SqlReader(source, dataset, config)
@@ -25,4 +26,4 @@ def lookback_seconds(source: Source, dataset: Dataset) -> int:
     return DEFAULT_LOOKBACK_SECONDS.get(source.vendor, 300)
 
 
-__all__ = ["PostgresReader", "SqlReader", "lookback_seconds", "open_reader", "read_ahead"]
+__all__ = ["GlobReader", "PostgresReader", "SqlReader", "lookback_seconds", "open_reader", "read_ahead"]
