@@ -1,4 +1,5 @@
-"""Schedules from ``frequency_minutes`` and the sensor that makes streams follow their datasets."""
+"""Schedules from ``frequency_minutes``, the sensor that makes streams follow their datasets, and the
+sensor that makes glob datasets follow their files."""
 
 from collections import defaultdict
 
@@ -82,7 +83,11 @@ def build_glob_file_sensor(config: PrequelConfig, translator: DagsterPrequelTran
                 latest = DatasetLog(open_storage(config.datalake(provider.datalake_id), config), provider.id,
                                     dataset.id).latest()
                 previous = latest.cursor if latest is not None and isinstance(latest.cursor, dict) else None
-                pending = GlobReader(source, dataset, config).pending(previous)
+                reader = GlobReader(source, dataset, config)
+                try:
+                    pending = reader.pending(previous)
+                finally:
+                    reader.close()
             except PrequelError as exc:
                 skipped.append(f"{dataset.id}: {exc}")
                 continue

@@ -44,3 +44,11 @@ def azurite():
 
     with azurite_server() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def sshd():
+    from .servers import sshd_server
+
+    with sshd_server() as server:
+        yield server

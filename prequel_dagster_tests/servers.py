@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sysconfig
 import tempfile
+import textwrap
 import time
 import urllib.error
 import urllib.request
@@ -224,5 +225,46 @@ def azurite_server():
         yield {"account": AZURITE_ACCOUNT, "key": AZURITE_KEY, "endpoint": endpoint,
                "connection_string": f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};"
                                     f"AccountKey={AZURITE_KEY};BlobEndpoint={endpoint};"}
+    finally:
+        _stop(proc, d)
+
+
+@contextlib.contextmanager
+def sshd_server():
+    """OpenSSH sshd in the foreground on a loopback port: key auth, SFTP confined to a folder, and
+    TCP forwarding (for SSH tunnels to a database)."""
+    sshd = "/usr/sbin/sshd"
+    if not os.path.exists(sshd):
+        need("OpenSSH sshd", "apt-get install -y openssh-server (scripts/test.sh does)")
+    d = tempfile.mkdtemp(prefix="prequel-sshd-")
+    os.makedirs(f"{d}/files")
+    for name in ("host_key", "client_key"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", f"{d}/{name}"], check=True)
+    shutil.copy(f"{d}/client_key.pub", f"{d}/authorized_keys")
+    port = free_port()
+    with open(f"{d}/sshd_config", "w") as f:
+        f.write(textwrap.dedent(f"""\
+            Port {port}
+            ListenAddress 127.0.0.1
+            HostKey {d}/host_key
+            PidFile {d}/sshd.pid
+            AuthorizedKeysFile {d}/authorized_keys
+            StrictModes no
+            UsePAM no
+            PasswordAuthentication no
+            KbdInteractiveAuthentication no
+            PermitRootLogin prohibit-password
+            AllowTcpForwarding yes
+            X11Forwarding no
+            Subsystem sftp internal-sftp
+            ForceCommand internal-sftp -d {d}/files
+            """))
+    os.makedirs("/run/sshd", exist_ok=True)  # privilege separation directory, needed as root
+    proc = subprocess.Popen([sshd, "-D", "-e", "-f", f"{d}/sshd_config"], stdout=open(f"{d}/sshd.log", "wb"),
+                            stderr=subprocess.STDOUT)
+    try:
+        _wait(proc, lambda: _tcp_open(port), f"{d}/sshd.log", 30)
+        yield {"host": "127.0.0.1", "port": port, "username": pwd.getpwuid(os.getuid()).pw_name,
+               "private_key": open(f"{d}/client_key").read(), "files": f"{d}/files"}
     finally:
         _stop(proc, d)

