@@ -137,7 +137,7 @@ def test_full_read_dimension_and_sql_dataset_deliver_only_changes(setup, receive
     assert len(delivered(receiver, "globex-users-app")) == 10  # nothing changed there
 
 
-def test_a_vendor_not_supported_yet_fails_at_extract_with_a_clear_message(setup, receiver):
+def test_a_vendor_whose_driver_is_missing_or_unreachable_fails_with_a_clear_message(setup, receiver):
     config = setup["config"]
     config["sources"][0] = {
         "id": "acme-pg", "name": "acme-redshift", "vendor": "redshift", "provider_id": "acme",
@@ -148,7 +148,9 @@ def test_a_vendor_not_supported_yet_fails_at_extract_with_a_clear_message(setup,
         result = run_assets(config, instance, base_dir=str(setup["tmp"]), keys=["prequel/acme/acme-users"],
                             raise_on_error=False)
     failure = next(e for e in result.all_events if e.is_step_failure)
-    assert "vendor 'redshift' is not supported yet" in failure.step_failure_data.error.message
+    message = failure.step_failure_data.error.message
+    assert "source 'acme-pg'" in message
+    assert "pip install 'prequel_dagster[redshift]'" in message or "check host and port" in message, message
 
 
 def test_test_transform_shows_records_and_violations(setup, receiver, tmp_path):
