@@ -1,10 +1,12 @@
 """PostgreSQL through ADBC: libpq's ``COPY ... (FORMAT binary)`` decoded to Arrow in C, no row in Python.
 
-Types stay exact: ``numeric(p,s)`` becomes ``decimal128(p, s)`` (unbounded numerics stay exact
-text), ``timestamptz`` UTC timestamps, ``jsonb``/``json`` JSON text, arrays lists, ``bytea``
-binary. Types Arrow has no faithful form for (uuid, money, interval, inet, xml, ...) are read as
-their PostgreSQL text. Identifiers are quoted and the cursor bound is a quoted literal (psycopg's
-quoting): a literal keeps the query on the COPY path, which bound parameters would leave.
+Types stay exact: ``numeric(p,s)`` becomes ``decimal128(p, s)`` (sent as the server's text and
+parsed by Arrow; unbounded numerics stay exact text), ``timestamptz`` UTC timestamps,
+``jsonb``/``json`` JSON text, arrays lists, ``bytea`` binary. Types Arrow has no faithful form for
+(uuid, money, interval, inet, xml, ...) are read as their PostgreSQL text. Identifiers are quoted
+and the cursor bound is a quoted literal (psycopg's quoting): a literal keeps the query on the COPY
+path, which bound parameters would leave. Large full reads run on two connections (see ``read``);
+``use_ssh_tunnel`` routes every connection through an SSH tunnel (``ssh``).
 """
 
 import contextlib
@@ -21,7 +23,7 @@ from ..config.secrets import MissingEnvironmentVariable
 from .errors import describe_failure
 from .read_ahead import interleave
 
-# Arrow types ADBC returns that are kept; anything else (opaque extension types, intervals) is read as text.
+# PostgreSQL types read as their text (``::text``): Arrow has no faithful type for them.
 _TEXT_CAST_TYPES = {"uuid", "money", "interval", "inet", "cidr", "macaddr", "macaddr8", "xml", "tsvector", "bit",
                     "varbit", "point", "line", "lseg", "box", "path", "polygon", "circle", "pg_lsn", "tsquery"}
 BATCH_BYTES_HINT = 8 * 1024 * 1024
