@@ -95,7 +95,7 @@ class KeySnapshot:
 
             sorted_keys = np.empty(sum(c.rows for c in log.commits()), dtype=pa.array([], t).to_numpy().dtype)
         deleted_keys = []
-        for batch in log.scan(columns=[key, OP_COLUMN], use_threads=False):  # fewer buffers in flight
+        for batch in log.scan_columns([key, OP_COLUMN]):
             keys = batch.column(0)
             if keys.null_count:
                 keys = keys.filter(pc.is_valid(keys))

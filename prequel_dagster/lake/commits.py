@@ -213,6 +213,20 @@ class DatasetLog:
             return None
         return pa.unify_schemas(schemas, promote_options="permissive")
 
+    def scan_columns(self, columns: list[str], *, batch_size: int = 65_536) -> Iterator[pa.RecordBatch]:
+        """A few columns of every row version, file by file with no read-ahead: the leanest full pass
+        (used for key snapshots, whose memory must not grow with readers' buffers)."""
+        schema = self.schema()
+        if schema is None:
+            return
+        target = pa.schema([schema.field(c) for c in columns])
+        for commit in self.commits():
+            for path in commit.files:
+                with self.storage.fs.open_input_file(self.storage.full_path(path)) as handle:
+                    for batch in pq.ParquetFile(handle).iter_batches(columns=columns, batch_size=batch_size,
+                                                                     use_threads=False):
+                        yield batch if batch.schema == target else batch.cast(target)
+
     def scan(
         self,
         commits: list[Commit] | None = None,
