@@ -54,6 +54,24 @@ def _wait(proc: subprocess.Popen, ready, log: str, timeout: float) -> None:
         time.sleep(0.05)
 
 
+def _tcp_open(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def _stop(proc: subprocess.Popen, directory: str) -> None:
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    shutil.rmtree(directory, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def seaweedfs_server():
     """SeaweedFS ``weed mini``: a real S3 API with SigV4 auth enforced and no auto-created buckets."""
@@ -90,13 +108,7 @@ def seaweedfs_server():
         yield {"endpoint_url": endpoint, "host": "127.0.0.1", "port": ports["s3"], "access_key": access,
                "secret_key": secret, "region": "us-east-1"}
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        shutil.rmtree(d, ignore_errors=True)
+        _stop(proc, d)
         for port in ports.values():  # weed leaves /tmp/seaweedfs-<svc>-grpc-<port>.sock behind
             for path in glob.glob(f"/tmp/seaweedfs-*-grpc-{port + 10000}.sock"):
                 with contextlib.suppress(OSError):
@@ -155,24 +167,6 @@ def postgres_server():
         with contextlib.suppress(Exception):
             run("pg_ctl", "-D", f"{d}/data", "-m", "immediate", "-w", "stop")
         shutil.rmtree(d, ignore_errors=True)
-
-
-def _tcp_open(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return True
-    except OSError:
-        return False
-
-
-def _stop(proc: subprocess.Popen, directory: str) -> None:
-    proc.terminate()
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    shutil.rmtree(directory, ignore_errors=True)
 
 
 @contextlib.contextmanager

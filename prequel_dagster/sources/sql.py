@@ -3,6 +3,7 @@
 Identifiers are quoted by the dialect, values are bound parameters: nothing is pasted into SQL.
 """
 
+import contextlib
 import datetime as dt
 import json
 import uuid
@@ -195,11 +196,12 @@ class SqlReader:
                 "check table.source_table_namespace and table.source_table_name"
             ) from None
 
-    def read(self, lower_bound: Any = None, *, batch_rows: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
-        """Rows with ``cursor_column >= lower_bound`` (all rows when it is None), as record batches."""
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[sa.Connection]:
+        """A connection whose failures become a SourceError naming the source and the fix."""
         try:
             with self.engine.connect() as conn:
-                yield from self._read(conn, lower_bound, batch_rows)
+                yield conn
         except SourceError:
             raise
         except (DBAPIError, SQLAlchemyError, OSError) as exc:
@@ -208,30 +210,27 @@ class SqlReader:
             if self._owns_engine:
                 self.engine.dispose()  # no idle connections left on the provider's database
 
+    def read(self, lower_bound: Any = None, *, batch_rows: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
+        """Rows with ``cursor_column >= lower_bound`` (all rows when it is None), as record batches."""
+        with self._connection() as conn:
+            yield from self._read(conn, lower_bound, batch_rows)
+
     def read_keys(self, *, batch_rows: int = BATCH_ROWS) -> Iterator[pa.Array]:
         """Every primary key at the source (for hard-delete detection), in batches."""
         key = self.dataset.primary_key
-        try:
-            with self.engine.connect() as conn:
-                if self.dataset.method == "table":
-                    table = self._table(conn)
-                    stmt = sa.select(table.c[key])
-                    typ, conv = arrow_type(table.c[key].type)
-                else:
-                    query = self.dataset.sql.query.strip().rstrip(";")  # type: ignore[union-attr]
-                    stmt = sa.text(f"SELECT {conn.dialect.identifier_preparer.quote(key)} FROM ({query}) AS prequel_source")
-                    typ, conv = None, _infer_value
-                result = conn.execution_options(stream_results=True, yield_per=batch_rows).execute(stmt)
-                for rows in result.partitions(batch_rows):
-                    values = [r[0] for r in rows]
-                    yield pa.array([conv(v) for v in values] if conv else values, type=typ)
-        except SourceError:
-            raise
-        except (DBAPIError, SQLAlchemyError, OSError) as exc:
-            raise describe_failure(self.source, self.dataset, exc) from None
-        finally:
-            if self._owns_engine:
-                self.engine.dispose()
+        with self._connection() as conn:
+            if self.dataset.method == "table":
+                table = self._table(conn)
+                stmt = sa.select(table.c[key])
+                typ, conv = arrow_type(table.c[key].type)
+            else:
+                query = self.dataset.sql.query.strip().rstrip(";")  # type: ignore[union-attr]
+                stmt = sa.text(f"SELECT {conn.dialect.identifier_preparer.quote(key)} FROM ({query}) AS prequel_source")
+                typ, conv = None, _infer_value
+            result = conn.execution_options(stream_results=True, yield_per=batch_rows).execute(stmt)
+            for rows in result.partitions(batch_rows):
+                values = [r[0] for r in rows]
+                yield pa.array([conv(v) for v in values] if conv else values, type=typ)
 
     def _read(self, conn: sa.Connection, lower_bound: Any, batch_rows: int) -> Iterator[pa.RecordBatch]:
         cursor_col = self.dataset.cursor_column
