@@ -5,13 +5,16 @@ Vectorised: the previous version of each extracted key is looked up in the lake 
 """
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from .commits import OP_COLUMN, DatasetLog
+
+if TYPE_CHECKING:
+    import numpy as np  # imported where used: definitions load without it
 
 
 @dataclass
@@ -77,42 +80,59 @@ def latest_versions(log: DatasetLog, keys: pa.Array, key: str, *,
 class KeySnapshot:
     """Every key in the lake, and the keys whose latest version is a delete; read once per extract.
 
-    Answers "is this key new?" for incremental reads without reading whole rows back. Integer and
-    temporal keys are held as one sorted numpy array (8 bytes a key, sorted in place) and looked up
-    by binary search, so a lookup costs the batch's size, not the lake's; other keys fall back to a
-    hash probe of the lake's keys. Deleted keys are few: they are kept apart, with their latest op.
+    Answers "is this key new?" for incremental reads without reading whole rows back, at a cost that
+    grows with the batch looked up, not with the lake. Integer keys that fill their range (the usual
+    serial or identity key) are held as one flag per value of the range, found from the Parquet
+    footers: 1 byte a key. Other integer and temporal keys are one sorted numpy array (8 bytes a key)
+    searched by bisection; other key types fall back to a hash probe. Deleted keys are few: they are
+    kept apart, with their latest op.
     """
 
-    def __init__(self, log: DatasetLog, key: str):
-        self.type = log.schema().field(key).type  # type: ignore[union-attr]
-        t = self.type
-        numeric = pa.types.is_integer(t) or pa.types.is_timestamp(t) or pa.types.is_date(t)
-        chunks: list[pa.Array] = []
-        sorted_keys = None
-        filled = 0
-        if numeric:
-            import numpy as np
+    DENSE_BYTES_PER_ROW = 8
+    """A range is held as flags when it costs no more than the sorted array would (8 bytes a row)."""
 
-            sorted_keys = np.empty(sum(c.rows for c in log.commits()), dtype=pa.array([], t).to_numpy().dtype)
+    def __init__(self, log: DatasetLog, key: str):
+        import numpy as np
+
+        self.type = t = log.schema().field(key).type  # type: ignore[union-attr]
+        rows = sum(c.rows for c in log.commits())
+        self._low = 0
+        self._present: np.ndarray | None = None  # dense: _present[k - _low] says whether key k is in the lake
+        self._sorted: np.ndarray | None = None
+        chunks: list[pa.Array] = []
+        if pa.types.is_integer(t) and t != pa.uint64():
+            span = log.column_range(key)
+            if span is not None and span[1] - span[0] < max(self.DENSE_BYTES_PER_ROW * rows, 1 << 16):
+                self._low = int(span[0])
+                self._present = np.zeros(int(span[1]) - self._low + 1, dtype=bool)
+        if self._present is None and (pa.types.is_integer(t) or pa.types.is_timestamp(t) or pa.types.is_date(t)):
+            self._sorted = np.empty(rows, dtype=pa.array([], t).to_numpy().dtype)
+        filled = 0
         deleted_keys = []
         for batch in log.scan_columns([key, OP_COLUMN]):
             keys = batch.column(0)
             if keys.null_count:
                 keys = keys.filter(pc.is_valid(keys))
-            if sorted_keys is not None:
-                sorted_keys[filled:filled + len(keys)] = keys.to_numpy()
+            if self._present is not None:
+                self._present[self._offsets(keys.to_numpy())] = True
+            elif self._sorted is not None:
+                self._sorted[filled:filled + len(keys)] = keys.to_numpy()
                 filled += len(keys)
             else:
                 chunks.append(keys)
             is_delete = pc.fill_null(pc.equal(batch.column(1), "delete"), False)
             if is_delete.true_count:
                 deleted_keys.append(batch.column(0).filter(is_delete))
-        if sorted_keys is not None:
-            sorted_keys = sorted_keys[:filled]
-            sorted_keys.sort()
-        self._sorted = sorted_keys
+        if self._sorted is not None:
+            self._sorted = self._sorted[:filled]
+            self._sorted.sort()
         self.keys = pa.chunked_array(chunks, t).combine_chunks() if chunks else pa.array([], t)
         self.deleted = self._latest_deletes(log, key, deleted_keys)
+
+    def _offsets(self, values: "np.ndarray") -> "np.ndarray":
+        import numpy as np
+
+        return values.astype(np.int64, copy=False) - np.int64(self._low)
 
     def _latest_deletes(self, log: DatasetLog, key: str, candidates: list[pa.Array]) -> pa.Array:
         """Of the keys ever deleted, those whose latest version is still the delete."""
@@ -124,10 +144,12 @@ class KeySnapshot:
         return latest.column(key).filter(pc.equal(latest.column(OP_COLUMN), "delete")).combine_chunks()
 
     def all_keys(self) -> pa.Array:
-        """Every key the lake has (each once when sorted; in lake order otherwise)."""
-        if self._sorted is not None:
-            import numpy as np
+        """Every key the lake has: each once and sorted for integer and temporal keys, else in lake order."""
+        import numpy as np
 
+        if self._present is not None:
+            return pa.array(np.flatnonzero(self._present) + self._low).cast(self.type)
+        if self._sorted is not None:
             keys = self._sorted
             distinct = keys[np.concatenate(([True], keys[1:] != keys[:-1]))] if len(keys) else keys
             return pa.array(distinct).cast(self.type)
@@ -135,11 +157,19 @@ class KeySnapshot:
 
     def lookup(self, keys: pa.Array) -> tuple[pa.Array, pa.Array]:
         """For each of ``keys``: whether the lake has it, and whether its latest version is a delete."""
+        import numpy as np
+
         keys = keys.cast(self.type)
         deleted = pc.is_in(keys, value_set=self.deleted)
-        if self._sorted is not None and keys.null_count == 0:
-            import numpy as np
-
+        if keys.null_count:
+            return pc.is_in(keys, value_set=self.all_keys()), deleted
+        if self._present is not None:
+            offsets = self._offsets(keys.to_numpy())
+            inside = (offsets >= 0) & (offsets < len(self._present))
+            found = np.zeros(len(keys), dtype=bool)
+            found[inside] = self._present[offsets[inside]]
+            return pa.array(found), deleted
+        if self._sorted is not None:
             wanted = keys.to_numpy()
             if not len(self._sorted):
                 return pa.repeat(False, len(keys)), deleted

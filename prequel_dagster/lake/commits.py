@@ -227,6 +227,29 @@ class DatasetLog:
                                                                      use_threads=False):
                         yield batch if batch.schema == target else batch.cast(target)
 
+    def column_range(self, column: str) -> tuple[Any, Any] | None:
+        """Smallest and largest non-null value of ``column`` over every committed file, read from the
+        Parquet footers' statistics (no data read); None when some row group has no statistics."""
+        low = high = None
+        for commit in self.commits():
+            for path in commit.files:
+                with self.storage.fs.open_input_file(self.storage.full_path(path)) as handle:
+                    meta = pq.ParquetFile(handle).metadata
+                names = [meta.schema.column(i).path for i in range(meta.num_columns)]
+                if column not in names:
+                    continue  # a file written before the column existed holds only nulls for it
+                index = names.index(column)
+                for g in range(meta.num_row_groups):
+                    chunk = meta.row_group(g).column(index)
+                    stats = chunk.statistics
+                    if stats is None or not stats.has_min_max:
+                        if stats is not None and stats.has_null_count and stats.null_count == chunk.num_values:
+                            continue  # nulls only
+                        return None
+                    low = stats.min if low is None else min(low, stats.min)
+                    high = stats.max if high is None else max(high, stats.max)
+        return None if low is None else (low, high)
+
     def scan(
         self,
         commits: list[Commit] | None = None,
