@@ -2,6 +2,7 @@
 incrementally by new or changed file, and the sensor that requests an extract when files land."""
 
 import io
+from collections.abc import Callable
 import os
 
 import boto3
@@ -115,3 +116,136 @@ def test_the_sensor_requests_an_extract_when_files_land(s3, bucket, tmp_path):
         assert not tick(result.cursor).run_requests  # extracted: nothing pending
         put(s3, bucket, "exports/users-2.csv", b"id,email\n2,b@x.test\n")
         assert len(tick(result.cursor).run_requests) == 1
+
+
+def local_config(tmp_path, folder="incoming"):
+    return load_config({
+        "datalakes": [{"id": "lake", "name": "lake", "storage": "local", "local": {"path": "lake"}}],
+        "providers": [{"id": "acme", "name": "acme", "datalake_id": "lake", "products": ["all"]}],
+        "sources": [{"id": "acme-drop", "name": "drop folder", "vendor": "local", "provider_id": "acme",
+                     "local": {"path": folder}}],
+        "datasets": [{"id": "users", "name": "users", "source_id": "acme-drop", "method": "glob",
+                      "glob": {"pattern": "exports/*.csv", "file_format": "csv"},
+                      "type": "dimension", "dimension": {"primary_key_column": "id"}}],
+    }, base_dir=str(tmp_path))
+
+
+def test_a_local_folder_is_read_like_a_bucket(tmp_path):
+    exports = tmp_path / "incoming" / "exports"
+    exports.mkdir(parents=True)
+    (exports / "users-1.csv").write_text("id,email\n1,a@x.test\n2,b@x.test\n")
+    (tmp_path / "incoming" / "users-0.csv").write_text("id,email\n9,z@x.test\n")  # outside the pattern
+    cfg = local_config(tmp_path)  # the folder is relative to the config's folder
+    assert run_extract(cfg, "users").counts.records_new_inserted == 2
+    assert run_extract(cfg, "users").commit is None
+    (exports / "users-2.csv").write_text("id,email\n2,b2@x.test\n3,c@x.test\n")
+    c = run_extract(cfg, "users").counts
+    assert (c.records_processed, c.records_new_inserted, c.records_existing_updated) == (2, 1, 1)
+    assert lake_table(tmp_path)[2]["email"] == "b2@x.test" and sorted(lake_table(tmp_path)) == [1, 2, 3]
+
+
+def test_a_missing_local_folder_is_named(tmp_path):
+    with pytest.raises(SourceError, match="acme-drop.*nowhere does not exist; check local.path"):
+        run_extract(local_config(tmp_path, "nowhere"), "users")
+    assert not (tmp_path / "nowhere").exists()  # not created by the attempt
+
+
+def test_a_local_source_needs_a_glob_dataset(tmp_path):
+    from prequel_dagster.config.errors import ConfigError
+
+    raw = local_config(tmp_path).model_dump(mode="json", exclude_none=True)
+    raw["datasets"][0].update(method="table", table={"source_table_name": "users"})
+    raw["datasets"][0].pop("glob")
+    with pytest.raises(ConfigError, match="a local source is read with method: glob"):
+        load_config(raw, base_dir=str(tmp_path))
+
+
+# ---------------------------------------------------------------- the other bucket vendors, each a real server
+
+def _bucket_source(kind, request, monkeypatch) -> tuple[dict, Callable[[str, bytes], None]]:
+    """A source block for ``kind`` on its test server, and a function that uploads a file to it."""
+    name = "drop-" + os.urandom(4).hex()
+    if kind == "s3":  # the AWS vendor block, pointed at SeaweedFS by the SDKs' endpoint variable
+        s3 = request.getfixturevalue("s3")
+        monkeypatch.setenv("AWS_ENDPOINT_URL", s3["endpoint_url"])
+        monkeypatch.setenv("FILES_SECRET", s3["secret_key"])
+        client(s3).create_bucket(Bucket=name)
+        block = {"bucket_name": name, "region": s3["region"], "auth_method": "aws_access_keys",
+                 "aws_access_keys": {"access_key_id": s3["access_key"], "secret_access_key": "${FILES_SECRET}"}}
+        return block, lambda key, body: put(s3, name, key, body)
+    if kind == "gcs":
+        from google.auth.credentials import AnonymousCredentials
+        from google.cloud import storage
+
+        gcs = request.getfixturevalue("gcs")
+        bucket = storage.Client(project="test", credentials=AnonymousCredentials(),
+                                client_options={"api_endpoint": gcs["endpoint"]}).create_bucket(name)
+        block = {"bucket_name": name, "auth_method": "gcp_service_account_role", "endpoint": gcs["endpoint"]}
+        return block, lambda key, body: bucket.blob(key).upload_from_string(body)
+    import datetime as dt
+
+    from azure.storage.blob import BlobServiceClient, ContainerSasPermissions, generate_container_sas
+
+    azurite = request.getfixturevalue("azurite")
+    container = BlobServiceClient.from_connection_string(azurite["connection_string"]).create_container(name)
+    sas = generate_container_sas(azurite["account"], name, account_key=azurite["key"],
+                                 permission=ContainerSasPermissions(read=True, list=True),
+                                 expiry=dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1))
+    monkeypatch.setenv("FILES_SAS", sas)
+    block = {"bucket_name": name, "storage_account_name": azurite["account"], "endpoint": azurite["endpoint"],
+             "azure_service_shared_access_signature": {"shared_access_signature_token": "${FILES_SAS}"}}
+    return block, lambda key, body: container.upload_blob(key, body, overwrite=True)
+
+
+@pytest.mark.parametrize("kind", ["s3", "gcs", "abs"])
+def test_glob_datasets_on_s3_gcs_and_azure(kind, request, monkeypatch, tmp_path):
+    block, upload = _bucket_source(kind, request, monkeypatch)
+    cfg = load_config({
+        "datalakes": [{"id": "lake", "name": "lake", "storage": "local", "local": {"path": "lake"}}],
+        "providers": [{"id": "acme", "name": "acme", "datalake_id": "lake", "products": ["all"]}],
+        "sources": [{"id": "acme-files", "name": "files", "vendor": kind, "provider_id": "acme", kind: block}],
+        "datasets": [{"id": "users", "name": "users", "source_id": "acme-files", "method": "glob",
+                      "glob": {"pattern": "exports/*.csv", "file_format": "csv"},
+                      "type": "dimension", "dimension": {"primary_key_column": "id"}}],
+    }, base_dir=str(tmp_path))
+    upload("exports/users-1.csv", b"id,email\n1,a@x.test\n2,b@x.test\n")
+    upload("elsewhere/users-9.csv", b"id,email\n9,z@x.test\n")
+    assert run_extract(cfg, "users").counts.records_new_inserted == 2
+    assert run_extract(cfg, "users").commit is None
+    upload("exports/users-2.csv", b"id,email\n2,b2@x.test\n3,c@x.test\n")
+    c = run_extract(cfg, "users").counts
+    assert (c.records_processed, c.records_new_inserted, c.records_existing_updated) == (2, 1, 1)
+    assert lake_table(tmp_path)[2]["email"] == "b2@x.test" and sorted(lake_table(tmp_path)) == [1, 2, 3]
+
+
+def test_gcs_hmac_keys_are_refused_with_the_alternatives(tmp_path):
+    cfg = load_config({
+        "datalakes": [{"id": "lake", "name": "lake", "storage": "local", "local": {"path": "lake"}}],
+        "providers": [{"id": "acme", "name": "acme", "datalake_id": "lake", "products": ["all"]}],
+        "sources": [{"id": "acme-gcs", "name": "files", "vendor": "gcs", "provider_id": "acme",
+                     "gcs": {"bucket_name": "b", "auth_method": "gcs_hmac_keys",
+                             "gcs_hmac_keys": {"access_id": "GOOG1", "secret": "s3cr3t-hmac"}}}],
+        "datasets": [{"id": "users", "name": "users", "source_id": "acme-gcs", "method": "glob",
+                      "glob": {"pattern": "*.csv", "file_format": "csv"},
+                      "type": "dimension", "dimension": {"primary_key_column": "id"}}],
+    }, base_dir=str(tmp_path))
+    with pytest.raises(SourceError, match="source 'acme-gcs': gcs auth_method gcs_hmac_keys is not supported") as info:
+        run_extract(cfg, "users")
+    assert "s3cr3t-hmac" not in str(info.value)
+
+
+def test_an_azure_listing_error_names_the_source_and_hides_the_signature(request, monkeypatch, tmp_path):
+    block, _ = _bucket_source("abs", request, monkeypatch)
+    block["bucket_name"] = "no-such-container"
+    cfg = load_config({
+        "datalakes": [{"id": "lake", "name": "lake", "storage": "local", "local": {"path": "lake"}}],
+        "providers": [{"id": "acme", "name": "acme", "datalake_id": "lake", "products": ["all"]}],
+        "sources": [{"id": "acme-files", "name": "files", "vendor": "abs", "provider_id": "acme", "abs": block}],
+        "datasets": [{"id": "users", "name": "users", "source_id": "acme-files", "method": "glob",
+                      "glob": {"pattern": "exports/*.csv", "file_format": "csv"},
+                      "type": "dimension", "dimension": {"primary_key_column": "id"}}],
+    }, base_dir=str(tmp_path))
+    with pytest.raises(SourceError, match="source 'acme-files'.*cannot list.*check the bucket") as info:
+        run_extract(cfg, "users")
+    signature = os.environ["FILES_SAS"].split("sig=")[1]
+    assert signature not in str(info.value) and signature.replace("%3D", "=") not in str(info.value)

@@ -10,7 +10,7 @@ import yaml
 from pydantic import ValidationError
 
 from .errors import ConfigError, ConfigIssue, format_path
-from .models import PrequelConfig
+from .models import FILE_SOURCE_VENDORS, PrequelConfig
 
 DEFAULT_CONFIG_NAME = "prequel.yaml"
 CONFIG_ENV_VAR = "PREQUEL_CONFIG"
@@ -120,10 +120,10 @@ def check_references(config: PrequelConfig) -> list[ConfigIssue]:
             issues.append(ConfigIssue(f"datasets[{i}].source_id", f"no source with id '{d.source_id}'"))
             continue
         vendor = config.source(d.source_id).vendor
-        file_vendors = ("s3", "s3_compatible", "gcs", "abs", "sftp")
-        if d.method == "glob" and vendor not in file_vendors:
-            issues.append(ConfigIssue(f"datasets[{i}].method", f"glob datasets need a bucket or sftp source, not {vendor}"))
-        if d.method != "glob" and vendor in file_vendors:
+        if d.method == "glob" and vendor not in FILE_SOURCE_VENDORS:
+            issues.append(ConfigIssue(f"datasets[{i}].method",
+                                      f"glob datasets need a bucket, sftp or local source, not {vendor}"))
+        if d.method != "glob" and vendor in FILE_SOURCE_VENDORS:
             issues.append(ConfigIssue(f"datasets[{i}].method", f"a {vendor} source is read with method: glob"))
 
     for i, st in enumerate(config.streams):

@@ -287,6 +287,7 @@ class GcsSource(Block):
     federated_gcp_service_account_role: GcpServiceAccountRole | None = None
     gcs_hmac_keys: GcsHmacKeys | None = None
     gcp_service_account_key: GcpServiceAccountKey | None = None
+    endpoint: EnvStr | None = None  # an emulator or private endpoint (not a Prequel field)
 
 
 class AbsSource(Block):
@@ -294,6 +295,7 @@ class AbsSource(Block):
     storage_account_name: EnvStr
     auth_method: Literal["azure_service_shared_access_signature"] = "azure_service_shared_access_signature"
     azure_service_shared_access_signature: AzureSas
+    endpoint: EnvStr | None = None  # Azurite or a private endpoint (not a Prequel field)
 
 
 class SftpSource(Block):
@@ -305,6 +307,13 @@ class SftpSource(Block):
     password_auth: dict[str, Secret] | None = None
 
 
+class LocalFilesSource(Block):
+    """A folder on the machine that runs the extract (or a mounted volume), its path relative to the
+    config file: read by glob datasets, like a bucket."""
+
+    path: EnvStr
+
+
 class SqliteSource(Block):
     """The embedded default: a SQLite file, its path relative to the config file."""
 
@@ -313,9 +322,11 @@ class SqliteSource(Block):
 
 SourceVendor = Literal[
     "postgres", "redshift", "redshift_serverless", "snowflake", "bigquery",
-    "s3", "s3_compatible", "gcs", "abs", "sftp", "sqlite",
+    "s3", "s3_compatible", "gcs", "abs", "sftp", "local", "sqlite",
 ]
 SOURCE_VENDORS: tuple[str, ...] = get_args(SourceVendor)
+FILE_SOURCE_VENDORS: tuple[str, ...] = ("s3", "s3_compatible", "gcs", "abs", "sftp", "local")
+"""Vendors whose datasets are files, read with ``method: glob``."""
 
 
 class Source(Entry):
@@ -331,6 +342,7 @@ class Source(Entry):
     gcs: GcsSource | None = None
     abs: AbsSource | None = None
     sftp: SftpSource | None = None
+    local: LocalFilesSource | None = None
     sqlite: SqliteSource | None = None
 
     @model_validator(mode="after")

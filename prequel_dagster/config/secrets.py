@@ -47,14 +47,18 @@ def register_secret_value(value: str) -> None:
             _revealed.add(value)
 
 
+_SIGNATURE_PARAMETER = re.compile(r"(?i)\b(sig|signature|x-amz-signature|x-goog-signature|x-amz-security-token)=[^&\s'\"/]+")
+
+
 def redact(text: str) -> str:
-    """Mask every secret value revealed so far in this process."""
+    """Mask every secret value revealed so far in this process, and URL signatures (an SDK may quote
+    a shared access signature in another encoding than the one configured)."""
     with _revealed_lock:
         values = sorted(_revealed, key=len, reverse=True)
     for value in values:
         if value in text:
             text = text.replace(value, "***")
-    return text
+    return _SIGNATURE_PARAMETER.sub(r"\1=***", text)
 
 
 class Secret:

@@ -279,6 +279,8 @@ class AbsStorage(_ObjectStore):
         scheme, _, rest = account_url.partition("://")
         authority = rest.split("/", 1)[0]
         custom = endpoint is not None
+        if sas_token:  # Arrow appends the token to URLs as given; the Azure SDK takes it with or without "?"
+            sas_token = "?" + sas_token.lstrip("?")
         fs = pafs.AzureFileSystem(
             account, account_key=account_key, sas_token=sas_token,
             blob_storage_authority=authority if custom else None, blob_storage_scheme=scheme if custom else None,
@@ -331,19 +333,21 @@ class AbsStorage(_ObjectStore):
                                "check storage_account_name and endpoint") from None
 
 
-def _s3_credentials(block, datalake_id: str) -> dict[str, str | None]:
-    """Access keys, an assumed role's temporary keys, or nothing (the default AWS credential chain)."""
+def s3_credentials(block, where: str) -> dict[str, str | None]:
+    """Access keys, an assumed role's temporary keys, or nothing (the default AWS credential chain).
+
+    ``where`` names the config entry in errors (``datalake 'lake'``, ``source 'files'``)."""
     method = getattr(block, "auth_method", "aws_access_keys")
     if method == "aws_access_keys":
         if block.aws_access_keys is None:
-            raise PrequelError(f"datalake '{datalake_id}': auth_method aws_access_keys needs an aws_access_keys block")
+            raise PrequelError(f"{where}: auth_method aws_access_keys needs an aws_access_keys block")
         return {"access_key": block.aws_access_keys.access_key_id,
                 "secret_key": block.aws_access_keys.secret_access_key.reveal()}
     if method == "aws_iam_role":
         import boto3
 
         if block.aws_iam_role is None:
-            raise PrequelError(f"datalake '{datalake_id}': auth_method aws_iam_role needs an aws_iam_role block")
+            raise PrequelError(f"{where}: auth_method aws_iam_role needs an aws_iam_role block")
         creds = boto3.client("sts").assume_role(RoleArn=block.aws_iam_role.aws_iam_role_arn,
                                                 RoleSessionName="prequel-dagster")["Credentials"]
         return {"access_key": creds["AccessKeyId"], "secret_key": creds["SecretAccessKey"],
@@ -362,7 +366,7 @@ def open_storage(datalake: Datalake, config: PrequelConfig) -> LakeStorage:
             b = datalake.s3
             assert b is not None
             storage = S3Storage(bucket=b.bucket_name, prefix=b.prefix, region=b.bucket_region,
-                                **_s3_credentials(b, datalake.id))
+                                **s3_credentials(b, f"datalake '{datalake.id}'"))
             storage.check(datalake.id)
             return storage
         if datalake.storage == "s3_compatible":
@@ -370,7 +374,7 @@ def open_storage(datalake: Datalake, config: PrequelConfig) -> LakeStorage:
             assert b is not None
             endpoint = f"{'http' if b.disable_ssl else 'https'}://{b.host}" + (f":{b.port}" if b.port else "")
             storage = S3Storage(bucket=b.bucket_name, prefix=b.prefix, region=b.region, endpoint=endpoint,
-                                **_s3_credentials(b, datalake.id))
+                                **s3_credentials(b, f"datalake '{datalake.id}'"))
             storage.check(datalake.id)
             return storage
         if datalake.storage == "gcs":

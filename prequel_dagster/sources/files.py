@@ -1,4 +1,5 @@
-"""Glob datasets: CSV, JSON lines and Parquet files in a provider's bucket, read incrementally.
+"""Glob datasets: CSV, JSON lines and Parquet files in a provider's bucket, SFTP server or local
+folder, read incrementally.
 
 The cursor is the fingerprint (size and modification time) of every file already extracted, so an
 extract reads only files that are new or changed since. Files are read by pyarrow in batches; each
@@ -18,11 +19,10 @@ import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from ..config.errors import SourceError
-from ..config.models import Dataset, PrequelConfig, Source
-from ..config.secrets import MissingEnvironmentVariable
-from ..lake.storage import AbsStorage, GcsStorage, LakeStorage, S3Storage
+from ..config.models import FILE_SOURCE_VENDORS, Dataset, PrequelConfig, Source
+from ..config.secrets import MissingEnvironmentVariable, redact
+from ..lake.storage import AbsStorage, GcsStorage, LakeStorage, LocalStorage, S3Storage, s3_credentials
 
-FILE_SOURCE_VENDORS = ("s3", "s3_compatible", "gcs", "abs", "sftp")
 BATCH_ROWS = 65_536
 
 
@@ -116,25 +116,29 @@ class SftpFiles:
         self.client.close()
 
 
-def open_files(source: Source) -> "BucketFiles | SftpFiles":
+def open_files(source: Source, config: PrequelConfig) -> "BucketFiles | SftpFiles":
     """The files behind a file source."""
     if source.vendor == "sftp":
         return SftpFiles(source)
+    if source.vendor == "local":
+        folder = config.resolve_path(source.local.path)  # type: ignore[union-attr]
+        if not folder.is_dir():
+            raise SourceError(f"source '{source.id}': folder {folder} does not exist; check local.path "
+                              "(relative paths start at the config file's folder)")
+        return BucketFiles(LocalStorage(folder))
     return BucketFiles(open_bucket(source))
 
 
 def open_bucket(source: Source) -> LakeStorage:
     """The provider's bucket behind a file source (the same clients as the datalake's)."""
+    where = f"source '{source.id}'"
     try:
         if source.vendor == "s3":
             b = source.s3
             assert b is not None
-            creds = {}
-            if b.auth_method == "aws_access_keys" and b.aws_access_keys:
-                creds = {"access_key": b.aws_access_keys.access_key_id,
-                         "secret_key": b.aws_access_keys.secret_access_key.reveal()}
             return S3Storage(bucket=b.bucket_name, prefix="", region=b.region,
-                             endpoint=f"https://{b.bucket_host}" if b.bucket_host else None, **creds)
+                             endpoint=f"https://{b.bucket_host}" if b.bucket_host else None,
+                             **s3_credentials(b, where))
         if source.vendor == "s3_compatible":
             b = source.s3_compatible
             assert b is not None
@@ -145,17 +149,28 @@ def open_bucket(source: Source) -> LakeStorage:
         if source.vendor == "gcs":
             g = source.gcs
             assert g is not None
+            if g.gcp_service_account_key is None and g.auth_method == "gcs_hmac_keys":
+                raise SourceError(f"{where}: gcs auth_method gcs_hmac_keys is not supported yet; use "
+                                  "gcp_service_account_key, or gcp_service_account_role to read with the "
+                                  "machine's own Google credentials")
             key = g.gcp_service_account_key.service_account_key.reveal() if g.gcp_service_account_key else None
-            return GcsStorage(bucket=g.bucket_name, prefix="", service_account_key=key)
+            return GcsStorage(bucket=g.bucket_name, prefix="", service_account_key=key, endpoint=g.endpoint)
         if source.vendor == "abs":
             a = source.abs
             assert a is not None
             return AbsStorage(account=a.storage_account_name, container=a.bucket_name, prefix="",
-                              sas_token=a.azure_service_shared_access_signature.shared_access_signature_token.reveal())
+                              sas_token=a.azure_service_shared_access_signature.shared_access_signature_token.reveal(),
+                              endpoint=a.endpoint)
     except MissingEnvironmentVariable as exc:
-        raise SourceError(f"source '{source.id}': {exc}") from None
-    raise SourceError(f"source '{source.id}': glob datasets on vendor '{source.vendor}' are not supported yet "
+        raise SourceError(f"{where}: {exc}") from None
+    raise SourceError(f"{where}: glob datasets on vendor '{source.vendor}' are not supported yet "
                       f"(supported: {', '.join(FILE_SOURCE_VENDORS)})")
+
+
+def _first_line(exc: Exception) -> str:
+    """An error's first line with secrets masked (SDKs quote signed URLs in their errors)."""
+    text = redact(str(exc)).strip()
+    return text.splitlines()[0] if text else repr(exc)
 
 
 def _static_prefix(pattern: str) -> str:
@@ -169,7 +184,7 @@ class GlobReader:
 
     def __init__(self, source: Source, dataset: Dataset, config: PrequelConfig):
         assert dataset.glob is not None
-        self.source, self.dataset = source, dataset
+        self.source, self.dataset, self.config = source, dataset, config
         self.pattern = dataset.glob.pattern.lstrip("/")
         self.file_format = dataset.glob.file_format
         self._files: BucketFiles | SftpFiles | None = None
@@ -179,7 +194,7 @@ class GlobReader:
     @property
     def files(self) -> "BucketFiles | SftpFiles":
         if self._files is None:
-            self._files = open_files(self.source)
+            self._files = open_files(self.source, self.config)
         return self._files
 
     def close(self) -> None:
@@ -194,7 +209,7 @@ class GlobReader:
             listed = self.files.list(base)
         except OSError as exc:
             raise SourceError(f"source '{self.source.id}' (dataset '{self.dataset.id}'): cannot list "
-                              f"{self.files.describe(base)}: {str(exc).splitlines()[0] if str(exc) else exc!r} — "
+                              f"{self.files.describe(base)}: {_first_line(exc)} — "
                               "check the bucket (or folder) and the credentials") from None
         return sorted((f for f in listed if fnmatch.fnmatchcase(f.path, self.pattern)),
                       key=lambda f: (f.modified, f.path))
@@ -226,7 +241,7 @@ class GlobReader:
         except (pa.ArrowInvalid, OSError) as exc:
             raise SourceError(
                 f"source '{self.source.id}' (dataset '{self.dataset.id}'): file {path} is not valid "
-                f"{self.file_format}: {str(exc).splitlines()[0]} — fix or remove the file; nothing was committed"
+                f"{self.file_format}: {_first_line(exc)} — fix or remove the file; nothing was committed"
             ) from None
 
     def read_keys(self) -> Iterator[pa.Array]:
