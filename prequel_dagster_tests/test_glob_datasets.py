@@ -249,3 +249,24 @@ def test_an_azure_listing_error_names_the_source_and_hides_the_signature(request
         run_extract(cfg, "users")
     signature = os.environ["FILES_SAS"].split("sig=")[1]
     assert signature not in str(info.value) and signature.replace("%3D", "=") not in str(info.value)
+
+
+@pytest.mark.parametrize("file_format", ["csv", "json"])
+def test_big_text_files_are_read_a_block_at_a_time(tmp_path, monkeypatch, file_format):
+    from prequel_dagster.sources import files
+
+    monkeypatch.setattr(files, "BLOCK_BYTES", 16 << 10)
+    folder = tmp_path / "incoming" / "exports"
+    folder.mkdir(parents=True)
+    if file_format == "csv":
+        body = "id,email\n" + "".join(f"{i},u{i}@x.test\n" for i in range(20_000))
+    else:
+        body = "".join(f'{{"id": {i}, "email": "u{i}@x.test"}}\n' for i in range(20_000))
+    (folder / f"users.{file_format}").write_text(body)
+    raw = local_config(tmp_path).model_dump(mode="json", exclude_none=True)
+    raw["datasets"][0]["glob"] = {"pattern": f"exports/*.{file_format}", "file_format": file_format}
+    cfg = load_config(raw, base_dir=str(tmp_path))
+    reader = files.GlobReader(cfg.source("acme-drop"), cfg.dataset("users"), cfg)
+    sizes = [b.num_rows for b in reader.read()]
+    assert len(sizes) > 10 and sum(sizes) == 20_000  # streamed, not one table
+    assert run_extract(cfg, "users").counts.records_new_inserted == 20_000

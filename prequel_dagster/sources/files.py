@@ -24,6 +24,8 @@ from ..config.secrets import MissingEnvironmentVariable, redact
 from ..lake.storage import AbsStorage, GcsStorage, LakeStorage, LocalStorage, S3Storage, s3_credentials
 
 BATCH_ROWS = 65_536
+BLOCK_BYTES = 8 << 20
+"""CSV and JSON lines are read a block at a time; column types are inferred from the first block."""
 
 
 @dataclass(frozen=True)
@@ -235,9 +237,9 @@ class GlobReader:
                 if self.file_format == "parquet":
                     yield from pq.ParquetFile(handle).iter_batches(batch_size=BATCH_ROWS)
                 elif self.file_format == "csv":
-                    yield from pacsv.open_csv(handle)
+                    yield from pacsv.open_csv(handle, read_options=pacsv.ReadOptions(block_size=BLOCK_BYTES))
                 else:  # JSON lines
-                    yield from pajson.read_json(handle).to_batches(max_chunksize=BATCH_ROWS)
+                    yield from pajson.open_json(handle, read_options=pajson.ReadOptions(block_size=BLOCK_BYTES))
         except (pa.ArrowInvalid, OSError) as exc:
             raise SourceError(
                 f"source '{self.source.id}' (dataset '{self.dataset.id}'): file {path} is not valid "
