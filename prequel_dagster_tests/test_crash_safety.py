@@ -95,3 +95,9 @@ def test_a_torn_last_line_of_the_ack_log_is_not_taken_as_acknowledged(tmp_path):
     assert state.open_plan().acked == {"0", "1", "2"}
     state.finish(plan, {})
     assert state.open_plan() is None and not LocalStorage(tmp_path).exists(state.ack_log_path("load1"))
+
+
+def test_the_commit_point_is_exclusive_on_disk(tmp_path):
+    from .lake_contract import assert_exclusive_commits
+
+    assert_exclusive_commits(LocalStorage(tmp_path / "lake"))

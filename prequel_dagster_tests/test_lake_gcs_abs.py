@@ -4,15 +4,14 @@ clear messages for bad settings."""
 
 import os
 
-import pyarrow as pa
 import pytest
 
 from prequel_dagster.config import load_config
 from prequel_dagster.config.errors import PrequelError
 from prequel_dagster.engine import run_extract, run_load
-from prequel_dagster.lake.commits import DatasetLog
-from prequel_dagster.lake.storage import CommitConflict, open_storage
+from prequel_dagster.lake.storage import open_storage
 
+from .lake_contract import assert_exclusive_commits
 from .pg_helpers import create_provider_db, two_provider_config
 
 
@@ -74,15 +73,8 @@ def test_extract_load_and_exclusive_commits_through_the_real_protocol(kind, requ
     assert run_load(config, "acme-users-app").counts.records_loaded == 0
 
     storage = open_storage(config.datalake("lake"), config)
-    log = DatasetLog(storage, "acme", "race")
-    first_writer, second_writer = log.begin(), log.begin()
-    for writer in (first_writer, second_writer):
-        writer.write(pa.table({"id": [1], "_prequel_op": ["insert"]}))
-    first_writer.commit(cursor=None, counts={}, row_count=1, run_id="a")
-    with pytest.raises(CommitConflict):
-        second_writer.commit(cursor=None, counts={}, row_count=1, run_id="b")
-    assert [c.run_id for c in DatasetLog(storage, "acme", "race").commits()] == ["a"]
     assert all(not n.endswith("/") for n in storage.list_names("lakehouse/acme/acme-users/_commits"))
+    assert_exclusive_commits(storage)
 
 
 def test_bad_gcs_and_azure_settings_name_the_datalake(gcs, azurite, abs_container, monkeypatch, tmp_path):

@@ -9,9 +9,9 @@ import pytest
 from prequel_dagster.config import load_config
 from prequel_dagster.config.errors import PrequelError
 from prequel_dagster.engine import run_extract, run_load
-from prequel_dagster.lake.commits import DatasetLog
-from prequel_dagster.lake.storage import CommitConflict, S3Storage, open_storage
+from prequel_dagster.lake.storage import S3Storage, open_storage
 
+from .lake_contract import assert_exclusive_commits
 from .pg_helpers import create_provider_db, two_provider_config
 
 
@@ -61,24 +61,9 @@ def test_extract_and_load_through_s3_with_the_local_layout(pg, s3, bucket, provi
     assert run_load(config, "acme-users-app").counts.records_loaded == 0
 
 
-def test_the_commit_point_is_exclusive_on_s3(s3, bucket, monkeypatch, tmp_path):
-    monkeypatch.setenv("LAKE_SECRET", s3["secret_key"])
-    storage = S3Storage(bucket=bucket, prefix="p", region="us-east-1", access_key=s3["access_key"],
-                        secret_key=s3["secret_key"], endpoint=s3["endpoint_url"])
-    log = DatasetLog(storage, "acme", "users")
-    import pyarrow as pa
-
-    first, second = log.begin(), log.begin()  # two runs racing for commit 1
-    for writer in (first, second):
-        writer.write(pa.table({"id": [1], "_prequel_op": ["insert"]}))
-    first.commit(cursor=None, counts={}, row_count=1, run_id="a")
-    with pytest.raises(CommitConflict):
-        second.commit(cursor=None, counts={}, row_count=1, run_id="b")
-    assert [c.run_id for c in DatasetLog(storage, "acme", "users").commits()] == ["a"]
-    unfinished = log.begin()  # written but never committed: invisible
-    unfinished.write(pa.table({"id": [2], "_prequel_op": ["insert"]}))
-    unfinished._close_file()
-    assert [b.column("id").to_pylist() for b in DatasetLog(storage, "acme", "users").scan()] == [[1]]
+def test_the_commit_point_is_exclusive_on_s3(s3, bucket):
+    assert_exclusive_commits(S3Storage(bucket=bucket, prefix="p", region="us-east-1", access_key=s3["access_key"],
+                                       secret_key=s3["secret_key"], endpoint=s3["endpoint_url"]))
 
 
 def test_bad_lake_settings_name_the_datalake_and_the_fix(s3, bucket, monkeypatch, tmp_path):
