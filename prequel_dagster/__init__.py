@@ -8,7 +8,16 @@ load paths) runs without loading Dagster: about 60 MB less memory and a second l
 """
 
 import importlib
+import os
+import sys
 from typing import TYPE_CHECKING, Any
+
+if "pyarrow" not in sys.modules and sys.platform.startswith("linux"):
+    # Arrow picks its allocator once, when first imported. Its default, mimalloc, keeps pages freed on
+    # another thread than the one that allocated them: an extract (read on one thread, written on
+    # another) then grows by ~80 MB per 2M rows. jemalloc returns them and is as fast here. The
+    # user's own setting wins; child processes (Dagster steps) inherit it.
+    os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "jemalloc")
 
 _EXPORTS = {
     "build_definitions": ".builder",
