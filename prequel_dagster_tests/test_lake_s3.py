@@ -93,3 +93,17 @@ def test_the_s3_kind_uses_the_default_credential_chain(s3, bucket, monkeypatch, 
     storage = open_storage(config.datalake("lake"), config)
     storage.create_exclusive("probe.json", b"{}")
     assert storage.read_bytes("probe.json") == b"{}" and storage.list_names("") == ["probe.json"]
+
+
+def test_an_iam_role_that_cannot_be_assumed_is_named(monkeypatch, tmp_path):
+    for name, value in {"AWS_ENDPOINT_URL_STS": "http://127.0.0.1:9", "AWS_MAX_ATTEMPTS": "1",
+                        "AWS_ACCESS_KEY_ID": "AKIATEST", "AWS_SECRET_ACCESS_KEY": "not-a-real-secret"}.items():
+        monkeypatch.setenv(name, value)
+    role = "arn:aws:iam::123456789012:role/prequel-lake"
+    config = load_config({"datalakes": [{"id": "lake", "name": "lake", "storage": "s3", "s3": {
+        "bucket_name": "b", "auth_method": "aws_iam_role", "aws_iam_role": {"aws_iam_role_arn": role}}}],
+        "providers": [{"id": "acme", "name": "acme", "datalake_id": "lake", "products": ["all"]}]},
+        base_dir=str(tmp_path))
+    with pytest.raises(PrequelError, match=f"datalake 'lake': cannot assume aws_iam_role {role}.*trust policy") as info:
+        open_storage(config.datalake("lake"), config)
+    assert "not-a-real-secret" not in str(info.value)

@@ -68,8 +68,8 @@ def test_secret_values_are_masked_in_config_objects(monkeypatch):
 def test_url_signatures_are_masked_in_any_encoding():
     from prequel_dagster.config.secrets import redact
 
-    text = ("GET https://acct.blob.core.windows.net/c?se=2026-01-01&sp=rl&sig=AbC%2Bd%3D&x=1 failed; "
+    text = ("GET https://acct.blob.core.windows.net/c?se=2026-01-01&sp=rl&sig=AbC/d+e%3D&x=1 failed; "
             "https://b.s3.amazonaws.com/k?X-Amz-Signature=deadbeef&X-Amz-Security-Token=tok/en")
     masked = redact(text)
-    assert "AbC" not in masked and "deadbeef" not in masked and "tok" not in masked
-    assert "sig=***&x=1" in masked and "se=2026-01-01" in masked  # the rest of the message stays readable
+    assert masked == ("GET https://acct.blob.core.windows.net/c?se=2026-01-01&sp=rl&sig=***&x=1 failed; "
+                      "https://b.s3.amazonaws.com/k?X-Amz-Signature=***&X-Amz-Security-Token=***")

@@ -14,6 +14,7 @@ from typing import BinaryIO
 import pyarrow.fs as pafs
 
 from ..config.errors import PrequelError
+from ..config.secrets import MissingEnvironmentVariable, redact
 from ..config.models import Datalake, PrequelConfig
 
 
@@ -348,8 +349,14 @@ def s3_credentials(block, where: str) -> dict[str, str | None]:
 
         if block.aws_iam_role is None:
             raise PrequelError(f"{where}: auth_method aws_iam_role needs an aws_iam_role block")
-        creds = boto3.client("sts").assume_role(RoleArn=block.aws_iam_role.aws_iam_role_arn,
-                                                RoleSessionName="prequel-dagster")["Credentials"]
+        import botocore.exceptions
+
+        role = block.aws_iam_role.aws_iam_role_arn
+        try:
+            creds = boto3.client("sts").assume_role(RoleArn=role, RoleSessionName="prequel-dagster")["Credentials"]
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            raise PrequelError(f"{where}: cannot assume aws_iam_role {role} ({redact(str(exc)).splitlines()[0]}); "
+                               "check the role's trust policy names this machine's AWS identity") from None
         return {"access_key": creds["AccessKeyId"], "secret_key": creds["SecretAccessKey"],
                 "session_token": creds["SessionToken"]}
     return {}
@@ -357,8 +364,6 @@ def s3_credentials(block, where: str) -> dict[str, str | None]:
 
 def open_storage(datalake: Datalake, config: PrequelConfig) -> LakeStorage:
     """The storage for a configured datalake."""
-    from ..config.secrets import MissingEnvironmentVariable
-
     try:
         if datalake.storage == "local":
             return LocalStorage(config.resolve_path(datalake.local.path))  # type: ignore[union-attr]
