@@ -32,18 +32,24 @@ def client(s3):
                         aws_secret_access_key=s3["secret_key"], region_name=s3["region"])
 
 
-def config(s3, bucket, tmp_path, file_format="csv", pattern="exports/*.csv"):
+def glob_config(tmp_path, vendor: str, block: dict, *, source_id="acme-files", file_format="csv",
+                pattern="exports/*.csv"):
+    """One provider, a local lake under ``tmp_path``, and a glob dataset ``users`` on a ``vendor`` source."""
     return load_config({
-        "datalakes": [{"id": "lake", "name": "lake", "storage": "local", "local": {"path": str(tmp_path / "lake")}}],
+        "datalakes": [{"id": "lake", "name": "lake", "storage": "local", "local": {"path": "lake"}}],
         "providers": [{"id": "acme", "name": "acme", "datalake_id": "lake", "products": ["all"]}],
-        "sources": [{"id": "acme-files", "name": "files", "vendor": "s3_compatible", "provider_id": "acme",
-                     "s3_compatible": {"host": s3["host"], "port": s3["port"], "bucket_name": bucket, "disable_ssl": True,
-                                       "aws_access_keys": {"access_key_id": s3["access_key"],
-                                                           "secret_access_key": "${FILES_SECRET}"}}}],
-        "datasets": [{"id": "users", "name": "users", "source_id": "acme-files", "method": "glob",
+        "sources": [{"id": source_id, "name": "files", "vendor": vendor, "provider_id": "acme", vendor: block}],
+        "datasets": [{"id": "users", "name": "users", "source_id": source_id, "method": "glob",
                       "glob": {"pattern": pattern, "file_format": file_format},
                       "type": "dimension", "dimension": {"primary_key_column": "id"}}],
     }, base_dir=str(tmp_path))
+
+
+def config(s3, bucket, tmp_path, file_format="csv", pattern="exports/*.csv"):
+    return glob_config(tmp_path, "s3_compatible", {
+        "host": s3["host"], "port": s3["port"], "bucket_name": bucket, "disable_ssl": True,
+        "aws_access_keys": {"access_key_id": s3["access_key"], "secret_access_key": "${FILES_SECRET}"}},
+        file_format=file_format, pattern=pattern)
 
 
 def put(s3, bucket, key, body: bytes):
@@ -118,16 +124,8 @@ def test_the_sensor_requests_an_extract_when_files_land(s3, bucket, tmp_path):
         assert len(tick(result.cursor).run_requests) == 1
 
 
-def local_config(tmp_path, folder="incoming"):
-    return load_config({
-        "datalakes": [{"id": "lake", "name": "lake", "storage": "local", "local": {"path": "lake"}}],
-        "providers": [{"id": "acme", "name": "acme", "datalake_id": "lake", "products": ["all"]}],
-        "sources": [{"id": "acme-drop", "name": "drop folder", "vendor": "local", "provider_id": "acme",
-                     "local": {"path": folder}}],
-        "datasets": [{"id": "users", "name": "users", "source_id": "acme-drop", "method": "glob",
-                      "glob": {"pattern": "exports/*.csv", "file_format": "csv"},
-                      "type": "dimension", "dimension": {"primary_key_column": "id"}}],
-    }, base_dir=str(tmp_path))
+def local_config(tmp_path, folder="incoming", **options):
+    return glob_config(tmp_path, "local", {"path": folder}, source_id="acme-drop", **options)
 
 
 def test_a_local_folder_is_read_like_a_bucket(tmp_path):
@@ -200,14 +198,7 @@ def _bucket_source(kind, request, monkeypatch) -> tuple[dict, Callable[[str, byt
 @pytest.mark.parametrize("kind", ["s3", "gcs", "abs"])
 def test_glob_datasets_on_s3_gcs_and_azure(kind, request, monkeypatch, tmp_path):
     block, upload = _bucket_source(kind, request, monkeypatch)
-    cfg = load_config({
-        "datalakes": [{"id": "lake", "name": "lake", "storage": "local", "local": {"path": "lake"}}],
-        "providers": [{"id": "acme", "name": "acme", "datalake_id": "lake", "products": ["all"]}],
-        "sources": [{"id": "acme-files", "name": "files", "vendor": kind, "provider_id": "acme", kind: block}],
-        "datasets": [{"id": "users", "name": "users", "source_id": "acme-files", "method": "glob",
-                      "glob": {"pattern": "exports/*.csv", "file_format": "csv"},
-                      "type": "dimension", "dimension": {"primary_key_column": "id"}}],
-    }, base_dir=str(tmp_path))
+    cfg = glob_config(tmp_path, kind, block)
     upload("exports/users-1.csv", b"id,email\n1,a@x.test\n2,b@x.test\n")
     upload("elsewhere/users-9.csv", b"id,email\n9,z@x.test\n")
     assert run_extract(cfg, "users").counts.records_new_inserted == 2
@@ -219,16 +210,9 @@ def test_glob_datasets_on_s3_gcs_and_azure(kind, request, monkeypatch, tmp_path)
 
 
 def test_gcs_hmac_keys_are_refused_with_the_alternatives(tmp_path):
-    cfg = load_config({
-        "datalakes": [{"id": "lake", "name": "lake", "storage": "local", "local": {"path": "lake"}}],
-        "providers": [{"id": "acme", "name": "acme", "datalake_id": "lake", "products": ["all"]}],
-        "sources": [{"id": "acme-gcs", "name": "files", "vendor": "gcs", "provider_id": "acme",
-                     "gcs": {"bucket_name": "b", "auth_method": "gcs_hmac_keys",
-                             "gcs_hmac_keys": {"access_id": "GOOG1", "secret": "s3cr3t-hmac"}}}],
-        "datasets": [{"id": "users", "name": "users", "source_id": "acme-gcs", "method": "glob",
-                      "glob": {"pattern": "*.csv", "file_format": "csv"},
-                      "type": "dimension", "dimension": {"primary_key_column": "id"}}],
-    }, base_dir=str(tmp_path))
+    cfg = glob_config(tmp_path, "gcs", {"bucket_name": "b", "auth_method": "gcs_hmac_keys",
+                                         "gcs_hmac_keys": {"access_id": "GOOG1", "secret": "s3cr3t-hmac"}},
+                      source_id="acme-gcs", pattern="*.csv")
     with pytest.raises(SourceError, match="source 'acme-gcs': gcs auth_method gcs_hmac_keys is not supported") as info:
         run_extract(cfg, "users")
     assert "s3cr3t-hmac" not in str(info.value)
@@ -237,14 +221,7 @@ def test_gcs_hmac_keys_are_refused_with_the_alternatives(tmp_path):
 def test_an_azure_listing_error_names_the_source_and_hides_the_signature(request, monkeypatch, tmp_path):
     block, _ = _bucket_source("abs", request, monkeypatch)
     block["bucket_name"] = "no-such-container"
-    cfg = load_config({
-        "datalakes": [{"id": "lake", "name": "lake", "storage": "local", "local": {"path": "lake"}}],
-        "providers": [{"id": "acme", "name": "acme", "datalake_id": "lake", "products": ["all"]}],
-        "sources": [{"id": "acme-files", "name": "files", "vendor": "abs", "provider_id": "acme", "abs": block}],
-        "datasets": [{"id": "users", "name": "users", "source_id": "acme-files", "method": "glob",
-                      "glob": {"pattern": "exports/*.csv", "file_format": "csv"},
-                      "type": "dimension", "dimension": {"primary_key_column": "id"}}],
-    }, base_dir=str(tmp_path))
+    cfg = glob_config(tmp_path, "abs", block)
     with pytest.raises(SourceError, match="source 'acme-files'.*cannot list.*check the bucket") as info:
         run_extract(cfg, "users")
     signature = os.environ["FILES_SAS"].split("sig=")[1]
@@ -263,9 +240,7 @@ def test_big_text_files_are_read_a_block_at_a_time(tmp_path, monkeypatch, file_f
     else:
         body = "".join(f'{{"id": {i}, "email": "u{i}@x.test"}}\n' for i in range(20_000))
     (folder / f"users.{file_format}").write_text(body)
-    raw = local_config(tmp_path).model_dump(mode="json", exclude_none=True)
-    raw["datasets"][0]["glob"] = {"pattern": f"exports/*.{file_format}", "file_format": file_format}
-    cfg = load_config(raw, base_dir=str(tmp_path))
+    cfg = local_config(tmp_path, file_format=file_format, pattern=f"exports/*.{file_format}")
     reader = files.GlobReader(cfg.source("acme-drop"), cfg.dataset("users"), cfg)
     sizes = [b.num_rows for b in reader.read()]
     assert len(sizes) > 10 and sum(sizes) == 20_000  # streamed, not one table

@@ -74,7 +74,7 @@ def test_string_keys_and_null_lookups(log):
     assert _lookup(KeySnapshot(int_log, "id"), [1, None, 3])[0] == [True, False, False]
 
 
-def test_files_without_statistics_fall_back_to_a_sorted_array(log, tmp_path, monkeypatch):
+def test_files_without_statistics_fall_back_to_a_sorted_array(log, monkeypatch):
     real = pq.ParquetWriter
 
     def no_statistics(*args, **kwargs):
