@@ -95,6 +95,15 @@ class Batch:
         pieces.append(b"]}")
         return b"".join(pieces)  # the one copy of the records
 
+    def record_texts(self) -> list[tuple[str, str, bool]]:
+        """(record_id, record JSON text, is_deleted) per record, without parsing (dead letters)."""
+        out = []
+        for p in self.parts:
+            texts = p.encoded.to_pylist()
+            out += [(rid, text[:-1], is_del) for rid, text, is_del in
+                    zip(p.record_ids.to_pylist(), texts, p.deleted.to_pylist())]
+        return out
+
     def records(self) -> list[tuple[str, dict, bool]]:
         """(record_id, record, is_deleted) per record, for templates and dead letters (slow path)."""
         out = []

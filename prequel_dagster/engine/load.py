@@ -22,7 +22,8 @@ import pyarrow.compute as pc
 from ..config.errors import DeliveryError
 from ..config.models import Destination, PrequelConfig, Stream
 from ..delivery.encoding import encode_records
-from ..delivery.templates import Template, parse_template
+from ..config.secrets import Secret
+from ..delivery.templates import HEADER_UNSAFE_PATTERN, Template, UnsafeValue, parse_template
 from ..delivery.webhook import WebhookClient
 from ..delivery.wire import Batch, Batcher, Part, batch_id_for, load_id_for
 from ..lake.changes import latest_versions
@@ -30,8 +31,8 @@ from ..lake.commits import OP_COLUMN, DatasetLog
 from ..lake.deliveries import LoadPlan, StreamState
 from ..lake.storage import LakeStorage, open_storage
 from ..transform.expressions import ExpressionError
-from ..transform.mapping import StreamMapper
-from ..transform.schema import converted_table, validate_records
+from ..transform.mapping import StreamMapper, apply_isolating
+from ..transform.schema import Check, converted_table, validate_records
 
 Log = Callable[[str], None]
 PLAN_SAVE_INTERVAL_SECONDS = 0.5
@@ -82,19 +83,37 @@ class _Templates:
     body: Template | None
 
     @classmethod
-    def of(cls, destination: Destination, header_values: dict[str, str]) -> "_Templates":
+    def of(cls, destination: Destination, *, reveal: bool) -> "_Templates":
+        """Parsed from the configured text: a secret's value is never read as a template (only
+        the literal pieces around actions are resolved, when ``reveal``)."""
         per_record = destination.type == "webhook_record"
         t = destination.webhook.request_template
+        headers = {}
+        for name, secret in t.headers.items():
+            tpl = parse_template(secret.template, allow_record=per_record, allow_records=not per_record)
+            headers[name] = tpl.with_literals(lambda text: Secret(text).reveal()) if reveal else tpl
         return cls(
-            parse_template(t.uri, allow_record=per_record, allow_records=not per_record),
-            {k: parse_template(v, allow_record=per_record, allow_records=not per_record) for k, v in header_values.items()},
-            parse_template(t.body, allow_record=True, allow_records=False) if t.body else None,
+            parse_template(t.uri, allow_record=per_record, allow_records=not per_record, place="uri"),
+            headers,
+            parse_template(t.body, allow_record=True, allow_records=False, place="body") if t.body else None,
         )
 
     @property
     def need_records(self) -> bool:
         parts = [self.uri, *self.headers.values(), *([self.body] if self.body else [])]
         return any(p.uses_record or p.uses_records for p in parts)
+
+    def header_checks(self, mapped: pa.Table) -> list[Check]:
+        """Records whose values a header template would carry but cannot (CR/LF, non-ASCII): refused alone."""
+        checks: list[Check] = []
+        for header, tpl in self.headers.items():
+            for name in sorted(tpl.fields & set(mapped.column_names)):
+                col = mapped.column(name).combine_chunks()
+                if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+                    bad = pc.match_substring_regex(col, HEADER_UNSAFE_PATTERN)
+                    checks.append((bad, f"'{name}' holds a character header '{header}' cannot carry "
+                                        "(only printable ASCII is sent in headers)"))
+        return checks
 
 
 class _Load:
@@ -110,6 +129,7 @@ class _Load:
         self.lake = DatasetLog(self.storage, self.provider.id, self.dataset.id)
         self.state = StreamState(self.storage, self.provider.id, stream.id)
         self.mapper = StreamMapper(stream)
+        self.templates = _Templates.of(self.destination, reveal=False)
         self.schema = self.destination.record_schema
         self.required = set(self.schema.get("required", []))
         props = self.schema.get("properties", {})
@@ -133,14 +153,19 @@ class _Load:
     def prepare(self, table: pa.Table, load_id: str) -> tuple[Part, list[dict[str, Any]], LoadCounts]:
         """Map, validate and encode one table (thread-safe); invalid records become dead-letter rows."""
         counts = LoadCounts()
-        n = table.num_rows
-        counts.records_processed = n
+        counts.records_processed = table.num_rows
+        invalid: list[dict[str, Any]] = []
         try:
-            mapped = self.mapper.apply(table)
+            mapped, mapped_rows, failed = apply_isolating(self.mapper, table)
         except ExpressionError as exc:
             raise DeliveryError(f"{exc} — fix the mapping; the records stay pending for the next load") from None
+        if mapped_rows is not None:  # rows whose own values make a mapping fail: dead letter, alone
+            invalid += self._dead_rows(table.filter(pc.invert(mapped_rows)), load_id,
+                                       [f"mapping: {failed[i]}" for i in sorted(failed)])
+            table = table.filter(mapped_rows)
+        n = table.num_rows
         counts.records_transformed = mapped.num_rows
-        checked = validate_records(mapped, self.schema)
+        checked = validate_records(mapped, self.schema, self.templates.header_checks(mapped))
         deleted = pc.fill_null(pc.equal(table.column(OP_COLUMN), "delete"), False).combine_chunks()
         keys = table.column(self.dataset.primary_key).combine_chunks()
         valid = checked.valid_mask
@@ -151,16 +176,25 @@ class _Load:
             deleted if all_valid else deleted.filter(valid),
             keys if all_valid else keys.filter(valid),
         )
-        invalid: list[dict[str, Any]] = []
         if not all_valid:
             bad = pc.invert(valid)
-            shown = encode_records(converted_table(mapped.filter(bad), self.schema), required=set())
-            for rid, rec, is_del, why in zip(keys.filter(bad).cast(pa.string()).to_pylist(), shown.to_pylist(),
-                                             deleted.filter(bad).to_pylist(), checked.violations.filter(bad).to_pylist()):
-                invalid.append({"record_id": rid, "record": rec[:-1], "is_deleted": is_del,
-                                "reason": f"record_schema: {why}", "load_id": load_id, "batch_id": None})
-            counts.records_errored = len(invalid)
+            shown = converted_table(mapped.filter(bad), self.schema)
+            reasons = [f"record_schema: {why}" for why in checked.violations.filter(bad).to_pylist()]
+            invalid += self._dead_rows(table.filter(bad), load_id, reasons, shown=shown)
+        counts.records_errored = len(invalid)
         return part, invalid, counts
+
+    def _dead_rows(self, rows: pa.Table, load_id: str, reasons: list[str], *,
+                   shown: pa.Table | None = None) -> list[dict[str, Any]]:
+        """Dead-letter rows for records refused before sending; ``shown`` is what each record would have
+        been (by default, the source values the mappings read)."""
+        if shown is None:
+            shown = rows.select([c for c in self.mapper.source_columns if c in rows.column_names])
+        texts = encode_records(shown, required=set()).to_pylist()
+        keys = rows.column(self.dataset.primary_key).cast(pa.string()).to_pylist()
+        deleted = pc.fill_null(pc.equal(rows.column(OP_COLUMN), "delete"), False).to_pylist()
+        return [{"record_id": rid, "record": text[:-1], "is_deleted": is_del, "reason": why, "load_id": load_id,
+                 "batch_id": None} for rid, text, is_del, why in zip(keys, texts, deleted, reasons)]
 
     def prepared(self, tables: Iterable[pa.Table], load_id: str) -> Iterator[tuple[Part, list[dict[str, Any]]]]:
         """``prepare`` on PREPARE_THREADS threads (Arrow compute releases the GIL), in order, a few tables ahead."""
@@ -204,6 +238,13 @@ class _Load:
         if invalid:
             self.dead_letters.append(self.state.write_dead_letter(f"{plan.load_id}-invalid", invalid))
             self.log(f"  {len(invalid)} records failed record_schema and were kept in the dead letter")
+        if not sender.stopped and plan.highest_batch() >= sender.batches_seen:
+            raise DeliveryError(
+                f"stream '{self.stream.id}': the pending load {plan.load_id} has batch {plan.highest_batch()} on record "
+                f"but only {sender.batches_seen} batches; its plan or ack log in "
+                f"{self.storage.uri(self.state.directory + '/_pending')} was changed by something else. Delete both "
+                "files to start the load again."
+            )
         if sender.stopped:
             raise DeliveryError(
                 f"stream '{self.stream.id}': destination '{self.destination.id}' {sender.stopped}; "
@@ -218,7 +259,7 @@ class _Sender:
     def __init__(self, load: _Load, client: WebhookClient, plan: LoadPlan, *, persist: bool):
         self.load, self.client, self.plan, self.persist = load, client, plan, persist
         self.settings = load.destination.webhook
-        self.templates = _Templates.of(load.destination, client.header_values)
+        self.templates = _Templates.of(load.destination, reveal=True)
         self.concurrency = load.destination.concurrency
         self.pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="prequel-send")
         self.slots = threading.BoundedSemaphore(self.concurrency * 2)  # bounds batches held in memory
@@ -228,13 +269,15 @@ class _Sender:
         self.error: BaseException | None = None
         self.saved_at = 0.0
         self.ack_log = load.state.open_ack_log(plan) if persist else None
+        self.batches_seen = 0
 
     def submit(self, batch: Batch) -> None:
         if self.stopped or self.error:
             return
+        self.batches_seen += 1
         if self.plan.done(batch.key):
             self.load.counts.batches_skipped_already_acked += 1
-            if batch.key in self.plan.acked:
+            if self.plan.fully_acked(batch.key):
                 self.load.counts.records_loaded += batch.count
             return
         self.slots.acquire()
@@ -277,7 +320,11 @@ class _Sender:
             return
         counts = self.load.counts
         batch_id = batch_id_for(self.plan.load_id, batch.key)
-        uri, headers, body = self._request(batch, batch_id)
+        try:
+            uri, headers, body = self._request(batch, batch_id)
+        except (UnsafeValue, orjson.JSONDecodeError) as exc:  # a record's value cannot go where the template puts it
+            self._reject(batch, batch_id, f"not sent: {exc}")
+            return
         outcome = self.client.send(body, uri=uri, headers=headers, idempotency_key=batch_id, records=batch.count)
         with self.lock:
             counts.requests += outcome.attempts
@@ -301,23 +348,30 @@ class _Sender:
             for half in batch.split():
                 self._deliver(half)
             return
-        with self.lock:
-            if outcome.status is None:
+        if outcome.status is None:
+            with self.lock:
                 self.failed_in_a_row += 1
                 if self.failed_in_a_row >= self.settings.max_failed_batches_in_a_row:
                     self.stopped = f"failed {self.failed_in_a_row} batches in a row ({outcome.detail})"
+        self._reject(batch, batch_id, outcome.detail)
+
+    def _reject(self, batch: Batch, batch_id: str, reason: str) -> None:
+        """Keep a batch's records in the dead letter, then mark it done: in that order, so a failure
+        to write the dead letter fails the load and leaves the batch pending, never lost."""
+        rows = [
+            {"record_id": rid, "record": text, "is_deleted": is_del, "reason": reason,
+             "load_id": self.plan.load_id, "batch_id": batch_id}
+            for rid, text, is_del in batch.record_texts()
+        ]
+        name = f"{self.plan.load_id}-{batch.key.replace('.', '_')}"
+        path = self.load.state.write_dead_letter(name, rows)
+        with self.lock:
+            self.load.dead_letters.append(path)
             self.plan.rejected.add(batch.key)
-            counts.batches_rejected += 1
-            counts.records_errored += batch.count
-            rows = [
-                {"record_id": rid, "record": _json(rec), "is_deleted": is_del, "reason": outcome.detail,
-                 "load_id": self.plan.load_id, "batch_id": batch_id}
-                for rid, rec, is_del in batch.records()
-            ]
-            name = f"{self.plan.load_id}-{batch.key.replace('.', '_')}"
-            self.load.dead_letters.append(self.load.state.write_dead_letter(name, rows))
+            self.load.counts.batches_rejected += 1
+            self.load.counts.records_errored += batch.count
             self._save(force=True)
-        self.load.log(f"  batch {batch_id} not accepted ({outcome.detail}); {batch.count} records kept in the dead letter")
+        self.load.log(f"  batch {batch_id} not accepted ({reason}); {batch.count} records kept in the dead letter")
 
     def _save(self, *, force: bool = False) -> None:
         """Save the plan; without an ack log (object stores) at most every PLAN_SAVE_INTERVAL_SECONDS.
@@ -330,10 +384,6 @@ class _Sender:
         if self.persist and (force or now - self.saved_at >= PLAN_SAVE_INTERVAL_SECONDS):
             self.load.state.save_plan(self.plan)
             self.saved_at = now
-
-
-def _json(record: dict[str, Any]) -> str:
-    return orjson.dumps(record).decode()
 
 
 def run_load(

@@ -19,6 +19,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from . import layout
+from .lake_files import corrupt, read_json_object
 from .storage import LakeStorage
 
 OP_COLUMN = "_prequel_op"
@@ -192,11 +193,18 @@ class DatasetLog:
         if self._cache is None:
             names = self.storage.list_names(f"{self.directory}/_commits")
             seqs = sorted(s for s in (layout.parse_seq(n) for n in names) if s is not None)
-            self._cache = [
-                Commit.from_json(json.loads(self.storage.read_bytes(f"{self.directory}/_commits/{layout.seq_name(s)}")))
-                for s in seqs
-            ]
+            self._cache = [self._read_manifest(f"{self.directory}/_commits/{layout.seq_name(s)}") for s in seqs]
         return self._cache
+
+    def _read_manifest(self, path: str) -> Commit:
+        fix = ("Restore it from a backup, or move it (and every later manifest) aside: the next extract then "
+               "continues from the commit before it.")
+        data = read_json_object(self.storage, path, what="commit manifest", fix=fix,
+                                keys={"seq": int, "files": list, "committed_at": str})
+        try:
+            return Commit.from_json(data)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise corrupt(self.storage, path, "commit manifest", f"an entry is malformed ({exc!r})", fix) from None
 
     def latest(self) -> Commit | None:
         commits = self.commits()

@@ -8,6 +8,7 @@ only the batches that were not acknowledged are sent.
 
 import datetime as dt
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -15,7 +16,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import layout
+from .lake_files import corrupt, read_json_object
 from .storage import LakeStorage
+
+BATCH_KEY = re.compile(r"^\d+(\.[01])*$")
+"""A batch key: its position in the load, then ``.0``/``.1`` per halving after a 413."""
 
 DEAD_LETTER_SCHEMA = pa.schema(
     [
@@ -39,9 +44,32 @@ class LoadPlan:
     started_at: str = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc).isoformat())
 
     def done(self, batch_key: str) -> bool:
-        return batch_key in self.acked or batch_key in self.rejected
+        """Acknowledged or dead-lettered, itself or (after a 413) both of its halves."""
+        return all(leaf in self.acked or leaf in self.rejected for leaf in self.leaves(batch_key))
+
+    def fully_acked(self, batch_key: str) -> bool:
+        return all(leaf in self.acked for leaf in self.leaves(batch_key))
+
+    def leaves(self, batch_key: str) -> list[str]:
+        """The batch itself or, when it was split, the halves that were sent in its place."""
+        if batch_key in self.acked or batch_key in self.rejected:
+            return [batch_key]
+        if self._split_parents is None:  # splits on record when the load (re)started; later ones are in flight
+            self._split_parents = set()
+            for key in (*self.acked, *self.rejected):
+                while "." in key:
+                    key = key.rsplit(".", 1)[0]
+                    self._split_parents.add(key)
+        if batch_key not in self._split_parents:
+            return [batch_key]
+        return self.leaves(f"{batch_key}.0") + self.leaves(f"{batch_key}.1")
+
+    def highest_batch(self) -> int:
+        """The largest top-level batch number on record (-1 if none)."""
+        return max((int(k.split(".", 1)[0]) for k in (*self.acked, *self.rejected)), default=-1)
 
     _prefix: int = 0  # batches "0".."_prefix-1" are all acknowledged: stored as one number
+    _split_parents: set[str] | None = None
 
     def to_json(self) -> bytes:
         """Compact: acknowledged batches as a count of the contiguous ones plus the rest, so saving
@@ -87,7 +115,11 @@ class StreamState:
         markers = self._markers()
         if not markers:
             return 0
-        data = json.loads(self.storage.read_bytes(f"{self.directory}/_deliveries/{layout.seq_name(markers[-1])}"))
+        data = read_json_object(
+            self.storage, f"{self.directory}/_deliveries/{layout.seq_name(markers[-1])}", what="delivery marker",
+            keys={"through_commit": int},
+            fix="Restore it, or move it aside: the stream then delivers again from the marker before it.",
+        )
         return data["through_commit"]
 
     def ack_log_path(self, load_id: str) -> str:
@@ -97,12 +129,24 @@ class StreamState:
         """The unfinished load, with every batch its ack log recorded as acknowledged."""
         if not self.storage.exists(self.plan_path):
             return None
-        plan = LoadPlan.from_json(json.loads(self.storage.read_bytes(self.plan_path)))
+        fix = "Delete it to start the load again (batches it acknowledged are then sent again)."
+        data = read_json_object(self.storage, self.plan_path, what="pending load plan", fix=fix, keys={
+            "load_id": str, "from_commit": int, "to_commit": int, "acked": list, "rejected": list, "started_at": str})
+        plan = LoadPlan.from_json(data)
         log = self.ack_log_path(plan.load_id)
         if self.storage.exists(log):
-            lines = self.storage.read_bytes(log).decode().split("\n")
-            plan.acked.update(k for k in lines[:-1] if k)  # the last piece is empty or a torn write
+            plan.acked.update(self._read_ack_log(log))
         return plan
+
+    def _read_ack_log(self, path: str) -> list[str]:
+        """The acknowledged batch keys; the last line may be torn by a crash (not yet acknowledged on
+        record, so ignored), any other line that is not a batch key is damage and an error."""
+        lines = self.storage.read_bytes(path).decode("utf-8", errors="replace").split("\n")
+        for number, line in enumerate(lines[:-1], 1):
+            if not BATCH_KEY.match(line):
+                raise corrupt(self.storage, path, "ack log", f"line {number} ({line[:40]!r}) is not a batch key",
+                              "Remove that line (its batch is then sent again, with the same id).")
+        return lines[:-1]
 
     def open_ack_log(self, plan: LoadPlan) -> BinaryIO | None:
         """Where each acknowledged batch key is appended the moment it is acknowledged (None if the
@@ -129,8 +173,9 @@ class StreamState:
     def write_dead_letter(self, name: str, rows: list[dict[str, Any]]) -> str:
         path = f"{self.directory}/dead_letter/{name}.parquet"
         table = pa.Table.from_pylist(rows, schema=DEAD_LETTER_SCHEMA)
-        with self.storage.open_output(path) as f:
-            pq.write_table(table, f, compression="zstd")
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink, compression="zstd")
+        self.storage.write_bytes(path, sink.getvalue().to_pybytes())  # whole and durable, or an error
         return path
 
     def dead_letter_files(self) -> list[str]:

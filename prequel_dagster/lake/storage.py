@@ -92,7 +92,10 @@ class LocalStorage(LakeStorage):
         full = Path(self.full_path(path))
         full.parent.mkdir(parents=True, exist_ok=True)
         tmp = full.with_name(f".{full.name}.{uuid.uuid4().hex}.tmp")
-        tmp.write_bytes(data)
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())  # durable before it replaces the old content
         os.replace(tmp, full)
 
     def open_append(self, path: str) -> BinaryIO:

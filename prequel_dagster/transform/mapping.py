@@ -63,6 +63,35 @@ class StreamMapper:
         return pa.Table.from_arrays(arrays, names=names)
 
 
+def apply_isolating(mapper: StreamMapper, table: pa.Table) -> tuple[pa.Table, pa.Array | None, dict[int, str]]:
+    """``mapper.apply`` that keeps going when some rows' values make an expression fail (a division
+    by zero, ``int("abc")``): those rows are found by halving and returned with their error, so one
+    tenant row never blocks the rest. Returns the mapped good rows, the good-row mask (None if all
+    are good) and ``{row index: error}``."""
+    try:
+        return mapper.apply(table), None, {}
+    except ExpressionError as exc:
+        whole = exc
+    failed: dict[int, str] = {}
+
+    def bisect(start: int, length: int) -> None:
+        try:
+            mapper.apply(table.slice(start, length))
+        except ExpressionError as exc:
+            if length == 1:
+                failed[start] = str(exc)
+            else:
+                half = length // 2
+                bisect(start, half)
+                bisect(start + half, length - half)
+
+    bisect(0, table.num_rows)
+    if not failed:  # no single row fails alone: not a data problem
+        raise whole
+    good = pa.array([i not in failed for i in range(table.num_rows)], pa.bool_())
+    return mapper.apply(table.filter(good)), good, failed
+
+
 def compile_mapping(mapping: Mapping) -> CompiledMapping:
     if mapping.field_type == "field":
         name = mapping.column.name  # type: ignore[union-attr]

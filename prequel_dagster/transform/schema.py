@@ -13,6 +13,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .expressions import to_string
+from .json_text import invalid_json
+from .linear_regex import linear_validator_class
 
 _JSON_TYPES = ("string", "integer", "number", "boolean", "object", "array", "null")
 
@@ -85,6 +87,14 @@ FORMATS = {
 _NULL = pa.scalar(None, pa.string())
 
 
+def raw_json_kind(prop: dict[str, Any], column_type: pa.DataType) -> str | None:
+    """``object`` or ``array`` when the field's text is JSON to be written into bodies as it is."""
+    declared = prop.get("type")
+    if declared in ("object", "array") and (pa.types.is_string(column_type) or pa.types.is_large_string(column_type)):
+        return declared
+    return None
+
+
 def needs_json_schema_library(record_schema: dict[str, Any]) -> bool:
     """Whether the schema uses keywords beyond the vectorised ones (checked per record with ``jsonschema``)."""
     if set(record_schema) - TOP_LEVEL_KEYWORDS:
@@ -125,15 +135,16 @@ def _keyword_checks(name: str, col: pa.Array, prop: dict[str, Any], *, formatted
     return out
 
 
-def validate_records(table: pa.Table, record_schema: dict[str, Any]) -> Validated:
-    """Check every record against ``record_schema``; return the valid ones in JSON-ready types.
+def validate_records(table: pa.Table, record_schema: dict[str, Any], extra_checks: list[Check] = ()) -> Validated:
+    """Check every record against ``record_schema`` (and ``extra_checks``); return the valid ones in
+    JSON-ready types.
 
     The checks produce boolean masks; message strings are built only when some record is invalid.
     """
     n = table.num_rows
     props: dict[str, Any] = record_schema.get("properties", {})
     required = set(record_schema.get("required", []))
-    checks: list[Check] = []
+    checks: list[Check] = list(extra_checks)
     columns, names = [], []
     for name in table.column_names:
         col = table.column(name).combine_chunks()
@@ -151,6 +162,9 @@ def validate_records(table: pa.Table, record_schema: dict[str, Any]) -> Validate
         if not problem:
             formatted = pa.types.is_timestamp(col.type) or pa.types.is_date(col.type)
             checks.extend(_keyword_checks(name, converted, prop, formatted_by_us=formatted))
+            kind = raw_json_kind(prop, converted.type)
+            if kind is not None:
+                checks.append((invalid_json(converted, kind), f"'{name}' is not a valid JSON {kind}"))
         columns.append(converted)
         names.append(name)
     for name in required - set(table.column_names):
@@ -185,7 +199,7 @@ def _library_messages(table: pa.Table, record_schema: dict[str, Any]) -> pa.Arra
 
     from ..delivery.encoding import encode_records
 
-    validator = jsonschema.Draft7Validator(record_schema, format_checker=jsonschema.Draft7Validator.FORMAT_CHECKER)
+    validator = linear_validator_class()(record_schema, format_checker=jsonschema.Draft7Validator.FORMAT_CHECKER)
     out = []
     for text in encode_records(table, required=set(record_schema.get("required", []))).to_pylist():
         errors = sorted(
