@@ -189,9 +189,11 @@ def cmd_test_transform(args: argparse.Namespace) -> int:
     path = _config_path(args)
     try:
         config = load_config(path)
+        if args.stream_id not in {s.id for s in config.streams}:
+            raise PrequelError(f"no stream with id '{args.stream_id}'; `prequel-dagster validate` lists the config")
         preview = preview_stream(config, args.stream_id, limit=args.limit, record_ids=args.record_id)
-    except (PrequelError, KeyError) as exc:
-        _print_error(exc if not isinstance(exc, KeyError) else PrequelError(f"no stream with id {exc}"))
+    except PrequelError as exc:
+        _print_error(exc)
         return 1
     for row in preview.rows:
         status = "ok     " if row.violation is None else "INVALID"
