@@ -23,9 +23,11 @@ def batch_id_for(load_id: str, batch_key: str) -> str:
     return hashlib.sha256(f"{load_id}:{batch_key}".encode()).hexdigest()[:32]
 
 
-def load_id_for(stream_id: str, *parts: object) -> str:
-    """Deterministic per pending range (or per redelivered id set), so a resumed load keeps its ids."""
-    return hashlib.sha256(":".join([stream_id, *map(str, parts)]).encode()).hexdigest()[:24]
+def load_id_for(lake_id: str, provider_id: str, stream_id: str, *parts: object) -> str:
+    """Deterministic per lake, provider, stream and pending range (or redelivered id set): a resumed
+    load keeps its ids, and no other lake or range can produce them."""
+    fields = [lake_id, provider_id, stream_id, *map(str, parts)]
+    return hashlib.sha256("\x1f".join(fields).encode()).hexdigest()[:24]
 
 
 @dataclass

@@ -29,6 +29,7 @@ from ..delivery.wire import Batch, Batcher, Part, batch_id_for, load_id_for
 from ..lake.changes import latest_versions
 from ..lake.commits import OP_COLUMN, DatasetLog
 from ..lake.deliveries import LoadPlan, StreamState
+from ..lake.identity import lake_id
 from ..lake.storage import LakeStorage, open_storage
 from ..transform.expressions import ExpressionError
 from ..transform.mapping import StreamMapper, apply_isolating
@@ -412,7 +413,8 @@ def run_load(
             log(f"stream '{stream_id}': nothing pending (delivered through commit {start})")
             return LoadResult(stream_id, load.provider.id, None, start, end, False, load.counts,
                               time.monotonic() - started)
-        plan = LoadPlan(load_id_for(stream_id, start, end), start, end)
+        plan = LoadPlan(load_id_for(lake_id(load.storage), load.provider.id, stream_id, start, end,
+                                    latest.token), start, end)
     else:
         log(f"stream '{stream_id}': resuming load {plan.load_id} ({len(plan.acked)} batches already acknowledged)")
 
@@ -458,7 +460,8 @@ def _redeliver(load: _Load, record_ids: list[str], dead_letters: bool, started: 
     if load.counts.records_not_found:
         load.log(f"  {load.counts.records_not_found} record ids are not in dataset '{load.dataset.id}'")
     load.check_mappings(schema)
-    plan = LoadPlan(load_id_for(load.stream.id, "redeliver", latest.seq, *sorted(ids)), 0, latest.seq)
+    plan = LoadPlan(load_id_for(lake_id(load.storage), load.provider.id, load.stream.id, "redeliver", latest.seq,
+                                latest.token, *sorted(ids)), 0, latest.seq)
     load.log(f"redelivering {len(ids)} records of stream '{load.stream.id}' (load {plan.load_id})")
     columns = list(dict.fromkeys([*load.mapper.source_columns, key, OP_COLUMN]))
     load.deliver([found.select(columns)] if found is not None and found.num_rows else [], plan, persist=False)

@@ -84,6 +84,7 @@ class Commit:
     counts: dict[str, int]
     committed_at: str
     run_id: str | None = None
+    token: str = ""  # unique to this commit (its writer's token)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Commit":
@@ -97,6 +98,7 @@ class Commit:
             counts=data.get("counts", {}),
             committed_at=data["committed_at"],
             run_id=data.get("run_id"),
+            token=data.get("token") or data["committed_at"],  # manifests before tokens: the commit time
         )
 
 
@@ -155,6 +157,7 @@ class CommitWriter:
         self._close_file()
         manifest = {
             "seq": self.seq,
+            "token": self.token,
             "committed_at": dt.datetime.now(dt.timezone.utc).isoformat(),
             "files": [{"path": f.path, "rows": f.rows} for f in self.files],
             "cursor": encode_cursor(cursor),

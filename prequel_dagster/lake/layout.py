@@ -1,6 +1,7 @@
 """Where things live inside a datalake. The README's "Datalake layout" section mirrors this file.
 
 ```
+_prequel_lake.json                                                       the lake's id (delivery ids derive from it)
 lakehouse/<provider_id>/<dataset_id>/data/<seq>-<token>-<part>.parquet   row versions, one commit each
 lakehouse/<provider_id>/<dataset_id>/_commits/<seq>.json                 commit manifests (the commit point)
 artifacts/<provider_id>/streams/<stream_id>/_deliveries/<seq>.json       delivered-through markers
