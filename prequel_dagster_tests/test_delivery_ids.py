@@ -10,7 +10,7 @@ from prequel_dagster.delivery.receiver import Receiver, ReceiverStore
 from prequel_dagster.engine import run_extract, run_load
 
 
-def local_config(tmp_path: Path, lake: str, receiver: Receiver, rows: dict[int, str]):
+def local_config(tmp_path: Path, lake: str, receiver: Receiver, rows: dict[int, str], max_concurrency: int = 1):
     drop = tmp_path / "drop"
     drop.mkdir(exist_ok=True)
     (drop / "users.csv").write_text("id,email\n" + "".join(f"{i},{e}\n" for i, e in rows.items()))
@@ -22,7 +22,7 @@ def local_config(tmp_path: Path, lake: str, receiver: Receiver, rows: dict[int, 
                       "glob": {"pattern": "*.csv", "file_format": "csv"},
                       "type": "dimension", "dimension": {"primary_key_column": "id"}}],
         "destinations": [{"id": "app", "name": "app", "type": "webhook_batch", "max_records_per_minute": 1_000_000,
-                          "record_schema": {"type": "object", "properties": {"id": {"type": "integer"},
+                          "max_concurrency": max_concurrency, "record_schema": {"type": "object", "properties": {"id": {"type": "integer"},
                                                                              "email": {"type": "string"}}},
                           "webhook_batch": {"request_template": {"uri": receiver.url + "/b"},
                                             "max_records_per_batch": 2}}],

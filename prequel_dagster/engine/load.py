@@ -58,9 +58,16 @@ class LoadCounts:
     requests: int = 0
     retries: int = 0
     bytes_sent: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, **deltas: int) -> None:
+        """Add to counters from any thread: every update of a load's counts goes through here."""
+        with self._lock:
+            for name, delta in deltas.items():
+                setattr(self, name, getattr(self, name) + delta)
 
     def as_dict(self) -> dict[str, int]:
-        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+        return {name: getattr(self, name) for name in self.__dataclass_fields__ if not name.startswith("_")}
 
 
 @dataclass
@@ -210,8 +217,8 @@ class _Load:
 
     def _take(self, prepared: tuple[Part, list[dict[str, Any]], LoadCounts]) -> tuple[Part, list[dict[str, Any]]]:
         part, invalid, counts = prepared
-        for name in ("records_processed", "records_transformed", "records_valid", "records_errored"):
-            setattr(self.counts, name, getattr(self.counts, name) + getattr(counts, name))
+        self.counts.add(**{name: getattr(counts, name) for name in
+                           ("records_processed", "records_transformed", "records_valid", "records_errored")})
         return part, invalid
 
     def deliver(self, tables: Iterable[pa.Table], plan: LoadPlan, *, persist: bool) -> None:
@@ -277,9 +284,8 @@ class _Sender:
             return
         self.batches_seen += 1
         if self.plan.done(batch.key):
-            self.load.counts.batches_skipped_already_acked += 1
-            if self.plan.fully_acked(batch.key):
-                self.load.counts.records_loaded += batch.count
+            acked = self.plan.fully_acked(batch.key)
+            self.load.counts.add(batches_skipped_already_acked=1, records_loaded=batch.count if acked else 0)
             return
         self.slots.acquire()
         future = self.pool.submit(self._run, batch)
@@ -327,25 +333,19 @@ class _Sender:
             self._reject(batch, batch_id, f"not sent: {exc}")
             return
         outcome = self.client.send(body, uri=uri, headers=headers, idempotency_key=batch_id, records=batch.count)
-        with self.lock:
-            counts.requests += outcome.attempts
-            counts.retries += outcome.retries
-            counts.bytes_sent += len(body) * outcome.attempts
+        counts.add(requests=outcome.attempts, retries=outcome.retries, bytes_sent=len(body) * outcome.attempts)
         if outcome.accepted:
             with self.lock:
                 self.plan.acked.add(batch.key)
                 if self.ack_log is not None:
                     self.ack_log.write(f"{batch.key}\n".encode())
                 self.failed_in_a_row = 0
-                counts.batches_sent += 1
-                counts.records_loaded += batch.count
-                counts.records_deleted_sent += batch.deleted_count
+                counts.add(batches_sent=1, records_loaded=batch.count, records_deleted_sent=batch.deleted_count)
                 if self.ack_log is None:
                     self._save()
             return
         if outcome.status == 413 and batch.count > 1:
-            with self.lock:
-                counts.batches_split += 1
+            counts.add(batches_split=1)
             for half in batch.split():
                 self._deliver(half)
             return
@@ -369,8 +369,7 @@ class _Sender:
         with self.lock:
             self.load.dead_letters.append(path)
             self.plan.rejected.add(batch.key)
-            self.load.counts.batches_rejected += 1
-            self.load.counts.records_errored += batch.count
+            self.load.counts.add(batches_rejected=1, records_errored=batch.count)
             self._save(force=True)
         self.load.log(f"  batch {batch_id} not accepted ({reason}); {batch.count} records kept in the dead letter")
 
