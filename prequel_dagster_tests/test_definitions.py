@@ -3,7 +3,6 @@
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import dagster as dg
@@ -100,7 +99,8 @@ def test_component_takes_a_path_or_the_keys_inline_in_defs_yaml(tmp_path):
                 assert len(list(defs.resolve_all_asset_specs())) == 6
 
 
-def test_many_providers_load_fast(tmp_path):
+def test_many_providers_build_and_validate(tmp_path):
+    """Correctness at 300 providers; how fast is measured by ``benchmarks/run.py defs``."""
     import copy
 
     import yaml
@@ -115,12 +115,9 @@ def test_many_providers_load_fast(tmp_path):
         big["datasets"].append(ds)
         st = copy.deepcopy(raw["streams"][0]) | {"id": f"{p}-users-app", "dataset_id": f"{p}-users"}
         big["streams"].append(st)
-    started = time.perf_counter()
     defs = build_definitions(load_config(big, base_dir=tmp_path))
     dg.Definitions.validate_loadable(defs)
-    elapsed = time.perf_counter() - started
     assert len(list(defs.resolve_all_asset_specs())) == 606
-    print(f"300 providers (606 assets) built and validated in {elapsed:.2f}s")
 
 
 def test_dagster_definitions_validate_passes_on_the_workspace(tmp_path):
@@ -133,10 +130,8 @@ def test_dagster_definitions_validate_passes_on_the_workspace(tmp_path):
 
 def test_demo_command_runs_through_dagster_and_prints_per_provider_and_stream(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("PREQUEL_CONFIG", "DAGSTER_HOME")}
-    started = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "prequel_dagster.cli", "demo", "--port", "0"],
                           capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
-    elapsed = time.perf_counter() - started
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
     assert "extract acme     acme-users         read   400: new 400" in out
@@ -147,5 +142,3 @@ def test_demo_command_runs_through_dagster_and_prints_per_provider_and_stream(tm
     # the runs are in the instance the repo's dagster.yaml points at
     instance = dg.DagsterInstance.from_config(str(tmp_path / ".prequel" / "dagster"))
     assert len(instance.get_runs()) == 2
-    print(f"demo wall time {elapsed:.1f}s")
-    assert elapsed < 120

@@ -62,6 +62,9 @@ def test_second_load_delivers_exactly_the_changes(setup, receiver, pg):
         execute(pg, "acme", pw, "UPDATE users SET is_deleted = true, updated_at = %s WHERE id = 3", (later,))
         # changed in the same second as the previous cursor: only a >= read with a lookback sees it
         execute(pg, "acme", pw, "UPDATE users SET last_name = 'Same-Second', updated_at = %s WHERE id = 10", (cursor,))
+        # committed late, stamped 10 s before the cursor: inside the 30 s lookback, missed without it
+        execute(pg, "acme", pw, "UPDATE users SET last_name = 'Late', updated_at = %s WHERE id = 20",
+                (cursor - dt.timedelta(seconds=10),))
         result = run_assets(setup["config"], instance, base_dir=str(setup["tmp"]))
     assert result.success
     second = [r for r in delivered(receiver, "acme-users-app") if r["batch_id"] not in first_batches]
@@ -71,10 +74,11 @@ def test_second_load_delivers_exactly_the_changes(setup, receiver, pg):
         "2": {"id": "2", "email": "changed2@acme.test", "full_name": "First2 Last2", "balance": 2.5},
         "51": {"id": "51", "email": "u51@acme.test", "full_name": "New Person", "balance": 1.0},
         "10": {"id": "10", "email": "u10@acme.test", "full_name": "First10 Same-Second", "balance": 10.5},
+        "20": {"id": "20", "email": "u20@acme.test", "full_name": "First20 Late", "balance": 20.5},
     }
     assert deletes == {"3": {"id": "3", "email": "u3@acme.test", "full_name": "First3 Last3", "balance": 3.5}}
     extract = metadata_of(result, "prequel/acme/acme-users")
-    assert (extract["records_new_inserted"], extract["records_existing_updated"], extract["records_existing_deleted"]) == (1, 2, 1)
+    assert (extract["records_new_inserted"], extract["records_existing_updated"], extract["records_existing_deleted"]) == (1, 3, 1)
     assert extract["records_existing_unchanged"] > 0  # the lookback window re-read rows that did not change
     # globex had no changes: nothing new delivered, and its extract committed nothing
     assert metadata_of(result, "prequel/globex/streams/globex-users-app")["records_loaded"] == 0

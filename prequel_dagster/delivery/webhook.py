@@ -37,18 +37,19 @@ class Outcome:
 class TokenBucket:
     """``max_records_per_minute`` pacing: records are spent before each request."""
 
-    def __init__(self, per_minute: int, capacity: int):
+    def __init__(self, per_minute: int, capacity: int, clock: Callable[[], float] = time.monotonic):
         self.rate = per_minute / 60.0
         self.capacity = max(1, capacity)
         self.tokens = float(self.capacity)
-        self.updated = time.monotonic()
+        self.clock = clock
+        self.updated = clock()
         self.lock = threading.Lock()
 
     def take(self, n: int, sleep: Callable[[float], None] = time.sleep) -> None:
         n = min(n, self.capacity)
         while True:
             with self.lock:
-                now = time.monotonic()
+                now = self.clock()
                 self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
                 self.updated = now
                 if self.tokens >= n:
