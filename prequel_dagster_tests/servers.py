@@ -249,6 +249,7 @@ def sshd_server():
             KbdInteractiveAuthentication no
             PermitRootLogin prohibit-password
             AllowTcpForwarding yes
+            LogLevel DEBUG1
             X11Forwarding no
             Subsystem sftp internal-sftp
             ForceCommand internal-sftp -d {d}/files
@@ -259,6 +260,6 @@ def sshd_server():
     try:
         _wait(proc, lambda: _tcp_open(port), f"{d}/sshd.log", 30)
         yield {"host": "127.0.0.1", "port": port, "username": pwd.getpwuid(os.getuid()).pw_name,
-               "private_key": open(f"{d}/client_key").read(), "files": f"{d}/files"}
+               "private_key": open(f"{d}/client_key").read(), "files": f"{d}/files", "log": f"{d}/sshd.log"}
     finally:
         _stop(proc, d)

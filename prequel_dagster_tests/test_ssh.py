@@ -59,8 +59,12 @@ def test_postgres_through_an_ssh_tunnel(pg, sshd, tmp_path, monkeypatch):
     raw["sources"][0]["postgres"].update(use_ssh_tunnel=True, ssh_tunnel={
         "ssh_tunnel_host": sshd["host"], "ssh_tunnel_port": sshd["port"], "ssh_tunnel_username": sshd["username"],
         "ssh_private_key": "${TUNNEL_KEY}"})
+    forwarded = f"to {pg['host']} port {pg['port']}"
+    before = Path(sshd["log"]).read_text(errors="replace").count(forwarded)
     result = run_extract(load_config(raw, base_dir=str(tmp_path)), "acme-users")
     assert result.counts.records_new_inserted == 12
+    # the rows came through the bastion: sshd opened a channel to the database (not a direct connection)
+    assert Path(sshd["log"]).read_text(errors="replace").count(forwarded) > before
     raw["sources"][0]["postgres"]["ssh_tunnel"]["ssh_tunnel_port"] = 1  # the bastion is down: said so
     with pytest.raises(SourceError, match="ssh_tunnel") as info:
         run_extract(load_config(raw, base_dir=str(tmp_path / "again")), "acme-users")
