@@ -9,13 +9,14 @@ import os
 import re
 import threading
 from typing import Any
+from urllib.parse import quote, unquote
 
 from pydantic_core import core_schema
 
 ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 MASK = "********"
 
-_revealed: set[str] = set()
+_revealed: dict[str, str] = {}  # a revealed text -> what replaces it in messages
 _revealed_lock = threading.Lock()
 
 
@@ -41,24 +42,47 @@ def interpolate(text: str, environ: dict[str, str] | None = None) -> str:
 
 
 def register_secret_value(value: str) -> None:
-    """Remember a secret value so that :func:`redact` masks it from now on."""
-    if len(value) >= 4:  # masking 1-3 character strings would garble every message
+    """Remember a secret value so that :func:`redact` masks it from now on.
+
+    A value shaped like a query string (an Azure SAS token) has its parameters registered too: SDKs
+    quote them reordered and re-encoded (``...?skoid=...&sp=rl&sig=...``), never as the configured
+    text. Each ``name=value`` is masked as ``name=***`` in every encoding; long values (signatures,
+    object ids, timestamps) wherever they appear.
+    """
+    masks = {value: "***"} if len(value) >= 4 else {}  # masking 1-3 characters would garble every message
+    if _QUERY_STRING.fullmatch(value):
+        for part in value.lstrip("?").split("&"):
+            name, _, raw = part.partition("=")
+            if len(raw) < 4:
+                continue  # a flag (sp=rl, sr=c): no secret, and too common to mask
+            for form in {raw, unquote(raw), quote(unquote(raw), safe="")}:
+                masks[f"{name}={form}"] = f"{name}=***"
+                if len(form) >= 16 and name.lower() not in _PUBLIC_PARAMETERS:
+                    masks[form] = "***"
+    if masks:
         with _revealed_lock:
-            _revealed.add(value)
+            _revealed.update(masks)
 
 
-# a signature runs to the next parameter: base64 ones may hold "/"
-_SIGNATURE_PARAMETER = re.compile(r"(?i)\b(sig|signature|x-amz-signature|x-goog-signature|x-amz-security-token)=[^&\s'\"]+")
+_QUERY_STRING = re.compile(r"\??[A-Za-z][\w.-]*=[^&\s]*(?:&[A-Za-z][\w.-]*=[^&\s]*)+")
+_PUBLIC_PARAMETERS = {"sv", "skv", "spr", "sp", "ss", "srt", "sr", "sks", "sip", "sdd"}
+"""SAS parameters that are versions, flags or ranges: masked as ``name=value`` only, never bare."""
+
+# a signature runs to the next parameter: base64 ones may hold "/"; the sk* parameters of a user
+# delegation SAS name the signing principal and key
+_SIGNATURE_PARAMETER = re.compile(
+    r"(?i)\b(sig|signature|x-amz-signature|x-goog-signature|x-amz-security-token"
+    r"|skoid|sktid|skt|ske|saoid|suoid|scid)=[^&\s'\"]+")
 
 
 def redact(text: str) -> str:
     """Mask every secret value revealed so far in this process, and URL signatures (an SDK may quote
     a shared access signature in another encoding than the one configured)."""
     with _revealed_lock:
-        values = sorted(_revealed, key=len, reverse=True)
-    for value in values:
+        masks = sorted(_revealed.items(), key=lambda item: len(item[0]), reverse=True)
+    for value, mask in masks:
         if value in text:
-            text = text.replace(value, "***")
+            text = text.replace(value, mask)
     return _SIGNATURE_PARAMETER.sub(r"\1=***", text)
 
 

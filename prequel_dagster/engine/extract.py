@@ -16,7 +16,7 @@ from ..config.models import PrequelConfig
 from ..lake.changes import Classified, ExtractCounts, KeySnapshot, classify, classify_newer, dedupe_last, latest_versions
 from ..lake.commits import OP_COLUMN, Commit, DatasetLog
 from ..lake.storage import LakeStorage, open_storage
-from ..sources import lookback_seconds, open_reader, read_ahead
+from ..sources import check_columns, lookback_seconds, open_reader, read_ahead
 
 Log = Callable[[str], None]
 PROGRESS_EVERY_SECONDS = 5.0
@@ -192,23 +192,27 @@ def run_extract(
     full_read = bound is None and not glob
     hard_deletes = bool(dataset.dimension and dataset.dimension.detect_hard_deletes and latest)
     seen_keys: list[pa.Array] = []  # a full read's keys, for hard-delete detection
-    guard = dataset.dimension.max_full_read_rows if dataset.dimension and not dataset.cursor_column and not glob else None
+    # every extract reads in full without a cursor column, or with one still NULL in every row read
+    stuck = bool(dataset.cursor_column) and latest is not None and previous_cursor is None and not glob
+    full_every_time = not glob and (not dataset.cursor_column or stuck)
+    guard = dataset.dimension.max_full_read_rows if dataset.dimension and full_every_time else None
     megabytes = 0.0
+    checked_names: list[str] | None = None
     try:
         for batch in read_ahead(reader.read(bound), depth=2):
             table = pa.Table.from_batches([batch])
             megabytes += batch.nbytes / 1e6
             source_schema = source_schema or table.schema
-            if key not in table.column_names:
-                raise SourceError(
-                    f"dataset '{dataset.id}': primary_key_column '{key}' is not a column of the source "
-                    f"(columns: {', '.join(table.column_names)})"
-                )
+            if table.schema.names != checked_names:  # each file of a glob dataset has its own columns
+                check_columns(source, dataset, table.schema.names)
+                checked_names = table.schema.names
             if guard is not None and counts.records_processed + table.num_rows > guard:
+                fix = (f"fill {dataset.cursor_column} (dimension.last_modified_column, NULL in every row so far)"
+                       if stuck else "set dimension.last_modified_column")
                 raise SourceError(
                     f"dataset '{dataset.id}': more than {guard:,} rows to read in full and compare row by row on "
-                    "every extract; set dimension.last_modified_column so extracts read only changes, or raise "
-                    "dimension.max_full_read_rows; nothing was committed"
+                    f"every extract; {fix} so extracts read only changes, or raise dimension.max_full_read_rows; "
+                    "nothing was committed"
                 )
             if hard_deletes and full_read:
                 seen_keys.append(table.column(key).combine_chunks())

@@ -2,6 +2,7 @@
 
 from ..config.errors import SourceError
 from ..config.models import Dataset, PrequelConfig, Source
+from .errors import check_columns
 from .files import GlobReader
 from .postgres import PostgresReader
 from .read_ahead import read_ahead
@@ -26,4 +27,5 @@ def lookback_seconds(source: Source, dataset: Dataset) -> int:
     return DEFAULT_LOOKBACK_SECONDS.get(source.vendor, 300)
 
 
-__all__ = ["GlobReader", "PostgresReader", "SqlReader", "lookback_seconds", "open_reader", "read_ahead"]
+__all__ = ["GlobReader", "PostgresReader", "SqlReader", "check_columns", "lookback_seconds", "open_reader",
+           "read_ahead"]

@@ -1,5 +1,8 @@
 """Source failures as messages that name the source, the dataset and the fix (never a traceback)."""
 
+import difflib
+from collections.abc import Sequence
+
 from ..config.errors import SourceError
 from ..config.models import Dataset, Source
 from ..config.secrets import redact
@@ -25,3 +28,27 @@ def describe_failure(source: Source, dataset: Dataset, exc: BaseException) -> So
     low = redact(raw).lower()
     fix = next((f for needles, f in _FIXES if any(n in low for n in needles)), "see the database's message above")
     return SourceError(f"source '{source.id}' (dataset '{dataset.id}'): {text} — {fix}")
+
+
+def dataset_columns(dataset: Dataset) -> list[tuple[str, str]]:
+    """The source columns a dataset's config names, as ``(setting, column)``: key, cursor, deleted flag."""
+    block = "dimension" if dataset.dimension else "fact"
+    named = [("primary_key_column", dataset.primary_key), ("last_modified_column" if dataset.dimension
+             else "created_at_column", dataset.cursor_column), ("is_deleted_column", dataset.is_deleted_column)]
+    return [(f"{block}.{setting}", column) for setting, column in named if column]
+
+
+def check_columns(source: Source, dataset: Dataset, columns: Sequence[str]) -> None:
+    """Fail, naming the setting, the column and the source's columns, when the dataset's config names a
+    column the source does not return: a cursor typo would otherwise make every extract a silent full
+    read, a deleted-flag typo would never delete."""
+    present, columns = set(columns), [c if c.isprintable() else repr(c) for c in columns]
+    for setting, column in dataset_columns(dataset):
+        if column not in present:
+            near = [c for c in columns if c.lower() == column.lower()] or difflib.get_close_matches(column, columns, 1)
+            shown = ", ".join(columns[:50]) + (f", ... ({len(columns) - 50} more)" if len(columns) > 50 else "")
+            raise SourceError(
+                f"dataset '{dataset.id}': {setting} '{column}' is not a column of source '{source.id}' "
+                f"(its columns: {shown or 'none'})" + (f"; did you mean '{near[0]}'?" if near else "")
+                + f" — fix {setting} in the dataset's config; nothing was committed"
+            )

@@ -5,11 +5,22 @@ The cursor is the fingerprint (size and modification time) of every file already
 extract reads only files that are new or changed since. Files are read by pyarrow in batches; each
 row carries no trace of its file, so a rewritten file yields its rows again and change detection
 (by primary key, against the lake) keeps only what changed.
+
+A provider controls its files' names and, on a local folder or SFTP server, links: nothing it
+names reaches outside the source. Patterns are relative, without ``..``; a listed name with a
+``.`` or ``..`` segment is refused (some stores resolve them); a link that leads outside the
+folder is refused, one inside it is read (links to folders are not followed); every other name,
+quotes, newlines and all, is only ever data: listed, matched and opened as it is.
 """
 
+import datetime as dt
 import fnmatch
+import os
+import re
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -21,7 +32,8 @@ import pyarrow.parquet as pq
 from ..config.errors import SourceError
 from ..config.models import FILE_SOURCE_VENDORS, Dataset, PrequelConfig, Source
 from ..config.secrets import MissingEnvironmentVariable, redact
-from ..lake.storage import AbsStorage, GcsStorage, LakeStorage, LocalStorage, S3Storage, s3_credentials
+from ..lake.storage import AbsStorage, GcsStorage, LakeStorage, S3Storage, s3_credentials
+from .errors import check_columns
 
 BATCH_ROWS = 65_536
 BLOCK_BYTES = 8 << 20
@@ -66,6 +78,79 @@ class BucketFiles:
         pass
 
 
+class PathOutsideSource(Exception):
+    """A listed file, or link, whose real location is outside the source's folder."""
+
+    def __init__(self, path: str):
+        super().__init__(path)
+        self.path = path
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def _modified(info: os.stat_result) -> str:
+    return (_EPOCH + dt.timedelta(microseconds=info.st_mtime_ns // 1000)).isoformat()  # as pyarrow reports it
+
+
+class LocalFiles:
+    """Files in a local folder, confined to it: a link is read only when its target is inside the
+    folder (links to folders are not followed), and a file is opened only after checking that the
+    file opened is the one inside the folder, so a file swapped for a link meanwhile is refused."""
+
+    def __init__(self, folder: str):
+        self.root = os.path.realpath(folder)
+
+    def _inside(self, real: str) -> bool:
+        return os.path.commonpath([self.root, real]) == self.root
+
+    def describe(self, path: str) -> str:
+        return Path(self.root, path).as_uri()
+
+    def list(self, base: str) -> list[FileState]:
+        start = os.path.join(self.root, base)
+        if not os.path.exists(start):
+            return []
+        if not self._inside(os.path.realpath(start)):
+            raise PathOutsideSource(base)
+        out, folders = [], [(start, base)]
+        while folders:
+            folder, relative = folders.pop()
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    path = f"{relative}/{entry.name}" if relative else entry.name
+                    if entry.is_symlink():
+                        if not self._inside(os.path.realpath(entry.path)):
+                            raise PathOutsideSource(path)
+                        if entry.is_file():  # a link to a file inside the folder
+                            info = entry.stat()
+                            out.append(FileState(path, info.st_size, _modified(info)))
+                    elif entry.is_dir(follow_symlinks=False):
+                        folders.append((entry.path, path))
+                    elif entry.is_file(follow_symlinks=False):  # not a fifo, socket or device
+                        info = entry.stat(follow_symlinks=False)
+                        out.append(FileState(path, info.st_size, _modified(info)))
+        return out
+
+    def open(self, path: str) -> Any:
+        full = os.path.join(self.root, path)
+        fd = os.open(full, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a fifo put in its place must not block
+        try:
+            info, real = os.fstat(fd), os.path.realpath(full)
+            if not (self._inside(real) and os.path.exists(real) and os.path.samestat(info, os.stat(real))):
+                raise PathOutsideSource(path)
+            if not stat.S_ISREG(info.st_mode):
+                raise OSError(f"{path!r} is not a regular file")
+            if os.path.isdir("/proc/self/fd"):
+                return pa.OSFile(f"/proc/self/fd/{fd}")  # the very file checked, read natively
+            return pa.PythonFile(os.fdopen(os.dup(fd), "rb"), mode="r")
+        finally:
+            os.close(fd)
+
+    def close(self) -> None:
+        pass
+
+
 class SftpFiles:
     """Files on an SFTP server (paths relative to the login folder)."""
 
@@ -90,10 +175,20 @@ class SftpFiles:
         return f"sftp://{self.host}/{path}"
 
     def list(self, base: str) -> list[FileState]:
-        import datetime as dt
-        import stat
+        """Files under ``base``; a link is read only when the server resolves it inside the login
+        folder (links to folders are not followed)."""
+        root = self.sftp.normalize(".").rstrip("/") + "/"
+
+        def inside(path: str) -> bool:
+            return (self.sftp.normalize(path).rstrip("/") + "/").startswith(root)
 
         out, folders = [], [base or "."]
+        if base:
+            try:
+                if not inside(base):
+                    raise PathOutsideSource(base)
+            except FileNotFoundError:
+                return []
         while folders:
             folder = folders.pop()
             try:
@@ -102,11 +197,21 @@ class SftpFiles:
                 continue
             for entry in entries:
                 path = entry.filename if folder == "." else f"{folder}/{entry.filename}"
-                if stat.S_ISDIR(entry.st_mode or 0):
+                mode = entry.st_mode or 0
+                if stat.S_ISLNK(mode):
+                    try:
+                        if not inside(path):
+                            raise PathOutsideSource(path)
+                        entry = self.sftp.stat(path)  # the target's size and time
+                    except FileNotFoundError:
+                        continue  # a broken link
+                    if not stat.S_ISREG(entry.st_mode or 0):
+                        continue
+                elif stat.S_ISDIR(mode):
                     folders.append(path)
-                else:
-                    modified = dt.datetime.fromtimestamp(entry.st_mtime or 0, dt.timezone.utc).isoformat()
-                    out.append(FileState(path, entry.st_size or 0, modified))
+                    continue
+                modified = dt.datetime.fromtimestamp(entry.st_mtime or 0, dt.timezone.utc).isoformat()
+                out.append(FileState(path, entry.st_size or 0, modified))
         return out
 
     def open(self, path: str) -> Any:
@@ -118,7 +223,7 @@ class SftpFiles:
         self.client.close()
 
 
-def open_files(source: Source, config: PrequelConfig) -> "BucketFiles | SftpFiles":
+def open_files(source: Source, config: PrequelConfig) -> "BucketFiles | LocalFiles | SftpFiles":
     """The files behind a file source."""
     if source.vendor == "sftp":
         return SftpFiles(source)
@@ -127,7 +232,7 @@ def open_files(source: Source, config: PrequelConfig) -> "BucketFiles | SftpFile
         if not folder.is_dir():
             raise SourceError(f"source '{source.id}': folder {folder} does not exist; check local.path "
                               "(relative paths start at the config file's folder)")
-        return BucketFiles(LocalStorage(folder))
+        return LocalFiles(str(folder))
     return BucketFiles(open_bucket(source))
 
 
@@ -175,6 +280,26 @@ def _first_line(exc: Exception) -> str:
     return text.splitlines()[0] if text else repr(exc)
 
 
+def _shown(name: str) -> str:
+    """A provider's file name for a message: as it is, or quoted and escaped when it holds control characters."""
+    return name if name.isprintable() else repr(name)
+
+
+_SEPARATORS = "/\\"  # a backslash too: some stores and Windows treat it as one
+_SEGMENTS = re.compile(r"[/\\]")
+
+
+def glob_pattern_problem(pattern: str) -> str | None:
+    """Why a glob pattern could reach outside its source's folder or bucket, with the fix; None if it cannot."""
+    if pattern.startswith(tuple(_SEPARATORS)):
+        return (f"is absolute; patterns are relative to the source's folder, bucket or SFTP login folder: "
+                f"write {pattern.lstrip(_SEPARATORS)!r}")
+    if ".." in _SEGMENTS.split(pattern):
+        return ("has a '..' segment, which would reach outside the source's folder or bucket (another "
+                "provider's files); write it relative to the source, or give that folder its own source")
+    return None
+
+
 def _static_prefix(pattern: str) -> str:
     """The folder part of a pattern before its first wildcard: where the listing starts."""
     head = pattern.split("*", 1)[0].split("?", 1)[0].split("[", 1)[0]
@@ -187,14 +312,17 @@ class GlobReader:
     def __init__(self, source: Source, dataset: Dataset, config: PrequelConfig):
         assert dataset.glob is not None
         self.source, self.dataset, self.config = source, dataset, config
-        self.pattern = dataset.glob.pattern.lstrip("/")
+        self.pattern = dataset.glob.pattern
+        problem = glob_pattern_problem(self.pattern)
+        if problem:
+            raise SourceError(f"source '{source.id}' (dataset '{dataset.id}'): glob.pattern {self.pattern!r} {problem}")
         self.file_format = dataset.glob.file_format
-        self._files: BucketFiles | SftpFiles | None = None
+        self._files: BucketFiles | LocalFiles | SftpFiles | None = None
         self.keys_unique = False
         self.cursor: dict[str, str] | None = None  # after read(): every matching file's fingerprint
 
     @property
-    def files(self) -> "BucketFiles | SftpFiles":
+    def files(self) -> "BucketFiles | LocalFiles | SftpFiles":
         if self._files is None:
             self._files = open_files(self.source, self.config)
         return self._files
@@ -209,12 +337,27 @@ class GlobReader:
         base = _static_prefix(self.pattern)
         try:
             listed = self.files.list(base)
+        except PathOutsideSource as exc:
+            raise self._outside(exc.path) from None
         except OSError as exc:
             raise SourceError(f"source '{self.source.id}' (dataset '{self.dataset.id}'): cannot list "
                               f"{self.files.describe(base)}: {_first_line(exc)} — "
                               "check the bucket (or folder) and the credentials") from None
-        return sorted((f for f in listed if fnmatch.fnmatchcase(f.path, self.pattern)),
-                      key=lambda f: (f.modified, f.path))
+        matched = sorted((f for f in listed if fnmatch.fnmatchcase(f.path, self.pattern)),
+                         key=lambda f: (f.modified, f.path))
+        for f in matched:
+            if {".", ".."} & set(_SEGMENTS.split(f.path)):
+                raise SourceError(
+                    f"source '{self.source.id}' (dataset '{self.dataset.id}'): file {_shown(f.path)} has a '.' or "
+                    "'..' segment in its name, which some stores resolve to another folder or bucket; it is not "
+                    "read — rename or remove it; nothing was committed")
+        return matched
+
+    def _outside(self, path: str) -> SourceError:
+        return SourceError(
+            f"source '{self.source.id}' (dataset '{self.dataset.id}'): {_shown(path)} is a link that leads outside "
+            "the source's folder; links are followed only inside it — put the file itself there, or remove the "
+            "link; nothing was committed")
 
     def pending(self, previous: dict[str, str] | None) -> list[FileState]:
         """Files new or changed since ``previous`` (a cursor of fingerprints)."""
@@ -240,9 +383,11 @@ class GlobReader:
                     yield from pacsv.open_csv(handle, read_options=pacsv.ReadOptions(block_size=BLOCK_BYTES))
                 else:  # JSON lines
                     yield from pajson.open_json(handle, read_options=pajson.ReadOptions(block_size=BLOCK_BYTES))
+        except PathOutsideSource:
+            raise self._outside(path) from None
         except (pa.ArrowInvalid, OSError) as exc:
             raise SourceError(
-                f"source '{self.source.id}' (dataset '{self.dataset.id}'): file {path} is not valid "
+                f"source '{self.source.id}' (dataset '{self.dataset.id}'): file {_shown(path)} is not valid "
                 f"{self.file_format}: {_first_line(exc)} — fix or remove the file; nothing was committed"
             ) from None
 
@@ -250,9 +395,11 @@ class GlobReader:
         try:
             for state in self.list_files():
                 for batch in self._read_file(state.path):
-                    yield batch.column(batch.schema.get_field_index(self.dataset.primary_key))
+                    check_columns(self.source, self.dataset, batch.schema.names)
+                    yield batch.column(self.dataset.primary_key)
         finally:
             self.close()
 
 
-__all__ = ["FILE_SOURCE_VENDORS", "BucketFiles", "FileState", "GlobReader", "SftpFiles", "open_bucket", "open_files"]
+__all__ = ["FILE_SOURCE_VENDORS", "BucketFiles", "FileState", "GlobReader", "LocalFiles", "PathOutsideSource",
+           "SftpFiles", "glob_pattern_problem", "open_bucket", "open_files"]

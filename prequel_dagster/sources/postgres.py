@@ -12,15 +12,15 @@ path, which bound parameters would leave. Large full reads run on two connection
 import contextlib
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import quote, urlencode
 
 import pyarrow as pa
 from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from ..config.errors import SourceError
 from ..config.models import Dataset, PrequelConfig, Source
 from ..config.secrets import MissingEnvironmentVariable
-from .errors import describe_failure
+from .errors import check_columns, describe_failure
 from .read_ahead import interleave
 
 # PostgreSQL types read as their text (``::text``): Arrow has no faithful type for them.
@@ -62,24 +62,22 @@ class PostgresReader:
         except MissingEnvironmentVariable as exc:
             raise SourceError(f"source '{source.id}': {exc}") from None
 
-    def _uri(self, host: str, port: int) -> str:
+    def _conninfo(self, host: str, port: int) -> str:
+        """libpq keyword/value connection string, every value quoted by psycopg: a host, user, password
+        or database holding ``@ / ? # : ' =`` or spaces reaches the server as configured."""
         pg = self.pg
-        params = {
-            "sslmode": "disable" if pg.disable_ssl else "prefer",
-            "connect_timeout": pg.connection_timeout_in_seconds,
-            "application_name": "prequel_dagster",
-        }
-        return (
-            f"postgresql://{quote(pg.password_auth.username, safe='')}:{quote(self._password, safe='')}"
-            f"@{host}:{port}/{quote(pg.database, safe='')}?{urlencode(params)}"
+        return make_conninfo(
+            "", host=host, port=port, user=pg.password_auth.username, password=self._password, dbname=pg.database,
+            sslmode="disable" if pg.disable_ssl else "prefer", connect_timeout=pg.connection_timeout_in_seconds,
+            application_name="prequel_dagster",
         )
 
     @contextlib.contextmanager
     def _endpoint(self) -> Iterator[str]:
-        """The connection URI: straight to the database, or through the SSH tunnel for this read."""
+        """The connection string: straight to the database, or through the SSH tunnel for this read."""
         pg = self.pg
         if not pg.use_ssh_tunnel:
-            yield self._uri(pg.host, pg.port)
+            yield self._conninfo(pg.host, pg.port)
             return
         from .ssh import connect, tunnel
 
@@ -94,7 +92,7 @@ class PostgresReader:
                          timeout=pg.connection_timeout_in_seconds)
         try:
             with tunnel(client, pg.host, pg.port) as local_port:
-                yield self._uri("127.0.0.1", local_port)
+                yield self._conninfo("127.0.0.1", local_port)
         finally:
             client.close()
 
@@ -137,8 +135,8 @@ class PostgresReader:
 
         try:
             with contextlib.ExitStack() as stack:
-                uri = stack.enter_context(self._endpoint())
-                cursor = self._open(adbc, uri, stack)
+                conninfo = stack.enter_context(self._endpoint())
+                cursor = self._open(adbc, conninfo, stack)
                 parallel = self.dataset.method == "table" and lower_bound is None and PARALLEL_READS > 1
                 if parallel:  # must come first in the transaction, for the snapshot to be exported
                     cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
@@ -149,6 +147,7 @@ class PostgresReader:
                         f"dataset '{self.dataset.id}': the source returns duplicate column names "
                         f"({', '.join(probe.names)}); alias them in the query"
                     )
+                check_columns(self.source, self.dataset, probe.names)
                 self.keys_unique = self._key_is_unique(cursor)
                 query, schema = self.query(probe, lower_bound), self.arrow_schema(probe)
                 ranges = self._page_ranges(cursor) if parallel else []
@@ -159,7 +158,7 @@ class PostgresReader:
                 snapshot = cursor.fetchone()[0]
                 cursors = [cursor]
                 for _ in ranges[1:]:
-                    other = self._open(adbc, uri, stack)
+                    other = self._open(adbc, conninfo, stack)
                     other.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
                     other.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)).as_string(None))
                     cursors.append(other)
@@ -185,8 +184,8 @@ class PostgresReader:
         except (adbc_driver_manager.Error, OSError) as exc:
             raise describe_failure(self.source, self.dataset, exc) from None
 
-    def _open(self, adbc: Any, uri: str, stack: contextlib.ExitStack) -> Any:
-        conn = stack.enter_context(adbc.connect(uri))
+    def _open(self, adbc: Any, conninfo: str, stack: contextlib.ExitStack) -> Any:
+        conn = stack.enter_context(adbc.connect(conninfo))
         cursor = stack.enter_context(conn.cursor())  # closed before its connection
         cursor.adbc_statement.set_options(**{"adbc.postgresql.batch_size_hint_bytes": str(BATCH_BYTES_HINT)})
         return cursor

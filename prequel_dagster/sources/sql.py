@@ -18,7 +18,7 @@ from sqlalchemy.exc import DBAPIError, NoSuchTableError, SQLAlchemyError
 from ..config.errors import SourceError
 from ..config.models import Dataset, PrequelConfig, Source
 from ..config.secrets import MissingEnvironmentVariable
-from .errors import describe_failure
+from .errors import check_columns, describe_failure
 
 BATCH_ROWS = 50_000
 
@@ -221,6 +221,7 @@ class SqlReader:
         with self._connection() as conn:
             if self.dataset.method == "table":
                 table = self._table(conn)
+                check_columns(self.source, self.dataset, [c.name for c in table.columns])
                 stmt = sa.select(table.c[key])
                 typ, conv = arrow_type(table.c[key].type)
             else:
@@ -236,9 +237,10 @@ class SqlReader:
         cursor_col = self.dataset.cursor_column
         if self.dataset.method == "table":
             table = self._table(conn)
+            names = [c.name for c in table.columns]
+            check_columns(self.source, self.dataset, names)
             stmt = select_changed(table, cursor_col, lower_bound, conn.dialect.name)
             types = [arrow_type(c.type) for c in table.columns]
-            names = [c.name for c in table.columns]
         else:
             stmt = select_query(conn.dialect, self.dataset.sql.query, cursor_col, lower_bound)  # type: ignore[union-attr]
             types, names = None, None
@@ -246,6 +248,7 @@ class SqlReader:
         result = conn.execution_options(stream_results=True, yield_per=batch_rows).execute(stmt)
         if names is None:
             names = list(result.keys())
+            check_columns(self.source, self.dataset, names)
         schema = pa.schema([pa.field(n, t[0]) for n, t in zip(names, types)]) if types else None
         for rows in result.partitions(batch_rows):
             columns = list(zip(*rows)) if rows else [[] for _ in names]
