@@ -3,13 +3,35 @@
 Used by ``prequel-dagster receiver`` and the demo, and a model for your own endpoint: it answers
 2xx only after the batch is stored, remembers batch ids (so a retried batch is stored once), and
 rejects malformed envelopes with 400 and a reason.
+
+What it enforces, since an endpoint faces whatever the network sends:
+
+- Bodies need a Content-Length of at most ``max_body_bytes`` (64 MB by default; 411/400/413 otherwise,
+  answered before reading the body), and a gzip body may decompress to at most as much (413): it is
+  inflated a chunk at a time, so a small "gzip bomb" is never held whole.
+- A client that stalls (part of the headers or body, then nothing) is cut off after ``read_timeout``
+  seconds (30 by default): 408 if its headers had arrived, else the connection is just closed.
+- Anything malformed gets a 4xx JSON answer with a reason; an unexpected failure gets a JSON 500
+  (and a traceback on stderr), never a silently dropped connection.
+- With ``public_key``, the signature is checked over the raw body before it is decompressed or parsed.
+
+Replays: the signature covers only the timestamp and the body (not the method, URL or other headers),
+so a captured request can be sent again. ``verify_request`` rejects timestamps more than 5 minutes
+(``tolerance_seconds``) from now, and within that window a receiver must remember batch ids: this one
+stores each ``batch_id`` once (its primary key) and answers a repeat 2xx without storing it again.
+In ``webhook_record`` mode the batch id comes from the unsigned ``Idempotency-Key`` header and the
+provider and deletion flag from the unsigned URL, so rely on TLS and authentication there too.
 """
 
-import gzip
+import contextlib
 import json
+import socket
 import sqlite3
+import sys
 import threading
 import time
+import traceback
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,6 +41,17 @@ from typing import Any
 from .signing import SignatureError, verify_request
 
 ENVELOPE_KEYS = {"provider_id", "stream_id", "load_id", "batch_id", "format", "records", "deleted_records"}
+ID_KEYS = ("provider_id", "stream_id", "load_id", "batch_id")
+DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
+DEFAULT_READ_TIMEOUT = 30.0
+
+
+class Rejected(Exception):
+    """A request answered with ``status`` and ``message``; ``hang_up`` when its body was not (all) read."""
+
+    def __init__(self, status: int, message: str, *, hang_up: bool = False):
+        super().__init__(message)
+        self.status, self.message, self.hang_up = status, message, hang_up
 
 
 @dataclass
@@ -57,7 +90,10 @@ class ReceiverStore:
         self.db.commit()
 
     def store(self, envelope: dict[str, Any]) -> bool:
-        """Store a batch once; False when its batch_id was already stored (a retry)."""
+        """Store a batch once; False when its batch_id was already stored (a retry, or a replay).
+
+        ``envelope`` must have passed :func:`check_envelope`.
+        """
         with self.lock:
             try:
                 self.db.execute(
@@ -101,18 +137,53 @@ class ReceiverStore:
 
 
 def check_envelope(data: Any) -> str | None:
-    """Why a body is not a valid Batch API envelope, or None."""
+    """Why a body is not a valid Batch API envelope, or None (then :meth:`ReceiverStore.store` cannot fail on it)."""
     if not isinstance(data, dict):
         return "the body must be a JSON object"
     missing = ENVELOPE_KEYS - data.keys()
     if missing:
         return f"missing keys: {', '.join(sorted(missing))}"
     if data["format"] != "json":
-        return f"unsupported format {data['format']!r}"
+        return 'format must be "json"'
+    for key in ID_KEYS:
+        if not isinstance(data[key], str):
+            return f"{key} must be a string"
+        try:
+            data[key].encode()
+        except UnicodeEncodeError:
+            return f"{key} is not valid Unicode (it has a lone surrogate escape such as \\ud800)"
+    if not data["batch_id"]:
+        return "batch_id must not be empty"
     for key in ("records", "deleted_records"):
         if not isinstance(data[key], list) or not all(isinstance(r, dict) for r in data[key]):
             return f"{key} must be a list of objects"
     return None
+
+
+def gunzip(data: bytes, limit: int) -> bytes:
+    """Decompress a gzip body a chunk at a time, so a small body that inflates hugely is never held whole.
+
+    Raises :class:`Rejected`: 413 past ``limit`` bytes, 400 when the data is not (complete) gzip.
+    """
+    out = bytearray()
+    while True:  # a gzip body may have several members
+        inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        try:
+            while not inflater.eof:
+                chunk = inflater.decompress(data, limit + 1 - len(out))
+                data = inflater.unconsumed_tail
+                if not chunk and not data:
+                    raise Rejected(400, "the gzip body is truncated; send the whole compressed body")
+                out += chunk
+                if len(out) > limit:
+                    raise Rejected(413, f"the body decompresses to more than max_body_bytes ({limit}); "
+                                        "send smaller batches")
+        except zlib.error as exc:
+            raise Rejected(400, f"the body is not valid gzip ({exc}); compress it with gzip, "
+                                "or drop Content-Encoding") from None
+        data = inflater.unused_data
+        if not data:
+            return bytes(out)
 
 
 def record_request_envelope(method: str, path: str, headers: dict[str, str], record: dict[str, Any]) -> dict[str, Any]:
@@ -132,14 +203,31 @@ def record_request_envelope(method: str, path: str, headers: dict[str, str], rec
     }
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # socketserver's 5 drops connects in a burst; each then waits ~1 s to retry
+
+
 class Receiver:
-    """A threaded HTTP server on loopback that stores Batch API requests."""
+    """A threaded HTTP server on loopback that stores Batch API requests.
+
+    ``max_body_bytes`` caps a body, before and after gzip decompression (413 past it); ``read_timeout``
+    is how long a client may leave a read waiting before it is cut off (seconds). ``keep_requests``
+    keeps every request in ``requests`` (for tests; turn it off for a long-running server).
+    """
 
     def __init__(self, store: ReceiverStore | None = None, *, host: str = "127.0.0.1", port: int = 0,
-                 fault: Fault | None = None, public_key: bytes | None = None):
+                 fault: Fault | None = None, public_key: bytes | None = None,
+                 max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, read_timeout: float = DEFAULT_READ_TIMEOUT,
+                 keep_requests: bool = True):
+        if max_body_bytes < 1 or read_timeout <= 0:
+            raise ValueError("max_body_bytes and read_timeout must be positive")
         self.store = store or ReceiverStore()
         self.fault = fault
         self.public_key = public_key
+        self.max_body_bytes = max_body_bytes
+        self.read_timeout = read_timeout
+        self.keep_requests = keep_requests
         self.in_flight = 0
         self.max_in_flight = 0
         self.requests: list[ReceivedRequest] = []
@@ -149,26 +237,69 @@ class Receiver:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
             disable_nagle_algorithm = True  # else each answer waits ~40 ms for a delayed ACK
+            timeout = read_timeout  # on every socket read and write: a stalled client is cut off
 
             def log_message(self, *args: Any) -> None:  # quiet by default
                 pass
 
             def _handle(self) -> None:
+                req = ReceivedRequest(self.command, self.path, dict(self.headers.items()), b"", 0, time.monotonic())
                 with receiver._lock:
                     receiver.in_flight += 1
                     receiver.max_in_flight = max(receiver.max_in_flight, receiver.in_flight)
+                    if receiver.keep_requests:
+                        receiver.requests.append(req)
                 try:
-                    self._process()
+                    self._process(req)
+                except Rejected as exc:
+                    self.close_connection = self.close_connection or exc.hang_up
+                    with contextlib.suppress(OSError):
+                        self._answer(req, exc.status, {"status": "error", "message": exc.message},
+                                     {"Connection": "close"} if exc.hang_up else None)
+                        if exc.hang_up:
+                            self._hang_up()
+                except OSError:  # the client went away or stalled mid-answer
+                    self.close_connection = True
+                except Exception as exc:  # answer rather than drop the connection; keep the traceback
+                    traceback.print_exc(file=sys.stderr)
+                    self.close_connection = True
+                    if not req.answered:
+                        with contextlib.suppress(OSError):
+                            message = f"the receiver failed ({type(exc).__name__}); see its log"
+                            self._answer(req, 500, {"status": "error", "message": message}, {"Connection": "close"})
                 finally:
                     with receiver._lock:
                         receiver.in_flight -= 1
 
-            def _process(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
-                req = ReceivedRequest(self.command, self.path, dict(self.headers.items()), body, 0, time.monotonic())
-                with receiver._lock:
-                    receiver.requests.append(req)
+            def _content_length(self) -> int:
+                """The body's length; Rejected before any of it is read when it is absent, invalid or too big."""
+                lengths = self.headers.get_all("Content-Length") or []
+                if "Transfer-Encoding" in self.headers:
+                    if lengths:
+                        raise Rejected(400, "both Transfer-Encoding and Content-Length; send only Content-Length",
+                                       hang_up=True)
+                    raise Rejected(411, "chunked bodies are not accepted; send a Content-Length", hang_up=True)
+                if not lengths:
+                    raise Rejected(411, "Content-Length is required", hang_up=True)
+                value = lengths[0].strip()
+                if len(lengths) > 1 or not (value.isascii() and value.isdigit()):
+                    raise Rejected(400, "send exactly one Content-Length, a number of bytes", hang_up=True)
+                if int(value) > receiver.max_body_bytes:
+                    raise Rejected(413, f"the body is {value} bytes, over max_body_bytes "
+                                        f"({receiver.max_body_bytes}); send smaller batches", hang_up=True)
+                return int(value)
+
+            def _process(self, req: ReceivedRequest) -> None:
+                length = self._content_length()
+                try:
+                    body = self.rfile.read(length) if length else b""
+                except TimeoutError:
+                    message = f"the body did not arrive within read_timeout ({receiver.read_timeout}s)"
+                    raise Rejected(408, message, hang_up=True) from None
+                if len(body) < length:
+                    raise Rejected(400, f"the body ended after {len(body)} of {length} bytes (Content-Length)",
+                                   hang_up=True)
+                req.body = body
                 action = receiver.fault(req) if receiver.fault else None
                 if action == "drop":
                     req.answered = "dropped"
@@ -189,29 +320,45 @@ class Receiver:
                     try:  # verified over the raw body, before decompressing or parsing it
                         verify_request(receiver.public_key, dict(self.headers.items()), body)
                     except SignatureError as exc:
-                        self._answer(req, 401, {"status": "error", "message": f"signature: {exc}"})
-                        return
-                if self.headers.get("Content-Encoding") == "gzip":
-                    body = gzip.decompress(body)
+                        raise Rejected(401, f"signature: {exc}") from None
+                encoding = (self.headers.get("Content-Encoding") or "identity").strip().lower()
+                if encoding == "gzip":
+                    body = gunzip(body, receiver.max_body_bytes)
+                elif encoding != "identity":
+                    raise Rejected(415, f"unsupported Content-Encoding {encoding[:40]!r}; send gzip or no encoding")
                 try:
-                    data = json.loads(body)
-                except ValueError:
-                    self._answer(req, 400, {"status": "error", "message": "body is not JSON"})
-                    return
+                    data = json.loads(body.decode())
+                except UnicodeDecodeError as exc:
+                    raise Rejected(400, f"the body is not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+                except RecursionError:
+                    raise Rejected(400, "the body's JSON nests too deeply") from None
+                except ValueError as exc:
+                    raise Rejected(400, f"the body is not JSON ({exc})") from None
                 if isinstance(data, dict) and "records" not in data and "batch_id" not in data:
                     data = record_request_envelope(self.command, self.path, dict(self.headers.items()), data)
                 problem = check_envelope(data)
                 if problem:
-                    self._answer(req, 400, {"status": "error", "message": problem})
-                    return
+                    raise Rejected(400, problem)
                 if self.headers.get("Idempotency-Key") not in (None, data["batch_id"]):
-                    self._answer(req, 400, {"status": "error", "message": "Idempotency-Key differs from batch_id"})
-                    return
-                receiver.store.store(data)
+                    raise Rejected(400, "Idempotency-Key differs from batch_id")
+                receiver.store.store(data)  # False for a batch_id already stored: still 2xx, stored once
                 self._answer(req, 202, {"status": "accepted", "message": "Accepted for processing."})
+
+            def _hang_up(self) -> None:
+                """Close after answering before the body was read: stop writing, then drop what the client still
+                sends for up to read_timeout, so it reads the answer rather than a reset (a lingering close)."""
+                self.close_connection = True
+                deadline = time.monotonic() + receiver.read_timeout
+                with contextlib.suppress(OSError):
+                    self.connection.shutdown(socket.SHUT_WR)
+                    while time.monotonic() < deadline and self.rfile.read1(65536):
+                        pass
 
             def _answer(self, req: ReceivedRequest, status: int, payload: dict, headers: dict | None = None) -> None:
                 req.answered = status
+                self._send(status, payload, headers)
+
+            def _send(self, status: int, payload: dict, headers: dict | None = None) -> None:
                 raw = json.dumps(payload).encode()
                 self.send_response(status)
                 for k, v in (headers or {}).items():
@@ -219,12 +366,20 @@ class Receiver:
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(raw)))
                 self.end_headers()
-                self.wfile.write(raw)
+                if self.command != "HEAD":
+                    self.wfile.write(raw)
+
+            def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+                """http.server's own rejections (a bad request line, too many headers) in JSON too."""
+                self.close_connection = True
+                if self.request_version == "HTTP/0.9":  # the request line was unreadable: answer with a status line
+                    self.request_version = "HTTP/1.1"
+                message = message or self.responses.get(code, ("error",))[0]
+                self._send(code, {"status": "error", "message": message}, {"Connection": "close"})
 
             do_POST = do_PUT = do_PATCH = do_DELETE = do_GET = _handle
 
-        self.server = ThreadingHTTPServer((host, port), Handler)
-        self.server.daemon_threads = True
+        self.server = _Server((host, port), Handler)
         self.thread: threading.Thread | None = None
 
     @property
@@ -248,9 +403,10 @@ class Receiver:
         self.stop()
 
 
-def serve(db_path: Path, host: str, port: int, public_key: bytes | None = None) -> None:
-    """Run the reference receiver in the foreground until interrupted."""
-    receiver = Receiver(ReceiverStore(str(db_path)), host=host, port=port, public_key=public_key)
+def serve(db_path: Path, host: str, port: int, public_key: bytes | None = None, **options: Any) -> None:
+    """Run the reference receiver in the foreground until interrupted; ``options`` go to :class:`Receiver`."""
+    receiver = Receiver(ReceiverStore(str(db_path)), host=host, port=port, public_key=public_key,
+                        keep_requests=False, **options)
     checks = "verifying signatures, " if public_key else ""
     print(f"prequel receiver listening on {receiver.url} — {checks}storing batches in {db_path}", flush=True)
     try:

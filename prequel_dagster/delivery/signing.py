@@ -2,6 +2,11 @@
 
 ``sign_request`` produces the three headers; ``verify_request`` is the small function receivers
 import (``from prequel_dagster.delivery.signing import verify_request``).
+
+The signature covers the timestamp and the body only, not the method, URL or other headers, so a
+captured request can be replayed as it is. ``verify_request`` rejects timestamps more than
+``tolerance_seconds`` (5 minutes) from now; within that window, remember the ``batch_id`` of each
+stored batch and answer a repeat 2xx without applying it again (the reference receiver does).
 """
 
 import datetime as dt
@@ -63,26 +68,36 @@ def verify_request(
 ) -> None:
     """Check a received request's signature, digest and timestamp; raise :class:`SignatureError` if wrong.
 
-    ``body`` must be the raw request body as received, before any parsing or decompression.
+    ``body`` must be the raw request body as received, before any parsing or decompression. Any
+    malformed header raises :class:`SignatureError`; a public key that is not RSA PEM, ``ValueError``.
+    The signature does not cover the URL or other headers, and a replay within ``tolerance_seconds``
+    passes: de-duplicate by ``batch_id`` (see the module docstring).
     """
     lower = {k.lower(): v for k, v in headers.items()}
     timestamp = lower.get(TIMESTAMP_HEADER.lower())
     signature = lower.get(SIGNATURE_HEADER.lower())
-    if not timestamp or not signature:
-        raise SignatureError("missing signature headers")
+    if not (timestamp and signature and isinstance(timestamp, str) and isinstance(signature, str)):
+        raise SignatureError(f"missing signature headers: send {TIMESTAMP_HEADER} and {SIGNATURE_HEADER}")
     digest = lower.get(DIGEST_HEADER.lower())
     if digest is not None and digest != hashlib.sha256(body).hexdigest():
         raise SignatureError("digest does not match the body")
     try:
         sent = dt.datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
     except ValueError:
-        raise SignatureError("timestamp is not RFC 3339") from None
-    age = abs(((now or dt.datetime.now(dt.timezone.utc)) - sent).total_seconds())
+        raise SignatureError("timestamp is not RFC 3339 (e.g. 2026-01-01T00:00:00Z)") from None
+    if sent.tzinfo is None:
+        raise SignatureError("timestamp has no timezone; end it with Z or an offset such as +00:00")
+    try:
+        age = abs(((now or dt.datetime.now(dt.timezone.utc)) - sent).total_seconds())
+    except OverflowError:
+        raise SignatureError("timestamp is out of range") from None
     if age > tolerance_seconds:
         raise SignatureError(f"timestamp is {age:.0f}s away from now (tolerance {tolerance_seconds}s)")
     data = public_key_pem.encode() if isinstance(public_key_pem, str) else public_key_pem
     key = serialization.load_pem_public_key(data)
+    if not isinstance(key, rsa.RSAPublicKey):
+        raise ValueError("the public key must be an RSA public key (PEM), the pair of the signing key")
     try:
-        key.verify(bytes.fromhex(signature), timestamp.encode() + b"." + body, padding.PKCS1v15(), hashes.SHA256())  # type: ignore[union-attr,call-arg]
+        key.verify(bytes.fromhex(signature), timestamp.encode() + b"." + body, padding.PKCS1v15(), hashes.SHA256())
     except (InvalidSignature, ValueError):
-        raise SignatureError("signature does not verify with the public key") from None
+        raise SignatureError("signature does not verify with the public key (a hex RSA signature)") from None
