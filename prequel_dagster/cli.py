@@ -184,7 +184,7 @@ def cmd_redeliver(args: argparse.Namespace) -> int:
 
 def cmd_test_transform(args: argparse.Namespace) -> int:
     from .config.loading import load_config
-    from .transform.preview import preview_stream
+    from .engine.preview import preview_stream
 
     path = _config_path(args)
     try:

@@ -15,7 +15,7 @@ from .engine import ExtractResult, LoadResult, run_extract, run_load
 from .lake.commits import OP_COLUMN
 from .lake.deliveries import StreamState
 from .lake.storage import LakeStorage, open_storage
-from .transform.preview import Preview, preview_stream
+from .engine.preview import Preview, preview_stream
 
 
 def table_schema(schema: pa.Schema | None) -> dg.TableSchema:

@@ -8,7 +8,7 @@ import json
 import pyarrow as pa
 import pytest
 
-from prequel_dagster.delivery.encoding import encode_records, joined_bytes
+from prequel_dagster.transform.encoding import encode_records, joined_bytes
 from prequel_dagster.transform.expressions import to_string
 
 VALUES = {

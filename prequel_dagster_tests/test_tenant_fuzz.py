@@ -19,7 +19,7 @@ from prequel_dagster.delivery.receiver import Receiver
 from prequel_dagster.engine import run_extract, run_load
 from prequel_dagster.lake.deliveries import StreamState
 from prequel_dagster.lake.storage import LocalStorage
-from prequel_dagster.transform.preview import preview_stream
+from prequel_dagster.engine.preview import preview_stream
 
 HOSTILE = [
     '"', "'", "\\", "{", "}", "[", "]", '{}}],"provider_id":"globex","records":[{"id":"x"', "\r\n", "\n", "\r",

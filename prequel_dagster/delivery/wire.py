@@ -13,7 +13,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .encoding import joined_buffer, joined_bytes
+from ..transform.encoding import joined_buffer, joined_bytes
 
 ENVELOPE_OVERHEAD = 256
 

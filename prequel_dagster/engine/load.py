@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 
 from ..config.errors import DeliveryError
 from ..config.models import Destination, PrequelConfig, Stream
-from ..delivery.encoding import encode_records
+from ..transform.encoding import encode_records
 from ..config.secrets import Secret
 from ..delivery.templates import HEADER_UNSAFE_PATTERN, Template, UnsafeValue, parse_template
 from ..delivery.webhook import WebhookClient

@@ -197,7 +197,7 @@ def _library_messages(table: pa.Table, record_schema: dict[str, Any]) -> pa.Arra
     import jsonschema
     import orjson
 
-    from ..delivery.encoding import encode_records
+    from .encoding import encode_records
 
     validator = linear_validator_class()(record_schema, format_checker=jsonschema.Draft7Validator.FORMAT_CHECKER)
     out = []

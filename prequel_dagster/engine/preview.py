@@ -10,9 +10,9 @@ from ..config.errors import PrequelError
 from ..config.models import PrequelConfig
 from ..lake.commits import OP_COLUMN, DatasetLog
 from ..lake.storage import LakeStorage, open_storage
-from ..delivery.encoding import encode_records
-from .mapping import StreamMapper
-from .schema import converted_table, validate_records
+from ..transform.encoding import encode_records
+from ..transform.mapping import StreamMapper
+from ..transform.schema import converted_table, validate_records
 
 
 @dataclass
