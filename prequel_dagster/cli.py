@@ -67,16 +67,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
     root = Path.cwd()
     directory = demo_dir(root)
     config_path = write_demo_data(directory)
-    instance_dir = root / STATE_DIR / "dagster"
-    instance_dir.mkdir(parents=True, exist_ok=True)
-    instance_yaml = instance_dir / "dagster.yaml"
-    if not instance_yaml.exists():
-        instance_yaml.write_text("telemetry:\n  enabled: false\n")
-    instance = dg.DagsterInstance.from_config(str(instance_dir))
+    if os.environ.get("DAGSTER_HOME"):  # the user's instance, as Dagster's docs set it up: the UI shows the runs
+        instance = dg.DagsterInstance.get()
+        where = f"the Dagster instance in $DAGSTER_HOME ({os.environ['DAGSTER_HOME']})"
+    else:  # the repo's dagster.yaml points `dagster dev` here
+        instance_dir = root / STATE_DIR / "dagster"
+        instance_dir.mkdir(parents=True, exist_ok=True)
+        instance_yaml = instance_dir / "dagster.yaml"
+        if not instance_yaml.exists():
+            instance_yaml.write_text("telemetry:\n  enabled: false\n")
+        instance = dg.DagsterInstance.from_config(str(instance_dir))
+        where = f"the local Dagster instance in {instance_dir.relative_to(root)}/ (set DAGSTER_HOME to use yours)"
 
     receiver = Receiver(ReceiverStore(str(directory / "received.db")), port=_free_port(args.port)).start()
     os.environ["PREQUEL_RECEIVER_URL"] = receiver.url
-    print(f"prequel-dagster demo — files in {directory.relative_to(root)}/, receiver at {receiver.url}\n")
+    print(f"prequel-dagster demo — files in {directory.relative_to(root)}/, receiver at {receiver.url}")
+    print(f"runs are recorded in {where}\n")
     try:
         defs = build_definitions(load_config(config_path))
         job = defs.resolve_implicit_global_asset_job_def()

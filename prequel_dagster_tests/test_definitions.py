@@ -142,3 +142,16 @@ def test_demo_command_runs_through_dagster_and_prints_per_provider_and_stream(tm
     # the runs are in the instance the repo's dagster.yaml points at
     instance = dg.DagsterInstance.from_config(str(tmp_path / ".prequel" / "dagster"))
     assert len(instance.get_runs()) == 2
+
+
+def test_demo_records_its_runs_in_the_users_instance_when_dagster_home_is_set(tmp_path):
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    env = {k: v for k, v in os.environ.items() if k != "PREQUEL_CONFIG"} | {"DAGSTER_HOME": str(home)}
+    proc = subprocess.run([sys.executable, "-m", "prequel_dagster.cli", "demo", "--port", "0"],
+                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"runs are recorded in the Dagster instance in $DAGSTER_HOME ({home})" in proc.stdout
+    assert len(dg.DagsterInstance.from_config(str(home)).get_runs()) == 2
+    assert not (tmp_path / ".prequel" / "dagster").exists()
