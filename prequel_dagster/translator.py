@@ -17,6 +17,13 @@ JSON_TO_COLUMN_TYPE = {"string": "string", "integer": "int64", "number": "double
                        "object": "json", "array": "json"}
 
 
+def column_type(declared: Any) -> str:
+    """The Dagster column type of a record_schema ``type``: ``string``, ``[string, null]`` -> ``string``."""
+    if isinstance(declared, list):
+        declared = next((t for t in declared if t != "null"), "any")
+    return JSON_TO_COLUMN_TYPE.get(declared, declared) if isinstance(declared, str) else "any"
+
+
 @dataclass(frozen=True)
 class PrequelDatasetProps:
     """One provider dataset, with what it hangs from."""
@@ -139,14 +146,12 @@ class DagsterPrequelTranslator:
         required = set(schema.get("required", []))
         columns = []
         for m in props.stream.mappings:
-            prop = schema.get("properties", {}).get(m.target_field, {})
-            t = prop.get("type", "any")
-            t = next((x for x in t if x != "null"), "any") if isinstance(t, list) else t
+            prop = schema.get("properties", {}).get(m.target_field, {})  # an object: the loader checked it
             how = f"= {m.column.name}" if m.column else f"= {m.expression.expr}"  # type: ignore[union-attr]
             columns.append(
                 dg.TableColumn(
                     name=m.target_field,
-                    type=JSON_TO_COLUMN_TYPE.get(t, t),
+                    type=column_type(prop.get("type")),
                     description=(prop.get("description") or "") + f" ({how})",
                     constraints=dg.TableColumnConstraints(nullable=m.target_field not in required),
                 )

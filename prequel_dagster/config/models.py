@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, model_validator
 
 from .secrets import Secret, interpolate
 
@@ -176,10 +176,23 @@ class Datalake(Entry):
 # ---------------------------------------------------------------------------- providers, products
 
 
+_EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Z|a-z]{2,7}\b")  # the pattern Dagster checks owners with
+
+
+def _owner(value: str) -> str:
+    if _EMAIL.fullmatch(value) or (value.startswith("team:") and len(value) > len("team:")):
+        return value
+    raise ValueError(f"owner '{value}' must be an email address or a team name prefixed with 'team:' (team:data)")
+
+
+Owner = Annotated[str, AfterValidator(_owner)]
+"""An asset owner as Dagster takes it: ``someone@example.com`` or ``team:name``."""
+
+
 class Provider(Entry):
     datalake_id: Id
     products: list[EnvStr] = Field(min_length=1)
-    owners: list[str] = []
+    owners: list[Owner] = []
 
 
 class Product(Entry):
@@ -394,6 +407,18 @@ class Fact(Block):
     created_at_column: str
 
 
+MAX_FREQUENCY_MINUTES = 525_600  # a year
+
+
+def _frequency(minutes: int) -> int:
+    if not 1 <= minutes <= MAX_FREQUENCY_MINUTES:
+        raise ValueError(
+            f"must be a number of minutes from 1 to {MAX_FREQUENCY_MINUTES} (a year); frequencies of a day "
+            "(1440) or more are scheduled daily"
+        )
+    return minutes
+
+
 class Dataset(Entry):
     source_id: Id
     method: Literal["table", "sql", "glob"] = "table"
@@ -403,7 +428,7 @@ class Dataset(Entry):
     type: Literal["dimension", "fact"]
     dimension: Dimension | None = None
     fact: Fact | None = None
-    frequency_minutes: int = Field(default=60, ge=1)
+    frequency_minutes: Annotated[int, AfterValidator(_frequency)] = 60
     lookback_seconds: int | None = Field(
         default=None, ge=0, description="Re-read window before the cursor; default 30 s for postgres, 5 min otherwise."
     )
@@ -564,6 +589,7 @@ class PrequelConfig(Block):
 
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
     _origin: str = PrivateAttr(default="<config>")
+    _indexes: dict[str, tuple[list[Any], dict[str, Any]]] = PrivateAttr(default_factory=dict)
 
     @property
     def base_dir(self) -> Path:
@@ -578,24 +604,24 @@ class PrequelConfig(Block):
         p = Path(path).expanduser()
         return p if p.is_absolute() else (self._base_dir / p).resolve()
 
-    # Lookups by id; the loader has checked every reference exists.
+    # Lookups by id (KeyError if absent); the loader has checked every reference exists.
     def datalake(self, id: str) -> Datalake:
-        return _by_id(self.datalakes, id)
+        return self._by_id("datalakes", id)
 
     def provider(self, id: str) -> Provider:
-        return _by_id(self.providers, id)
+        return self._by_id("providers", id)
 
     def source(self, id: str) -> Source:
-        return _by_id(self.sources, id)
+        return self._by_id("sources", id)
 
     def dataset(self, id: str) -> Dataset:
-        return _by_id(self.datasets, id)
+        return self._by_id("datasets", id)
 
     def destination(self, id: str) -> Destination:
-        return _by_id(self.destinations, id)
+        return self._by_id("destinations", id)
 
     def stream(self, id: str) -> Stream:
-        return _by_id(self.streams, id)
+        return self._by_id("streams", id)
 
     def provider_of_dataset(self, dataset: Dataset) -> Provider:
         return self.provider(self.source(dataset.source_id).provider_id)
@@ -603,12 +629,15 @@ class PrequelConfig(Block):
     def streams_of_dataset(self, dataset_id: str) -> list[Stream]:
         return [s for s in self.streams if s.dataset_id == dataset_id]
 
-
-def _by_id(items: list[Any], id: str) -> Any:
-    for item in items:
-        if item.id == id:
-            return item
-    raise KeyError(id)
+    def _by_id(self, kind: str, id: str) -> Any:
+        """A dict per kind, built on first use (thousands of providers: no scan per lookup)."""
+        entries = getattr(self, kind)
+        built = self._indexes.get(kind)
+        if built is None or built[0] is not entries:  # (a model_copy shares this dict but not the lists)
+            built = self._indexes[kind] = (entries, {})
+            for entry in reversed(entries):
+                built[1][entry.id] = entry  # the first one wins, as a scan would
+        return built[1][id]
 
 
 def sanitize_name(text: str) -> str:

@@ -88,6 +88,21 @@ class _Token:
     pos: int
 
 
+_DIGITS = frozenset("0123456789")  # not str.isdigit: that is true for '²' and '٣', which int() refuses
+_INT64_MAX = 2**63 - 1
+
+
+def _number(text: str, pos: int) -> int | float:
+    digits = text.replace("_", "")
+    try:
+        value = float(digits) if "." in digits else int(digits)
+    except ValueError:
+        raise ExpressionError(f"malformed number '{text}' at column {pos + 1}; write it like 42 or 3.14") from None
+    if isinstance(value, int) and value > _INT64_MAX:
+        raise ExpressionError(f"integer '{text}' at column {pos + 1} is too large (the largest is {_INT64_MAX})")
+    return value
+
+
 def _tokenize(src: str) -> list[_Token]:
     tokens: list[_Token] = []
     i, n = 0, len(src)
@@ -95,13 +110,11 @@ def _tokenize(src: str) -> list[_Token]:
         c = src[i]
         if c.isspace():
             i += 1
-        elif c.isdigit() or (c == "." and i + 1 < n and src[i + 1].isdigit()):
+        elif c in _DIGITS or (c == "." and i + 1 < n and src[i + 1] in _DIGITS):
             j = i
-            while j < n and (src[j].isdigit() or src[j] in "._"):
+            while j < n and (src[j] in _DIGITS or src[j] in "._"):
                 j += 1
-            text = src[i:j].replace("_", "")
-            value = float(text) if "." in text else int(text)
-            tokens.append(_Token("num", src[i:j], value, i))
+            tokens.append(_Token("num", src[i:j], _number(src[i:j], i), i))
             i = j
         elif c in "\"'":
             j, out = i + 1, []
@@ -164,10 +177,17 @@ _BINARY_PRECEDENCE = {
 }
 
 
+MAX_EXPRESSION_DEPTH = 32
+"""Nesting (parentheses, function calls, lists, ``?:`` branches, prefix operators) an expression may have.
+
+Chains at one level (``a + b + c ...``, ``a ? b : c ? d : e ...``) do not nest and may be any length."""
+
+
 class _Parser:
     def __init__(self, src: str):
         self.tokens = _tokenize(src)
         self.i = 0
+        self.depth = 0
 
     def peek(self) -> _Token:
         return self.tokens[self.i]
@@ -183,6 +203,15 @@ class _Parser:
             raise ExpressionError(f"expected '{text}' at column {tok.pos + 1}, found '{tok.text}'")
         return tok
 
+    def nest(self, tok: _Token) -> None:
+        """One level deeper; the parser and the evaluator recurse per level, so the depth is bounded."""
+        self.depth += 1
+        if self.depth > MAX_EXPRESSION_DEPTH:
+            raise ExpressionError(
+                f"expression nests deeper than {MAX_EXPRESSION_DEPTH} levels at column {tok.pos + 1}; "
+                "split it into simpler mappings"
+            )
+
     def parse(self) -> Node:
         node = self.ternary()
         tok = self.peek()
@@ -191,17 +220,24 @@ class _Parser:
         return node
 
     def ternary(self) -> Node:
-        cond = self.binary(1)
-        tok = self.peek()
-        if tok.kind == "op" and tok.text == "?":
-            self.next()
+        # ``c1 ? a : c2 ? b : d`` is read as a loop (the else-chain does not nest), then folded right to left.
+        arms: list[tuple[Node, Node, int]] = []
+        node = self.binary(1)
+        while self.peek().kind == "op" and self.peek().text == "?":
+            tok = self.next()
+            self.nest(tok)
             then = self.ternary()
+            self.depth -= 1
             self.expect(":")
-            otherwise = self.ternary()
-            return Conditional(cond, then, otherwise, tok.pos)
-        return cond
+            arms.append((node, then, tok.pos))
+            node = self.binary(1)
+        for cond, then, pos in reversed(arms):
+            node = Conditional(cond, then, node, pos)
+        return node
 
     def binary(self, min_prec: int) -> Node:
+        # Precedence climbing: a chain of one precedence is a loop (left-assoc); the recursion is per
+        # precedence level, so at most len(levels) deep between two nesting levels.
         left = self.unary()
         while True:
             tok = self.peek()
@@ -210,14 +246,22 @@ class _Parser:
                 return left
             self.next()
             right = self.binary(prec + 1)
+            if tok.text == "in" and not isinstance(right, ListLiteral):
+                raise ExpressionError(f"'in' at column {tok.pos + 1} needs a [list] of literals on its right")
             left = Binary(tok.text, left, right, tok.pos)
 
     def unary(self) -> Node:
         tok = self.peek()
         if tok.kind == "op" and tok.text in ("!", "-", "+"):
             self.next()
+            self.nest(tok)
             operand = self.unary()
-            return operand if tok.text == "+" else Unary(tok.text, operand, tok.pos)
+            self.depth -= 1
+            if tok.text == "+":
+                return operand
+            if tok.text == "-" and isinstance(operand, Literal) and type(operand.value) in (int, float):
+                return Literal(-operand.value, tok.pos)  # a negative number is a literal (LEFT(x, -1), [-1, 2])
+            return Unary(tok.text, operand, tok.pos)
         return self.primary()
 
     def primary(self) -> Node:
@@ -230,36 +274,86 @@ class _Parser:
             if tok.text in ("nil", "null"):
                 return Literal(None, tok.pos)
             if self.peek().text == "(" and self.peek().kind == "op":
-                self.next()
-                args: list[Node] = []
-                if self.peek().text != ")":
-                    args.append(self.ternary())
-                    while self.peek().text == ",":
-                        self.next()
-                        args.append(self.ternary())
-                self.expect(")")
-                name = tok.text
-                if name.upper() not in FUNCTIONS and name not in FUNCTIONS:
-                    known = ", ".join(sorted(FUNCTIONS))
-                    raise ExpressionError(f"unknown function '{name}' at column {tok.pos + 1} (known: {known})")
-                return Call(name, tuple(args), tok.pos)
+                return self.call(tok)
             return Column(tok.text, tok.pos)
         if tok.kind == "op" and tok.text == "(":
+            self.nest(tok)
             node = self.ternary()
+            self.depth -= 1
             self.expect(")")
             return node
         if tok.kind == "op" and tok.text == "[":
+            self.nest(tok)
             items: list[Any] = []
             while self.peek().text != "]":
-                item = self.primary()
+                item = self.unary()
                 if not isinstance(item, Literal):
                     raise ExpressionError(f"list items must be literals (column {item.pos + 1})")
                 items.append(item.value)
                 if self.peek().text == ",":
                     self.next()
+                elif self.peek().text != "]":
+                    break
             self.expect("]")
+            self.depth -= 1
+            kinds = {_literal_kind(v) for v in items if v is not None}
+            if len(kinds) > 1:
+                raise ExpressionError(
+                    f"list at column {tok.pos + 1} mixes {' and '.join(sorted(kinds))}; use one kind of value"
+                )
             return ListLiteral(tuple(items), tok.pos)
         raise ExpressionError(f"unexpected '{tok.text}' at column {tok.pos + 1}")
+
+    def call(self, name_tok: _Token) -> Call:
+        open_tok = self.next()
+        name = name_tok.text
+        canonical = name if name in FUNCTIONS else name.upper()
+        if canonical not in FUNCTIONS:
+            known = ", ".join(sorted(FUNCTIONS))
+            raise ExpressionError(f"unknown function '{name}' at column {name_tok.pos + 1} (known: {known})")
+        self.nest(open_tok)
+        args: list[Node] = []
+        if self.peek().text != ")":
+            args.append(self.ternary())
+            while self.peek().text == ",":
+                self.next()
+                args.append(self.ternary())
+        self.expect(")")
+        self.depth -= 1
+        call = Call(name, tuple(args), name_tok.pos)
+        _check_call(call, canonical)
+        return call
+
+
+def _literal_kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "booleans"
+    return "numbers" if isinstance(value, (int, float)) else "strings"
+
+
+def _check_call(call: Call, canonical: str) -> None:
+    """Argument count, and the arguments that must be literals, checked when the config is loaded."""
+    params = SIGNATURES[canonical]
+    where = f"{call.name}() at column {call.pos + 1}"
+    variadic = params[-1:] == ("...",)
+    names = [p.partition(":")[0] for p in params if p != "..."]
+    if len(call.args) < len(names) or (len(call.args) > len(names) and not variadic):
+        count = f"{len(names)} or more" if variadic else str(len(names))
+        listed = f" ({', '.join(names)})" if names else ""
+        raise ExpressionError(f"{where} takes {count} arguments{listed}, got {len(call.args)}")
+    for index, (param, arg) in enumerate(zip(params, call.args), start=1):
+        name, _, kind = param.partition(":")
+        if not kind:
+            continue
+        value = arg.value if isinstance(arg, Literal) else None
+        if kind.startswith("str"):
+            ok, wanted = isinstance(value, str) and (kind == "str" or value != ""), _LITERAL_KINDS[kind]
+        else:
+            low = 1 if kind == "int1" else 0
+            ok, wanted = type(value) is int and low <= value <= _SLICE_MAX, _LITERAL_KINDS[kind]
+        if not ok:
+            got = "a column or an expression" if not isinstance(arg, Literal) else f"{value!r}"
+            raise ExpressionError(f"{where}: argument {index} ({name}) must be {wanted}, not {got}")
 
 
 @lru_cache(maxsize=4096)
@@ -270,29 +364,29 @@ def parse_expression(src: str) -> Node:
     return _Parser(src).parse()
 
 
+def _children(n: Any) -> tuple[Any, ...]:
+    if isinstance(n, Unary):
+        return (n.operand,)
+    if isinstance(n, Binary):
+        return (n.left, n.right)
+    if isinstance(n, Conditional):
+        return (n.cond, n.then, n.otherwise)
+    if isinstance(n, Call):
+        return n.args
+    return ()
+
+
 def referenced_columns(node: Node) -> list[str]:
     """Source columns an expression reads, in first-use order (for column lineage)."""
-    out: list[str] = []
-
-    def walk(n: Any) -> None:
+    out: dict[str, None] = {}
+    stack = [node]  # iterative: a 2,000-term chain is 2,000 nodes deep
+    while stack:
+        n = stack.pop()
         if isinstance(n, Column):
-            if n.name not in out:
-                out.append(n.name)
-        elif isinstance(n, Unary):
-            walk(n.operand)
-        elif isinstance(n, Binary):
-            walk(n.left)
-            walk(n.right)
-        elif isinstance(n, Conditional):
-            walk(n.cond)
-            walk(n.then)
-            walk(n.otherwise)
-        elif isinstance(n, Call):
-            for a in n.args:
-                walk(a)
-
-    walk(node)
-    return out
+            out.setdefault(n.name)
+        else:
+            stack.extend(reversed(_children(n)))
+    return list(out)
 
 
 # ---------------------------------------------------------------------------- evaluation
@@ -443,7 +537,15 @@ class _Evaluator:
                 return pc.invert(_boolean(v, node.pos))
             return pc.negate_checked(_numeric(v, node.pos, "-"))
         if isinstance(node, Conditional):
-            return _if(self.eval(node.cond), self.eval(node.then), self.eval(node.otherwise), node.pos)
+            # Down the else-chain in a loop (it may be long), then fold back: same order as recursion.
+            arms = []
+            while isinstance(node, Conditional):
+                arms.append((self.eval(node.cond), self.eval(node.then), node.pos))
+                node = node.otherwise
+            value = self.eval(node)
+            for cond, then, pos in reversed(arms):
+                value = _if(cond, then, value, pos)
+            return value
         if isinstance(node, Call):
             fn = FUNCTIONS.get(node.name) or FUNCTIONS[node.name.upper()]
             args = [self.eval(a) for a in node.args]
@@ -454,7 +556,17 @@ class _Evaluator:
                     raise ExpressionError(f"{node.name}() at column {node.pos + 1}: wrong number of arguments") from None
                 raise
         assert isinstance(node, Binary)
-        a, b = self.eval(node.left), self.eval(node.right)
+        # A left-assoc chain (a + b + c ...) is a deep left spine: walk it in a loop, not by recursion.
+        spine = []
+        while isinstance(node, Binary):
+            spine.append(node)
+            node = node.left
+        value = self.eval(node)
+        for binary in reversed(spine):
+            value = self.binary(binary, value, self.eval(binary.right))
+        return value
+
+    def binary(self, node: Binary, a: Value, b: Value) -> Value:
         op = node.op
         if op == "+" and (_is_string(_type(a)) or _is_string(_type(b))):
             return pc.binary_join_element_wise(to_string(a), to_string(b), "")
@@ -532,6 +644,37 @@ def _timestampvalue(ev: _Evaluator, node: Call, v: Value) -> Value:
     raise ExpressionError(f"TIMESTAMPVALUE() at column {node.pos + 1}: a value is not a date or timestamp")
 
 
+_SLICE_MAX = 2**31 - 1
+
+_LITERAL_KINDS = {
+    "str": 'a string literal such as "-"',
+    "str1": 'a non-empty string literal such as "-"',
+    "int": f"an integer literal from 0 to {_SLICE_MAX}",
+    "int1": f"an integer literal from 1 to {_SLICE_MAX}",
+}
+
+SIGNATURES: dict[str, tuple[str, ...]] = {
+    # Parameter names; ``name:<kind>`` must be a literal of that kind (see _LITERAL_KINDS); ``...`` repeats.
+    "string": ("value",),
+    "int": ("value",),
+    "float": ("value",),
+    "lower": ("text",),
+    "upper": ("text",),
+    "trim": ("text",),
+    "len": ("text",),
+    "IF": ("condition", "then", "else"),
+    "CONCATENATE": ("text", "..."),
+    "LEFT": ("text", "length:int"),
+    "RIGHT": ("text", "length:int"),
+    "MID": ("text", "start:int1", "length:int"),
+    "SUBSTITUTE": ("text", "old:str1", "new:str"),
+    "PROPER": ("text",),
+    "TEXTSPLIT": ("text", "delimiter:str1"),
+    "TIMESTAMPVALUE": ("value",),
+    "TODAY": (),
+}
+"""Checked at parse time (so ``prequel-dagster validate`` reports it), not when a load runs."""
+
 FUNCTIONS: dict[str, Callable[..., Value]] = {
     "string": lambda ev, node, v: to_string(v),
     "int": _to_int,
@@ -553,6 +696,7 @@ FUNCTIONS: dict[str, Callable[..., Value]] = {
     "TIMESTAMPVALUE": _timestampvalue,
     "TODAY": lambda ev, node: pa.scalar(ev.now.date().isoformat()),
 }
+assert FUNCTIONS.keys() == SIGNATURES.keys(), "every function needs its signature"
 
 
 def evaluate(node: Node, batch: pa.RecordBatch | pa.Table, *, now: dt.datetime | None = None) -> pa.Array:
