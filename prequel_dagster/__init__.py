@@ -1,7 +1,8 @@
 """prequel_dagster: multi-tenant data import in Prequel Import's model, as a Dagster plugin.
 
 Public surface: :func:`build_definitions`, :class:`DagsterPrequelTranslator`,
-:class:`PrequelImportComponent`, :class:`PrequelResource`, :func:`load_config`.
+:class:`PrequelImportComponent`, the resources :class:`PrequelDatalakeResource`,
+:class:`PrequelSourceResource` and :class:`PrequelWebhookResource`, :func:`load_config`.
 
 Names are imported on first use, so the engine (``prequel_dagster.engine``, the CLI's extract and
 load paths) runs without loading Dagster: about 60 MB less memory and a second less start-up.
@@ -25,7 +26,9 @@ _EXPORTS = {
     "ConfigError": ".config",
     "PrequelConfig": ".config",
     "load_config": ".config",
-    "PrequelResource": ".resources",
+    "PrequelDatalakeResource": ".resources",
+    "PrequelSourceResource": ".resources",
+    "PrequelWebhookResource": ".resources",
     "DagsterPrequelTranslator": ".translator",
     "PrequelDatasetProps": ".translator",
     "PrequelStreamProps": ".translator",
@@ -36,7 +39,7 @@ if TYPE_CHECKING:
     from .builder import build_definitions
     from .component import PrequelImportComponent
     from .config import ConfigError, PrequelConfig, load_config
-    from .resources import PrequelResource
+    from .resources import PrequelDatalakeResource, PrequelSourceResource, PrequelWebhookResource
     from .translator import DagsterPrequelTranslator, PrequelDatasetProps, PrequelStreamProps
 
 

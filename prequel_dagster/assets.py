@@ -3,9 +3,8 @@
 import dagster as dg
 
 from .config.models import PrequelConfig, sanitize_name
+from .resources import PrequelDatalakeResource, PrequelSourceResource, PrequelWebhookResource
 from .translator import DagsterPrequelTranslator, dataset_props, stream_props
-
-RESOURCE_KEY = "prequel"
 
 
 def source_pool(source_id: str) -> str:
@@ -41,11 +40,10 @@ def _op_name(prefix: str, key: dg.AssetKey) -> str:
 
 
 def _extract_asset(spec: dg.AssetSpec, dataset_id: str, pool: str) -> dg.AssetsDefinition:
-    @dg.multi_asset(
-        specs=[spec], name=_op_name("extract", spec.key), pool=pool, required_resource_keys={RESOURCE_KEY}
-    )
-    def _extract(context: dg.AssetExecutionContext):
-        yield from context.resources.prequel.extract(context, dataset_id)
+    @dg.multi_asset(specs=[spec], name=_op_name("extract", spec.key), pool=pool)
+    def _extract(context: dg.AssetExecutionContext, prequel_source: PrequelSourceResource,
+                 prequel_datalake: PrequelDatalakeResource):
+        yield from prequel_source.extract(context, dataset_id, prequel_datalake)
 
     return _extract
 
@@ -58,11 +56,11 @@ class StreamLoadConfig(dg.Config):
 
 
 def _load_asset(spec: dg.AssetSpec, stream_id: str, pool: str) -> dg.AssetsDefinition:
-    @dg.multi_asset(specs=[spec], name=_op_name("load", spec.key), pool=pool, required_resource_keys={RESOURCE_KEY})
-    def _load(context: dg.AssetExecutionContext, config: StreamLoadConfig):
-        yield from context.resources.prequel.load(
-            context, stream_id, record_ids=config.record_ids or None, redeliver_dead_letters=config.redeliver_dead_letters
-        )
+    @dg.multi_asset(specs=[spec], name=_op_name("load", spec.key), pool=pool)
+    def _load(context: dg.AssetExecutionContext, config: StreamLoadConfig, prequel_webhook: PrequelWebhookResource,
+              prequel_datalake: PrequelDatalakeResource):
+        yield from prequel_webhook.load(context, stream_id, prequel_datalake, record_ids=config.record_ids or None,
+                                        redeliver_dead_letters=config.redeliver_dead_letters)
 
     return _load
 
@@ -78,11 +76,11 @@ def build_stream_checks(config: PrequelConfig, translator: DagsterPrequelTransla
 
 def _dead_letter_check(key: dg.AssetKey, stream_id: str, severity: str) -> dg.AssetChecksDefinition:
     @dg.asset_check(
-        asset=key, name="dead_letters_empty", required_resource_keys={RESOURCE_KEY},
+        asset=key, name="dead_letters_empty",
         description="Fails while records of this stream sit in the dead letter; redeliver them to clear it.",
     )
-    def _check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        table = context.resources.prequel.dead_letters(stream_id)
+    def _check(prequel_datalake: PrequelDatalakeResource) -> dg.AssetCheckResult:
+        table = prequel_datalake.dead_letters(stream_id)
         reasons = sorted(set(table.column("reason").to_pylist()))[:5] if table.num_rows else []
         return dg.AssetCheckResult(
             passed=table.num_rows == 0,
@@ -96,11 +94,11 @@ def _dead_letter_check(key: dg.AssetKey, stream_id: str, severity: str) -> dg.As
 
 def _conformance_check(key: dg.AssetKey, stream_id: str, sample: int = 200) -> dg.AssetChecksDefinition:
     @dg.asset_check(
-        asset=key, name="record_schema_conformance", required_resource_keys={RESOURCE_KEY},
+        asset=key, name="record_schema_conformance",
         description=f"test-transform of the latest {sample} records: every one conforms to the destination's record_schema.",
     )
-    def _check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        preview = context.resources.prequel.preview(stream_id, limit=sample)
+    def _check(prequel_datalake: PrequelDatalakeResource) -> dg.AssetCheckResult:
+        preview = prequel_datalake.preview(stream_id, limit=sample)
         violations = sorted({r.violation for r in preview.rows if r.violation})[:5]
         return dg.AssetCheckResult(
             passed=preview.invalid == 0,

@@ -1,11 +1,15 @@
 """Schedules from ``frequency_minutes``, the sensor that makes streams follow their datasets, and the
 sensor that makes glob datasets follow their files."""
 
+import hashlib
+import json
 from collections import defaultdict
 
 import dagster as dg
 
+from .config.errors import PrequelError
 from .config.models import PrequelConfig
+from .resources import PrequelDatalakeResource, PrequelSourceResource
 from .translator import DagsterPrequelTranslator, dataset_props, stream_props
 
 # Intervals a cron expression can keep evenly; other frequencies round down to the nearest one.
@@ -65,31 +69,22 @@ def build_glob_file_sensor(config: PrequelConfig, translator: DagsterPrequelTran
         return None
     keys = {d.id: translator.get_dataset_asset_key(dataset_props(config, d)) for d in datasets}
 
-    def evaluate(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-        import hashlib
-        import json
-
-        from .config.errors import PrequelError
-        from .lake.commits import DatasetLog
-        from .lake.storage import open_storage
-        from .sources.files import GlobReader
-
+    @dg.sensor(
+        name="prequel_glob_new_files",
+        target=dg.AssetSelection.assets(*keys.values()),
+        minimum_interval_seconds=60,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Requests a glob dataset's extract when new or changed files land in its bucket.",
+    )
+    def _glob_new_files(context: dg.SensorEvaluationContext, prequel_source: PrequelSourceResource,
+                        prequel_datalake: PrequelDatalakeResource) -> dg.SensorResult:
         requested: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
         runs, skipped = [], []
         for dataset in datasets:
-            source = config.source(dataset.source_id)
-            provider = config.provider(source.provider_id)
             try:
-                latest = DatasetLog(open_storage(config.datalake(provider.datalake_id), config), provider.id,
-                                    dataset.id).latest()
-                previous = latest.cursor if latest is not None and isinstance(latest.cursor, dict) else None
-                reader = GlobReader(source, dataset, config)
-                try:
-                    pending = reader.pending(previous)
-                finally:
-                    reader.close()
-            except PrequelError as exc:
-                skipped.append(f"{dataset.id}: {exc}")
+                pending = prequel_source.pending_files(dataset.id, prequel_datalake)
+            except (PrequelError, dg.Failure) as exc:
+                skipped.append(f"{dataset.id}: {getattr(exc, 'description', None) or exc}")
                 continue
             if not pending:
                 requested.pop(dataset.id, None)
@@ -103,11 +98,4 @@ def build_glob_file_sensor(config: PrequelConfig, translator: DagsterPrequelTran
         return dg.SensorResult(run_requests=runs, cursor=json.dumps(requested, sort_keys=True),
                                skip_reason="; ".join(skipped) if skipped and not runs else None)
 
-    return dg.SensorDefinition(
-        name="prequel_glob_new_files",
-        evaluation_fn=evaluate,
-        target=dg.AssetSelection.assets(*keys.values()),
-        minimum_interval_seconds=60,
-        default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Requests a glob dataset's extract when new or changed files land in its bucket.",
-    )
+    return _glob_new_files

@@ -6,11 +6,11 @@ from typing import Any
 
 import dagster as dg
 
-from .assets import RESOURCE_KEY, build_dataset_assets, build_stream_assets, build_stream_checks
+from .assets import build_dataset_assets, build_stream_assets, build_stream_checks
 from .automation import build_glob_file_sensor, build_schedules, build_stream_automation_sensor
 from .config.loading import load_config
 from .config.models import PrequelConfig
-from .resources import PrequelResource
+from .resources import default_resources, rebind
 from .translator import DagsterPrequelTranslator
 
 
@@ -18,19 +18,23 @@ def build_definitions(
     config: PrequelConfig | str | os.PathLike[str] | Mapping[str, Any],
     *,
     translator: DagsterPrequelTranslator | None = None,
-    resource: PrequelResource | None = None,
+    resources: Mapping[str, Any] | None = None,
 ) -> dg.Definitions:
-    """Assets, schedules, the sensors (streams follow datasets; glob datasets follow new files) and the
-    ``prequel`` resource for one config.
+    """Assets, checks, schedules, the sensors (streams follow datasets; glob datasets follow new files)
+    and the resources ``prequel_datalake``, ``prequel_source`` and ``prequel_webhook`` for one config.
 
     Example::
 
-        defs = build_definitions("prequel.yaml", translator=MyTranslator())
+        defs = build_definitions("prequel.yaml", translator=MyTranslator(),
+                                 resources={"prequel_webhook": MyWebhookResource(config_ref="")})
+
+    A resource given here replaces the default of the same key, bound to the same config.
     """
     if not isinstance(config, PrequelConfig):
         config = load_config(config)
     translator = translator or DagsterPrequelTranslator()
-    resource = resource or PrequelResource(config)
+    bound: dict[str, Any] = dict(default_resources(config, config.origin))
+    bound.update({key: rebind(value, bound.get(key)) for key, value in (resources or {}).items()})
     sensors = [s for s in (build_stream_automation_sensor(config, translator),
                            build_glob_file_sensor(config, translator)) if s is not None]
     return dg.Definitions(
@@ -38,5 +42,5 @@ def build_definitions(
         asset_checks=build_stream_checks(config, translator),
         schedules=build_schedules(config, translator),
         sensors=sensors,
-        resources={RESOURCE_KEY: dg.ResourceDefinition.hardcoded_resource(resource, "prequel: runs extracts and loads")},
+        resources=bound,
     )

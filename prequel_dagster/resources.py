@@ -1,5 +1,14 @@
-"""The resource that runs Extracts and Loads and streams Dagster events back (dagster-sling style)."""
+"""Dagster resources: the datalakes, the sources and the webhooks, each a ``ConfigurableResource``.
 
+In the shape of dagster-sling's ``SlingResource``: assets, checks and sensors take them as typed
+parameters, and they run the engine and stream Dagster events back. ``build_definitions`` binds
+them to a config; override any of them in ``build_definitions(resources={...})`` or in your own
+``Definitions`` (subclass to route deliveries through another HTTP transport, say). The UI's
+Resources page shows each with its non-secret configuration and the assets that use it.
+"""
+
+import itertools
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -7,101 +16,193 @@ from typing import Any
 import dagster as dg
 import httpx
 import pyarrow as pa
+from pydantic import Field
 
 from .config.errors import PrequelError
 from .config.models import PrequelConfig
 from .config.secrets import redact
 from .engine import ExtractResult, LoadResult, run_extract, run_load
-from .lake.commits import OP_COLUMN
+from .engine.preview import Preview, preview_stream
+from .lake.commits import OP_COLUMN, DatasetLog
 from .lake.deliveries import StreamState
 from .lake.storage import LakeStorage, open_storage
-from .engine.preview import Preview, preview_stream
+
+DATALAKE_KEY, SOURCE_KEY, WEBHOOK_KEY = "prequel_datalake", "prequel_source", "prequel_webhook"
+
+_CONFIGS: dict[str, PrequelConfig] = {}
+_STORAGES: dict[tuple[str, str], LakeStorage] = {}
+_LOCK = threading.Lock()
+_COUNTER = itertools.count(1)
 
 
-def table_schema(schema: pa.Schema | None) -> dg.TableSchema:
-    fields = [f for f in (schema or []) if f.name != OP_COLUMN]
-    return dg.TableSchema(columns=[dg.TableColumn(name=f.name, type=str(f.type)) for f in fields])
+def bind_config(config: PrequelConfig, name: str) -> str:
+    """Register a loaded config for this process's resources; returns the reference they carry.
 
-
-class PrequelResource:
-    """Holds the config and the connections (lake storage per datalake, HTTP transport) for one code location.
-
-    Bound under the resource key ``prequel``. Subclass and override :meth:`http_transport` to route
-    deliveries elsewhere in tests, or :meth:`storage` to supply your own lake storage.
+    Resources are rebuilt from their config values at every run, so the config object itself lives
+    here; each process (code server, run worker, step) registers it when it builds its definitions.
     """
+    ref = f"{name}#{next(_COUNTER)}"
+    with _LOCK:
+        _CONFIGS[ref] = config
+    return ref
 
-    def __init__(self, config: PrequelConfig):
-        self.config = config
-        self._storages: dict[str, LakeStorage] = {}
+
+class _BoundResource(dg.ConfigurableResource):
+    config_ref: str = Field(description="The prequel config this resource serves (its file), bound by build_definitions.")
+
+    @property
+    def prequel_config(self) -> PrequelConfig:
+        try:
+            return _CONFIGS[self.config_ref]
+        except KeyError:
+            raise dg.Failure(f"no prequel config is bound as '{self.config_ref}' in this process; build the "
+                             "definitions with prequel_dagster.build_definitions") from None
+
+
+class PrequelDatalakeResource(_BoundResource):
+    """Each datalake's storage (local disk, S3, GCS, Azure), opened once per process, and what is
+    kept in it: commits, delivery state, dead letters."""
+
+    datalakes: dict[str, str] = Field(default_factory=dict, description="datalake id -> kind and location")
 
     def storage(self, datalake_id: str) -> LakeStorage:
-        if datalake_id not in self._storages:
-            self._storages[datalake_id] = open_storage(self.config.datalake(datalake_id), self.config)
-        return self._storages[datalake_id]
+        key = (self.config_ref, datalake_id)
+        with _LOCK:
+            cached = _STORAGES.get(key)
+        if cached is None:
+            config = self.prequel_config
+            with _as_failure():
+                cached = open_storage(config.datalake(datalake_id), config)
+            with _LOCK:
+                cached = _STORAGES.setdefault(key, cached)
+        return cached
+
+    def storage_for_provider(self, provider_id: str) -> LakeStorage:
+        return self.storage(self.prequel_config.provider(provider_id).datalake_id)
+
+    def storage_for_dataset(self, dataset_id: str) -> LakeStorage:
+        config = self.prequel_config
+        return self.storage_for_provider(config.provider_of_dataset(config.dataset(dataset_id)).id)
+
+    def storage_for_stream(self, stream_id: str) -> LakeStorage:
+        return self.storage_for_dataset(self.prequel_config.stream(stream_id).dataset_id)
+
+    def dataset_log(self, dataset_id: str) -> DatasetLog:
+        config = self.prequel_config
+        provider = config.provider_of_dataset(config.dataset(dataset_id))
+        return DatasetLog(self.storage_for_provider(provider.id), provider.id, dataset_id)
+
+    def dead_letters(self, stream_id: str) -> pa.Table:
+        """The stream's dead-letter records (record_id, record, is_deleted, reason, load_id, batch_id)."""
+        config = self.prequel_config
+        provider = config.provider_of_dataset(config.dataset(config.stream(stream_id).dataset_id))
+        with _as_failure():
+            return StreamState(self.storage_for_stream(stream_id), provider.id, stream_id).read_dead_letters()
+
+    def preview(self, stream_id: str, *, limit: int = 10, record_ids: list[str] | None = None) -> Preview:
+        """test-transform: the stream's mappings applied to records from the lake, with violations."""
+        with _as_failure():
+            return preview_stream(self.prequel_config, stream_id, limit=limit, record_ids=record_ids,
+                                  storage=self.storage_for_stream(stream_id))
+
+
+class PrequelSourceResource(_BoundResource):
+    """Providers' databases and buckets (connections, SSH tunnels); runs Extracts into the lake."""
+
+    sources: dict[str, str] = Field(default_factory=dict, description="source id -> vendor and where")
+
+    def extract(self, context: dg.AssetExecutionContext, dataset_id: str,
+                datalake: PrequelDatalakeResource) -> Iterator[dg.MaterializeResult]:
+        """Run one Extract and yield its materialization with Prequel's Extract counters."""
+        with _as_failure():
+            result = run_extract(self.prequel_config, dataset_id, storage=datalake.storage_for_dataset(dataset_id),
+                                 run_id=context.run.run_id, log=context.log.info)
+        for change in result.schema_changes:
+            context.log.warning(f"schema drift in dataset '{dataset_id}': {change}")
+        # the data version is the last commit that brought rows: unchanged when nothing new came, so no load follows
+        with_rows = next((c for c in reversed(datalake.dataset_log(dataset_id).commits()) if c.rows), None)
+        version = dg.DataVersion(f"commit-{with_rows.seq}-{with_rows.token}" if with_rows else "empty")
+        yield dg.MaterializeResult(asset_key=context.asset_key, metadata=extract_metadata(result), data_version=version)
+
+    def pending_files(self, dataset_id: str, datalake: PrequelDatalakeResource) -> list[Any]:
+        """A glob dataset's files that are new or changed since its last commit (the sensor's question)."""
+        from .sources.files import GlobReader
+
+        config = self.prequel_config
+        dataset = config.dataset(dataset_id)
+        latest = datalake.dataset_log(dataset_id).latest()
+        previous = latest.cursor if latest is not None and isinstance(latest.cursor, dict) else None
+        reader = GlobReader(config.source(dataset.source_id), dataset, config)
+        try:
+            return reader.pending(previous)
+        finally:
+            reader.close()
+
+
+class PrequelWebhookResource(_BoundResource):
+    """Destinations: the HTTP transport, signing and pacing; runs Loads from the lake to them."""
+
+    destinations: dict[str, str] = Field(default_factory=dict, description="destination id -> type, method and uri")
 
     def http_transport(self) -> httpx.BaseTransport | None:
+        """The transport deliveries use (None: httpx's own); override to route them elsewhere."""
         return None
 
     def sleep(self) -> Callable[[float], None]:
         """How retries wait (override in tests to record instead of sleeping)."""
         return time.sleep
 
-    def _storage_for_provider(self, provider_id: str) -> LakeStorage:
-        return self.storage(self.config.provider(provider_id).datalake_id)
-
-    def extract(self, context: dg.AssetExecutionContext, dataset_id: str) -> Iterator[dg.MaterializeResult]:
-        """Run one Extract and yield its materialization with Prequel's Extract counters."""
-        dataset = self.config.dataset(dataset_id)
-        provider = self.config.provider_of_dataset(dataset)
-        with _as_failure():
-            result = run_extract(
-                self.config,
-                dataset_id,
-                storage=self._storage_for_provider(provider.id),
-                run_id=context.run.run_id,
-                log=context.log.info,
-            )
-        for change in result.schema_changes:
-            context.log.warning(f"schema drift in dataset '{dataset_id}': {change}")
-        yield dg.MaterializeResult(asset_key=context.asset_key, metadata=extract_metadata(result))
-
-    def load(
-        self,
-        context: dg.AssetExecutionContext,
-        stream_id: str,
-        *,
-        record_ids: list[str] | None = None,
-        redeliver_dead_letters: bool = False,
-    ) -> Iterator[dg.MaterializeResult]:
+    def load(self, context: dg.AssetExecutionContext, stream_id: str, datalake: PrequelDatalakeResource, *,
+             record_ids: list[str] | None = None, redeliver_dead_letters: bool = False) -> Iterator[dg.MaterializeResult]:
         """Run one Load (or a redelivery) and yield its materialization with Prequel's Load counters."""
         with _as_failure():
-            result = run_load(
-                self.config,
-                stream_id,
-                storage=self._storage_for_stream(stream_id),
-                transport=self.http_transport(),
-                sleep=self.sleep(),
-                log=context.log.info,
-                record_ids=record_ids,
-                redeliver_dead_letters=redeliver_dead_letters,
-            )
+            result = run_load(self.prequel_config, stream_id, storage=datalake.storage_for_stream(stream_id),
+                              transport=self.http_transport(), sleep=self.sleep(), log=context.log.info,
+                              record_ids=record_ids, redeliver_dead_letters=redeliver_dead_letters)
         yield dg.MaterializeResult(asset_key=context.asset_key, metadata=load_metadata(result))
 
-    def _storage_for_stream(self, stream_id: str) -> LakeStorage:
-        stream = self.config.stream(stream_id)
-        return self._storage_for_provider(self.config.provider_of_dataset(self.config.dataset(stream.dataset_id)).id)
 
-    def dead_letters(self, stream_id: str) -> pa.Table:
-        """The stream's dead-letter records (record_id, record, is_deleted, reason, load_id, batch_id)."""
-        stream = self.config.stream(stream_id)
-        provider = self.config.provider_of_dataset(self.config.dataset(stream.dataset_id))
-        return StreamState(self.storage(provider.datalake_id), provider.id, stream_id).read_dead_letters()
+def default_resources(config: PrequelConfig, name: str) -> dict[str, _BoundResource]:
+    """The three resources bound to ``config``, each showing its part of the config (no secrets)."""
+    ref = bind_config(config, name)
+    return {
+        DATALAKE_KEY: PrequelDatalakeResource(config_ref=ref, datalakes={d.id: _where_lake(d) for d in config.datalakes}),
+        SOURCE_KEY: PrequelSourceResource(config_ref=ref, sources={s.id: _where_source(s) for s in config.sources}),
+        WEBHOOK_KEY: PrequelWebhookResource(config_ref=ref, destinations={
+            d.id: f"{d.type} {d.webhook.request_template.method} {d.webhook.request_template.uri}"
+            for d in config.destinations}),
+    }
 
-    def preview(self, stream_id: str, *, limit: int = 10, record_ids: list[str] | None = None) -> "Preview":
-        """test-transform: the stream's mappings applied to records from the lake, with violations."""
-        with _as_failure():
-            return preview_stream(self.config, stream_id, limit=limit, record_ids=record_ids,
-                                  storage=self._storage_for_stream(stream_id))
+
+def rebind(resource: Any, default: Any) -> Any:
+    """A user's resource bound to the same config as the default it replaces (and showing the same
+    description when it gives none)."""
+    if not isinstance(resource, _BoundResource) or not isinstance(default, _BoundResource):
+        return resource
+    values = {name: getattr(resource, name) for name in type(resource).model_fields}
+    for name in type(default).model_fields:
+        if not values.get(name):
+            values[name] = getattr(default, name)
+    values["config_ref"] = default.config_ref
+    return type(resource)(**values)
+
+
+def _where_lake(datalake: Any) -> str:
+    block = getattr(datalake, datalake.storage, None)
+    where = getattr(block, "path", None) or getattr(block, "bucket_name", "")
+    prefix = getattr(block, "prefix", "")
+    return f"{datalake.storage} {where}{'/' + prefix if prefix else ''}"
+
+
+def _where_source(source: Any) -> str:
+    block = getattr(source, source.vendor, None)
+    parts = [getattr(block, k, None) for k in ("host", "database", "bucket_name", "path", "project_id")]
+    return f"{source.vendor} {' '.join(str(p) for p in parts if p)}".strip()
+
+
+def table_schema(schema: pa.Schema | None) -> dg.TableSchema:
+    fields = [f for f in (schema or []) if f.name != OP_COLUMN]
+    return dg.TableSchema(columns=[dg.TableColumn(name=f.name, type=str(f.type)) for f in fields])
 
 
 class _as_failure:

@@ -24,6 +24,20 @@ def column_type(declared: Any) -> str:
     return JSON_TO_COLUMN_TYPE.get(declared, declared) if isinstance(declared, str) else "any"
 
 
+def on_new_data() -> dg.AutomationCondition:
+    """``eager()``, but a dependency counts as updated only when its data version changed: an extract
+    that committed nothing keeps its data version (its last commit), so it requests no load."""
+    ac = dg.AutomationCondition
+    new_data = ac.any_deps_match(ac.data_version_changed() | ac.will_be_requested()).with_label("any_deps_have_new_data")
+    return (
+        ac.in_latest_time_window()
+        & (ac.newly_missing() | new_data).since_last_handled()
+        & ~ac.any_deps_missing()
+        & ~ac.any_deps_in_progress()
+        & ~ac.in_progress()
+    ).with_label("on_new_data")
+
+
 @dataclass(frozen=True)
 class PrequelDatasetProps:
     """One provider dataset, with what it hangs from."""
@@ -137,8 +151,8 @@ class DagsterPrequelTranslator:
         return {"webhook"}
 
     def get_stream_automation_condition(self, props: PrequelStreamProps) -> dg.AutomationCondition | None:
-        """Enabled streams load whenever their dataset has new data."""
-        return dg.AutomationCondition.eager() if props.stream.is_enabled else None
+        """Enabled streams load when their dataset's extract brought new data (see :func:`on_new_data`)."""
+        return on_new_data() if props.stream.is_enabled else None
 
     def get_stream_metadata(self, props: PrequelStreamProps) -> dict[str, Any]:
         dataset_key = self.get_dataset_asset_key(props.dataset)

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 
 from prequel_dagster.transform.encoding import encode_records, joined_bytes
-from prequel_dagster.transform.expressions import to_string
+from prequel_dagster.language.expressions import to_string
 
 VALUES = {
     "s": ["plain", None, 'quote " and \\ back', "tab\tnew\nline\x01ctl", "ünïcödé ✓"],

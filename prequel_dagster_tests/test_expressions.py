@@ -6,7 +6,7 @@ import decimal
 import pyarrow as pa
 import pytest
 
-from prequel_dagster.transform.expressions import ExpressionError, evaluate, parse_expression, referenced_columns
+from prequel_dagster.language.expressions import ExpressionError, evaluate, parse_expression, referenced_columns
 
 ROWS = pa.table({
     "id": pa.array([1, 2, None], pa.int64()),

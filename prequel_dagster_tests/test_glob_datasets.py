@@ -110,7 +110,8 @@ def test_the_sensor_requests_an_extract_when_files_land(s3, bucket, tmp_path):
     sensor = next(s for s in defs.sensors if s.name == "prequel_glob_new_files")
     with dg.instance_for_test() as instance:
         def tick(cursor=None):
-            return sensor(dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs))
+            return sensor(dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs,
+                                                  resources=defs.resources))
 
         assert not tick().run_requests  # an empty bucket
         put(s3, bucket, "exports/users-1.csv", b"id,email\n1,a@x.test\n")

@@ -14,7 +14,7 @@ from prequel_dagster import build_definitions, load_config
 from prequel_dagster.config import ConfigError
 from prequel_dagster.config.loading import MAX_CONFIG_DEPTH, parse_yaml
 from prequel_dagster.demo import TEMPLATE
-from prequel_dagster.transform.expressions import (
+from prequel_dagster.language.expressions import (
     MAX_EXPRESSION_DEPTH,
     ExpressionError,
     evaluate,

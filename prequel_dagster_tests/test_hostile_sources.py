@@ -23,7 +23,8 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from prequel_dagster.config import load_config
-from prequel_dagster.config.errors import SourceError
+from prequel_dagster.config.errors import ConfigError, SourceError
+from prequel_dagster.sources.files import GlobReader
 from prequel_dagster.engine import run_extract
 from prequel_dagster.lake.commits import DatasetLog
 from prequel_dagster.lake.storage import LocalStorage
@@ -84,11 +85,15 @@ def local(tmp_path, pattern="exports/*.csv", **dimension):
 ])
 def test_a_pattern_cannot_reach_another_providers_folder(drop, tmp_path, pattern, problem):
     pattern = pattern.format(globex=drop / "globex")
-    with pytest.raises(SourceError) as info:
+    with pytest.raises(ConfigError) as info:  # refused when the config loads, by validate too
         run_extract(local(tmp_path, pattern), "users")
     message = str(info.value)
-    assert "source 'acme-drop' (dataset 'users')" in message and problem in message and "write" in message
+    assert "datasets[0].glob.pattern" in message and problem in message and "write" in message
     assert nothing_committed(tmp_path)
+    reader = object.__new__(GlobReader)  # and by the reader itself, for configs built without validation
+    dataset = type("D", (), {"glob": type("G", (), {"pattern": pattern, "file_format": "csv"})(), "id": "users"})()
+    with pytest.raises(SourceError, match="source 'acme-drop' \\(dataset 'users'\\)"):
+        GlobReader.__init__(reader, type("S", (), {"id": "acme-drop"})(), dataset, None)
 
 
 @pytest.mark.parametrize("link, target", [
@@ -179,7 +184,7 @@ def test_odd_keys_in_a_bucket_are_read_as_data_and_patterns_stay_in_the_bucket(s
     result = run_extract(bucket_config(s3, tmp_path, acme, "exports/*.csv"), "users")
     assert result.counts.records_new_inserted == len(keys) and sorted(result.cursor) == sorted(keys)
     for pattern in (f"../{globex}/exports/*.csv", f"/{globex}/exports/*.csv", f"exports/../../{globex}/*/*.csv"):
-        with pytest.raises(SourceError, match="glob.pattern .* (has a '..' segment|is absolute)"):
+        with pytest.raises(ConfigError, match="glob.pattern: .* (has a '..' segment|is absolute)"):
             run_extract(bucket_config(s3, tmp_path / "other", acme, pattern), "users")
     assert 666 not in lake_rows(tmp_path)
 

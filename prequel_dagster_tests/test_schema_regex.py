@@ -4,7 +4,7 @@ import threading
 
 import pyarrow as pa
 
-from prequel_dagster.transform.linear_regex import search, unsupported
+from prequel_dagster.language.linear_regex import search, unsupported
 from prequel_dagster.transform.schema import needs_json_schema_library, validate_records
 
 EVIL = "^(a+)+$"  # exponential for a backtracking engine on "aaaa...!"

@@ -15,7 +15,7 @@ import pytest
 from prequel_dagster.config import load_config
 from prequel_dagster.config.errors import ConfigError, DeliveryError
 from prequel_dagster.delivery.receiver import Receiver
-from prequel_dagster.delivery.templates import TemplateError, parse_template
+from prequel_dagster.language.templates import TemplateError, parse_template
 from prequel_dagster.engine import run_extract, run_load
 from prequel_dagster.lake.deliveries import StreamState
 from prequel_dagster.lake.storage import LocalStorage

@@ -257,7 +257,7 @@ def check_references(config: PrequelConfig) -> list[ConfigIssue]:
 
     Linear in the size of the config: ids are looked up in sets and dicts, never by scanning.
     """
-    from ..transform.expressions import ExpressionError, parse_expression
+    from ..language.expressions import ExpressionError, parse_expression
 
     issues: list[ConfigIssue] = []
 
@@ -424,6 +424,13 @@ def record_schema_issues(where: str, schema: dict[str, Any]) -> list[ConfigIssue
     for error in sorted(meta.iter_errors(schema), key=lambda e: [str(p) for p in e.absolute_path]):
         issues.append(ConfigIssue(format_path([where, *error.absolute_path]),
                                   f"not valid JSON Schema: {error.message[:300]}"))
+    from ..language.linear_regex import schema_patterns, unsupported
+
+    for pattern in schema_patterns(schema):  # tenant values are matched in linear time, so RE2 syntax only
+        why = unsupported(pattern)
+        if why:
+            issues.append(ConfigIssue(where, f"regular expression {pattern!r} is not supported ({why}); "
+                                             "use RE2 syntax: no backreferences or look-around"))
     return issues
 
 
@@ -440,7 +447,7 @@ def _shown(value: Any) -> str:
 
 
 def _template_issues(where: str, destination: Any) -> list[ConfigIssue]:
-    from ..delivery.templates import TemplateError, parse_template
+    from ..language.templates import TemplateError, parse_template
 
     template = destination.webhook.request_template
     per_record = destination.type == "webhook_record"
@@ -450,8 +457,9 @@ def _template_issues(where: str, destination: Any) -> list[ConfigIssue]:
     for name, text in fields:
         if text is None:
             continue
+        place = "uri" if name == "uri" else "body" if name == "body" else "header"
         try:
-            parse_template(text, allow_record=per_record, allow_records=not per_record and name != "body")
+            parse_template(text, allow_record=per_record, allow_records=not per_record and name != "body", place=place)
         except TemplateError as exc:
             issues.append(ConfigIssue(f"{where}.{name}", str(exc)))
     return issues

@@ -24,6 +24,7 @@ EnvStr = Annotated[str, BeforeValidator(_interpolate)]
 
 ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 Id = Annotated[str, Field(pattern=ID_PATTERN)]
+Port = Annotated[int, Field(ge=1, le=65535)]
 
 
 class Block(BaseModel):
@@ -101,7 +102,7 @@ class PublicKeyAuth(Block):
 
 class SshTunnel(Block):
     ssh_tunnel_host: EnvStr
-    ssh_tunnel_port: int = 22
+    ssh_tunnel_port: Port = 22
     ssh_tunnel_username: EnvStr
     ssh_private_key: Secret | None = None
     ssh_public_key: EnvStr | None = None
@@ -125,7 +126,7 @@ class S3Lake(Block):
 
 class S3CompatibleLake(Block):
     host: EnvStr
-    port: int | None = None
+    port: Port | None = None
     bucket_name: EnvStr
     region: EnvStr = "us-east-1"
     prefix: EnvStr = ""
@@ -217,7 +218,7 @@ class _Connection(Block):
 
 class PostgresSource(_Connection):
     host: EnvStr
-    port: int = 5432
+    port: Port = 5432
     database: EnvStr
     schema_: EnvStr | None = Field(default=None, alias="schema")
     auth_method: Literal["password_auth"] = "password_auth"
@@ -226,7 +227,7 @@ class PostgresSource(_Connection):
 
 class RedshiftSource(_Connection):
     host: EnvStr
-    port: int = 5439
+    port: Port = 5439
     database: EnvStr
     schema_: EnvStr | None = Field(default=None, alias="schema")
     cluster: EnvStr | None = None
@@ -240,12 +241,12 @@ class RedshiftSource(_Connection):
 
 
 class RedshiftServerlessSource(RedshiftSource):
-    port: int = 5439
+    port: Port = 5439
 
 
 class SnowflakeSource(Block):
     host: EnvStr
-    port: int = 443
+    port: Port = 443
     database: EnvStr
     schema_: EnvStr | None = Field(default=None, alias="schema")
     username: EnvStr
@@ -281,7 +282,7 @@ class S3Source(Block):
 
 class S3CompatibleSource(Block):
     host: EnvStr
-    port: int | None = None
+    port: Port | None = None
     bucket_name: EnvStr
     region: EnvStr = "us-east-1"
     disable_ssl: bool = False
@@ -313,7 +314,7 @@ class AbsSource(Block):
 
 class SftpSource(Block):
     host: EnvStr
-    port: int = 22
+    port: Port = 22
     username: EnvStr
     auth_method: Literal["public_key_auth", "password_auth"] = "public_key_auth"
     public_key_auth: PublicKeyAuth | None = None
@@ -381,8 +382,26 @@ class SqlMethod(Block):
     query: str
 
 
+def glob_pattern_problem(pattern: str) -> str | None:
+    """Why a glob pattern could reach outside its source's folder or bucket, with the fix; None if it cannot."""
+    if pattern.startswith(("/", "\\")):
+        return (f"is absolute; patterns are relative to the source's folder, bucket or SFTP login folder: "
+                f"write {pattern.lstrip('/' + chr(92))!r}")
+    if ".." in re.split(r"[/\\]", pattern):
+        return ("has a '..' segment, which would reach outside the source's folder or bucket (another "
+                "provider's files); write it relative to the source, or give that folder its own source")
+    return None
+
+
+def _confined(pattern: str) -> str:
+    problem = glob_pattern_problem(pattern)
+    if problem:
+        raise ValueError(f"pattern {pattern!r} {problem}")
+    return pattern
+
+
 class GlobMethod(Block):
-    pattern: EnvStr
+    pattern: Annotated[EnvStr, AfterValidator(_confined)]
     file_format: Literal["csv", "json", "parquet"] = "parquet"
 
 
@@ -430,7 +449,7 @@ class Dataset(Entry):
     fact: Fact | None = None
     frequency_minutes: Annotated[int, AfterValidator(_frequency)] = 60
     lookback_seconds: int | None = Field(
-        default=None, ge=0, description="Re-read window before the cursor; default 30 s for postgres, 5 min otherwise."
+        default=None, ge=0, le=366 * 86400, description="Re-read window before the cursor; default 30 s for postgres, 5 min otherwise."
     )
     description: str | None = None
 
@@ -473,7 +492,7 @@ class WebhookBatch(Block):
     max_records_per_batch: int = Field(default=1000, ge=1)
     max_bytes_per_batch: int = Field(default=5_000_000, ge=1024)
     gzip: bool = False
-    timeout_seconds: float = Field(default=30.0, gt=0)
+    timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
     max_attempts: int = Field(default=8, ge=1, description="Tries per request before its records go to the dead letter.")
     retry_initial_backoff_seconds: float = Field(default=1.0, ge=0)
     retry_max_backoff_seconds: float = Field(default=60.0, ge=0)
@@ -485,7 +504,7 @@ class WebhookBatch(Block):
 class WebhookRecord(Block):
     request_template: RequestTemplate
     max_concurrency: int | None = Field(default=None, ge=1)
-    timeout_seconds: float = Field(default=30.0, gt=0)
+    timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
     max_attempts: int = Field(default=8, ge=1)
     retry_initial_backoff_seconds: float = Field(default=1.0, ge=0)
     retry_max_backoff_seconds: float = Field(default=60.0, ge=0)
@@ -501,7 +520,7 @@ class Signing(Block):
 class Destination(Entry):
     type: Literal["webhook_batch", "webhook_record"]
     record_schema: dict[str, Any]
-    max_records_per_minute: int = Field(default=3000, ge=1)
+    max_records_per_minute: int = Field(default=3000, ge=1, le=10**9)
     max_concurrency: int = Field(default=1, ge=1)
     signing: Signing | None = None
     webhook_batch: WebhookBatch | None = None

@@ -23,7 +23,7 @@ from ..config.errors import DeliveryError
 from ..config.models import Destination, PrequelConfig, Stream
 from ..transform.encoding import encode_records
 from ..config.secrets import Secret
-from ..delivery.templates import HEADER_UNSAFE_PATTERN, Template, UnsafeValue, parse_template
+from ..language.templates import HEADER_UNSAFE_PATTERN, Template, UnsafeValue, parse_template
 from ..delivery.webhook import WebhookClient
 from ..delivery.wire import Batch, Batcher, Part, batch_id_for, load_id_for
 from ..lake.changes import latest_versions
@@ -31,7 +31,7 @@ from ..lake.commits import OP_COLUMN, DatasetLog
 from ..lake.deliveries import LoadPlan, StreamState
 from ..lake.identity import lake_id
 from ..lake.storage import LakeStorage, open_storage
-from ..transform.expressions import ExpressionError
+from ..language.expressions import ExpressionError
 from ..transform.mapping import StreamMapper, apply_isolating
 from ..transform.schema import Check, converted_table, validate_records
 

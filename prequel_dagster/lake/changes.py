@@ -5,7 +5,7 @@ Vectorised: the previous version of each extracted key is looked up in the lake 
 """
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc

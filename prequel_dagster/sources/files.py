@@ -30,7 +30,7 @@ import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from ..config.errors import SourceError
-from ..config.models import FILE_SOURCE_VENDORS, Dataset, PrequelConfig, Source
+from ..config.models import FILE_SOURCE_VENDORS, Dataset, PrequelConfig, Source, glob_pattern_problem
 from ..config.secrets import MissingEnvironmentVariable, redact
 from ..lake.storage import AbsStorage, GcsStorage, LakeStorage, S3Storage, s3_credentials
 from .errors import check_columns
@@ -285,19 +285,7 @@ def _shown(name: str) -> str:
     return name if name.isprintable() else repr(name)
 
 
-_SEPARATORS = "/\\"  # a backslash too: some stores and Windows treat it as one
 _SEGMENTS = re.compile(r"[/\\]")
-
-
-def glob_pattern_problem(pattern: str) -> str | None:
-    """Why a glob pattern could reach outside its source's folder or bucket, with the fix; None if it cannot."""
-    if pattern.startswith(tuple(_SEPARATORS)):
-        return (f"is absolute; patterns are relative to the source's folder, bucket or SFTP login folder: "
-                f"write {pattern.lstrip(_SEPARATORS)!r}")
-    if ".." in _SEGMENTS.split(pattern):
-        return ("has a '..' segment, which would reach outside the source's folder or bucket (another "
-                "provider's files); write it relative to the source, or give that folder its own source")
-    return None
 
 
 def _static_prefix(pattern: str) -> str:

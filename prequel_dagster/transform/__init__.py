@@ -1,6 +1,6 @@
 """Transform: expressions compiled to Arrow compute, stream mappings, record_schema checks."""
 
-from .expressions import ExpressionError, evaluate, parse_expression, referenced_columns
+from ..language.expressions import ExpressionError, evaluate, parse_expression, referenced_columns
 from .mapping import StreamMapper
 from .schema import validate_records
 

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from ..config.models import Mapping, Stream
-from .expressions import ExpressionError, Node, evaluate, parse_expression, referenced_columns
+from ..language.expressions import ExpressionError, Node, evaluate, parse_expression, referenced_columns
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .expressions import to_string
+from ..language.expressions import to_string
 from .json_text import invalid_json
-from .linear_regex import linear_validator_class
+from ..language.linear_regex import linear_validator_class
 
 _JSON_TYPES = ("string", "integer", "number", "boolean", "object", "array", "null")
 
