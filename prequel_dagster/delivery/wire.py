@@ -15,19 +15,26 @@ import pyarrow.compute as pc
 
 from ..transform.encoding import joined_buffer, joined_bytes
 
-ENVELOPE_OVERHEAD = 256
+LOAD_ID_LENGTH, BATCH_ID_LENGTH = 24, 32
+
+
+def envelope_overhead(provider_id: str, stream_id: str) -> int:
+    """Bytes of a batch body around its records (ids included), so batches fit ``max_bytes_per_batch``."""
+    empty = Batch("").body(provider_id=provider_id, stream_id=stream_id, load_id="0" * LOAD_ID_LENGTH,
+                           batch_id="0" * BATCH_ID_LENGTH)
+    return len(empty)
 
 
 def batch_id_for(load_id: str, batch_key: str) -> str:
     """Deterministic: the same load and batch position (hence the same records) give the same id."""
-    return hashlib.sha256(f"{load_id}:{batch_key}".encode()).hexdigest()[:32]
+    return hashlib.sha256(f"{load_id}:{batch_key}".encode()).hexdigest()[:BATCH_ID_LENGTH]
 
 
 def load_id_for(lake_id: str, provider_id: str, stream_id: str, *parts: object) -> str:
     """Deterministic per lake, provider, stream and pending range (or redelivered id set): a resumed
     load keeps its ids, and no other lake or range can produce them."""
     fields = [lake_id, provider_id, stream_id, *map(str, parts)]
-    return hashlib.sha256("\x1f".join(fields).encode()).hexdigest()[:24]
+    return hashlib.sha256("\x1f".join(fields).encode()).hexdigest()[:LOAD_ID_LENGTH]
 
 
 @dataclass
@@ -134,9 +141,10 @@ def _comma_separated(chunks: list[pa.Buffer]) -> list:
 class Batcher:
     """Cuts encoded records into batches bounded by a record count and a byte size."""
 
-    def __init__(self, max_records: int, max_bytes: int):
+    def __init__(self, max_records: int, max_bytes: int, overhead: int = 0):
         self.max_records = max_records
         self.max_bytes = max_bytes
+        self.overhead = overhead  # the envelope's bytes (see envelope_overhead)
         self.next_no = 0
         self.current = self._new()
 
@@ -155,7 +163,7 @@ class Batcher:
 
         while start < n:
             room_records = self.max_records - self.current.count
-            room_bytes = self.max_bytes - ENVELOPE_OVERHEAD - self.current.size
+            room_bytes = self.max_bytes - self.overhead - self.current.size
             take = min(room_records, n - start)
             if take > 0 and bytes_between(start, start + take) > room_bytes:
                 lo, hi = 0, take  # largest k with bytes(start, start+k) <= room_bytes

@@ -25,7 +25,7 @@ from ..transform.encoding import encode_records
 from ..config.secrets import Secret
 from ..language.templates import HEADER_UNSAFE_PATTERN, Template, UnsafeValue, parse_template
 from ..delivery.webhook import WebhookClient
-from ..delivery.wire import Batch, Batcher, Part, batch_id_for, load_id_for
+from ..delivery.wire import Batch, Batcher, Part, batch_id_for, envelope_overhead, load_id_for
 from ..lake.changes import latest_versions
 from ..lake.commits import OP_COLUMN, DatasetLog
 from ..lake.deliveries import LoadPlan, StreamState
@@ -226,7 +226,8 @@ class _Load:
         settings = self.destination.webhook
         per_record = self.destination.type == "webhook_record"
         batcher = Batcher(1 if per_record else settings.max_records_per_batch,
-                          10**12 if per_record else settings.max_bytes_per_batch)
+                          10**12 if per_record else settings.max_bytes_per_batch,
+                          envelope_overhead(self.provider.id, self.stream.id))
         client = WebhookClient(self.destination, self.provider.id, transport=self.transport, sleep=self.sleep)
         sender = _Sender(self, client, plan, persist=persist)
         invalid: list[dict[str, Any]] = []

@@ -321,8 +321,8 @@ class AbsStorage(_ObjectStore):
     def check(self, datalake_id: str) -> None:
         from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
 
-        try:
-            self.container.get_container_properties()
+        try:  # List Blobs: a container SAS may list, but may never read the container's properties
+            next(self.container.list_blobs(name_starts_with=self._key(""), results_per_page=1).by_page(), None)
         except ResourceNotFoundError:
             raise PrequelError(f"datalake '{datalake_id}': container '{self.container_name}' does not exist; "
                                "create it or fix bucket_name") from None
@@ -393,7 +393,15 @@ def open_storage(datalake: Datalake, config: PrequelConfig) -> LakeStorage:
                                    "use gcp_service_account_key or default_credentials")
             key = g.gcp_service_account_key.service_account_key.reveal() \
                 if g.auth_method == "gcp_service_account_key" and g.gcp_service_account_key else None
-            storage = GcsStorage(bucket=g.bucket_name, prefix=g.prefix, service_account_key=key, endpoint=g.endpoint)
+            try:
+                storage = GcsStorage(bucket=g.bucket_name, prefix=g.prefix, service_account_key=key,
+                                     endpoint=g.endpoint)
+            except Exception as exc:  # json, google.auth (malformed key, refused refresh) and transport errors
+                detail = redact(str(exc)).splitlines()[0][:200] if str(exc) else ""
+                raise PrequelError(
+                    f"datalake '{datalake.id}': gcp_service_account_key is not a usable service account key "
+                    f"({type(exc).__name__}: {detail}); paste the whole JSON key file of a service account "
+                    "with access to the bucket") from None
             storage.check(datalake.id)
             return storage
         if datalake.storage == "abs":
