@@ -125,7 +125,7 @@ def run(rows: int, repeats: int, peers: bool) -> dict[str, float]:
     import psycopg
 
     from prequel_dagster.lake.commits import DatasetLog
-    from prequel_dagster.lake.storage import LocalStorage
+    from prequel_dagster.stores import LocalStore
     from prequel_dagster_tests.servers import postgres_server
 
     work = Path(tempfile.mkdtemp(prefix="prequel-extract-bench-"))
@@ -147,7 +147,7 @@ def run(rows: int, repeats: int, peers: bool) -> dict[str, float]:
             print(f"  first extract {first['seconds']:.2f}s; then changed {changed:,} rows ({changed / rows:.0%})",
                   flush=True)
             # the incremental re-reads from its cursor minus the 30 s lookback: its floor reads the same rows
-            cursor = DatasetLog(LocalStorage(Path(base)), "bench", "events").latest().cursor
+            cursor = DatasetLog(LocalStore(Path(base)), "bench", "events").latest().cursor
             since = (cursor - dt.timedelta(seconds=30)).isoformat()
 
             results: dict[str, list[dict]] = {}

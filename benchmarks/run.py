@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from prequel_dagster.config import load_config  # noqa: E402
 from prequel_dagster.engine import run_load  # noqa: E402
 from prequel_dagster.lake.commits import OP_COLUMN, DatasetLog  # noqa: E402
-from prequel_dagster.lake.storage import LocalStorage  # noqa: E402
+from prequel_dagster.stores import LocalStore  # noqa: E402
 from prequel_dagster.transform.mapping import StreamMapper  # noqa: E402
 
 MAPPINGS = [
@@ -72,7 +72,7 @@ def make_rows(n: int, start: int = 0) -> pa.Table:
 
 
 def build_lake(root: Path, records: int) -> None:
-    log = DatasetLog(LocalStorage(root), "bench", "events")
+    log = DatasetLog(LocalStore(root), "bench", "events")
     writer = log.begin()
     chunk = 100_000
     for start in range(0, records, chunk):
@@ -168,7 +168,7 @@ def delivery(args: argparse.Namespace) -> None:
 
         cfg = config(root, sinks["parse"][1])
         table = pa.concat_tables(
-            pa.Table.from_batches([b]) for b in DatasetLog(LocalStorage(root), "bench", "events").scan()
+            pa.Table.from_batches([b]) for b in DatasetLog(LocalStore(root), "bench", "events").scan()
         ).slice(0, min(args.records, 200_000))
         mapper = StreamMapper(cfg.stream("bench-stream"))
         vec, py = [], []

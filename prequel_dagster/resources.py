@@ -25,12 +25,12 @@ from .engine import ExtractResult, LoadResult, run_extract, run_load
 from .engine.preview import Preview, preview_stream
 from .lake.commits import OP_COLUMN, DatasetLog
 from .lake.deliveries import StreamState
-from .lake.storage import LakeStorage, open_storage
+from .stores import Store, open_datalake
 
 DATALAKE_KEY, SOURCE_KEY, WEBHOOK_KEY = "prequel_datalake", "prequel_source", "prequel_webhook"
 
 _CONFIGS: dict[str, PrequelConfig] = {}
-_STORAGES: dict[tuple[str, str], LakeStorage] = {}
+_STORAGES: dict[tuple[str, str], Store] = {}
 _LOCK = threading.Lock()
 _COUNTER = itertools.count(1)
 
@@ -65,26 +65,26 @@ class PrequelDatalakeResource(_BoundResource):
 
     datalakes: dict[str, str] = Field(default_factory=dict, description="datalake id -> kind and location")
 
-    def storage(self, datalake_id: str) -> LakeStorage:
+    def storage(self, datalake_id: str) -> Store:
         key = (self.config_ref, datalake_id)
         with _LOCK:
             cached = _STORAGES.get(key)
         if cached is None:
             config = self.prequel_config
             with _as_failure():
-                cached = open_storage(config.datalake(datalake_id), config)
+                cached = open_datalake(config.datalake(datalake_id), config)
             with _LOCK:
                 cached = _STORAGES.setdefault(key, cached)
         return cached
 
-    def storage_for_provider(self, provider_id: str) -> LakeStorage:
+    def storage_for_provider(self, provider_id: str) -> Store:
         return self.storage(self.prequel_config.provider(provider_id).datalake_id)
 
-    def storage_for_dataset(self, dataset_id: str) -> LakeStorage:
+    def storage_for_dataset(self, dataset_id: str) -> Store:
         config = self.prequel_config
         return self.storage_for_provider(config.provider_of_dataset(config.dataset(dataset_id)).id)
 
-    def storage_for_stream(self, stream_id: str) -> LakeStorage:
+    def storage_for_stream(self, stream_id: str) -> Store:
         return self.storage_for_dataset(self.prequel_config.stream(stream_id).dataset_id)
 
     def dataset_log(self, dataset_id: str) -> DatasetLog:

@@ -4,10 +4,10 @@ import pyarrow as pa
 import pytest
 
 from prequel_dagster.lake.commits import DatasetLog
-from prequel_dagster.lake.storage import CommitConflict, LakeStorage
+from prequel_dagster.stores import CommitConflict, Store
 
 
-def assert_exclusive_commits(storage: LakeStorage, provider: str = "acme", dataset: str = "race") -> None:
+def assert_exclusive_commits(storage: Store, provider: str = "acme", dataset: str = "race") -> None:
     """Two writers racing for the same commit: one wins, the other gets CommitConflict and nothing of
     it is visible; files written but never committed are never read."""
     log = DatasetLog(storage, provider, dataset)

@@ -28,7 +28,7 @@ from prequel_dagster.delivery.receiver import Receiver
 from prequel_dagster.delivery.wire import batch_id_for
 from prequel_dagster.engine import load as load_module
 from prequel_dagster.engine import run_extract, run_load
-from prequel_dagster.lake.storage import S3Storage
+from prequel_dagster.stores import S3Store
 
 PREFIX = "imports/prod"
 PLAN_KEY = f"{PREFIX}/artifacts/acme/streams/users-app/_pending/load.json"
@@ -101,7 +101,7 @@ def stored_batch_ids(receiver: Receiver) -> set[str]:
         return {row[0] for row in receiver.store.db.execute("SELECT batch_id FROM batches")}
 
 
-class PlanWritesRecorded(S3Storage):
+class PlanWritesRecorded(S3Store):
     """The real S3 storage, noting when each version of the load plan is written."""
 
     def __init__(self, **kwargs):

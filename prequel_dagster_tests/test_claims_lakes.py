@@ -28,7 +28,7 @@ from prequel_dagster.config import load_config
 from prequel_dagster.config.errors import PrequelError
 from prequel_dagster.delivery.receiver import Receiver
 from prequel_dagster.engine import run_extract, run_load
-from prequel_dagster.lake.storage import AbsStorage, open_storage
+from prequel_dagster.stores import AbsStore, open_datalake
 
 from .test_claims_delivery import raw_config
 
@@ -265,7 +265,7 @@ def test_a_bad_service_account_key_is_refused_naming_the_datalake_without_the_se
         config = load_config({"datalakes": [gcs_key_lake(gcs["endpoint"], gcs_bucket.name)], "providers": [
             {"id": "acme", "name": "acme", "datalake_id": "lake", "products": ["all"]}]}, base_dir=str(tmp_path))
         with pytest.raises(Exception) as info:
-            open_storage(config.datalake("lake"), config)
+            open_datalake(config.datalake("lake"), config)
     shown = "".join(traceback.format_exception(info.value))
     for material in (_key_material(good), _key_material(bad)):  # no piece of a key in the message or traceback
         pieces = {material[i:i + 16] for i in range(0, max(len(material) - 15, 0), 4)}
@@ -335,7 +335,7 @@ def test_the_container_sas_itself_carries_every_lake_operation(azurite, sas_cont
     """As far as the product goes without its opening check: the same SAS, handed to the lake storage
     directly, carries a whole extract and load (Arrow's reads and writes, exclusive commits, deletes)."""
     container, sas = sas_container
-    storage = AbsStorage(account=azurite["account"], container=container.container_name, prefix="imports",
+    storage = AbsStore(account=azurite["account"], container=container.container_name, prefix="imports",
                          sas_token=sas, endpoint=azurite["endpoint"])
     with Receiver() as receiver:
         config = load_config(raw_config(tmp_path, abs_sas_lake(azurite, container.container_name), receiver.url,

@@ -11,7 +11,7 @@ from prequel_dagster.config import load_config
 from prequel_dagster.delivery.receiver import Receiver
 from prequel_dagster.engine import run_extract, run_load
 from prequel_dagster.lake.commits import DatasetLog
-from prequel_dagster.lake.storage import LocalStorage
+from prequel_dagster.stores import LocalStore
 
 
 def _config(tmp: Path, receiver_url: str) -> dict:
@@ -65,7 +65,7 @@ def test_kill_9_before_the_commit_point_leaves_nothing_visible(tmp_path):
         proc = subprocess.run([sys.executable, "-c", KILL_AT_COMMIT, json.dumps(raw), str(tmp_path)],
                               capture_output=True, text=True, timeout=120)
         assert proc.returncode == -signal.SIGKILL, proc.stderr
-        storage = LocalStorage(tmp_path / "lake")
+        storage = LocalStore(tmp_path / "lake")
         log = DatasetLog(storage, "acme", "events")
         orphans = list((tmp_path / "lake" / "lakehouse" / "acme" / "events" / "data").glob("*.parquet"))
         assert orphans, "the killed run should have written data files"
@@ -86,7 +86,7 @@ def test_kill_9_before_the_commit_point_leaves_nothing_visible(tmp_path):
 def test_a_torn_last_line_of_the_ack_log_is_not_taken_as_acknowledged(tmp_path):
     from prequel_dagster.lake.deliveries import LoadPlan, StreamState
 
-    state = StreamState(LocalStorage(tmp_path), "acme", "s")
+    state = StreamState(LocalStore(tmp_path), "acme", "s")
     plan = LoadPlan("load1", 0, 3, acked={"0"})
     state.save_plan(plan)
     log = state.open_ack_log(plan)
@@ -94,10 +94,10 @@ def test_a_torn_last_line_of_the_ack_log_is_not_taken_as_acknowledged(tmp_path):
     log.close()
     assert state.open_plan().acked == {"0", "1", "2"}
     state.finish(plan, {})
-    assert state.open_plan() is None and not LocalStorage(tmp_path).exists(state.ack_log_path("load1"))
+    assert state.open_plan() is None and not LocalStore(tmp_path).exists(state.ack_log_path("load1"))
 
 
 def test_the_commit_point_is_exclusive_on_disk(tmp_path):
     from .lake_contract import assert_exclusive_commits
 
-    assert_exclusive_commits(LocalStorage(tmp_path / "lake"))
+    assert_exclusive_commits(LocalStore(tmp_path / "lake"))

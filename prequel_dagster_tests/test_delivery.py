@@ -11,7 +11,7 @@ from prequel_dagster.config import load_config
 from prequel_dagster.delivery.receiver import Receiver
 from prequel_dagster.engine import run_extract, run_load
 from prequel_dagster.lake.deliveries import StreamState
-from prequel_dagster.lake.storage import LocalStorage
+from prequel_dagster.stores import LocalStore
 from prequel_dagster.config.errors import DeliveryError
 
 from .dagster_helpers import metadata_of, run_assets
@@ -72,7 +72,7 @@ def test_a_rejected_batch_goes_to_the_dead_letter_with_the_answer(pg, acme):
         result = run_load(config, "acme-users-app")
         delivered = {r["record"]["id"] for r in receiver.store.records(stream_id="acme-users-app")}
     assert result.counts.records_loaded == 25 and result.counts.records_errored == 20
-    dead = StreamState(LocalStorage(acme / "lake"), "acme", "acme-users-app").read_dead_letters().to_pylist()
+    dead = StreamState(LocalStore(acme / "lake"), "acme", "acme-users-app").read_dead_letters().to_pylist()
     assert len(dead) == 20 and all("HTTP 400" in d["reason"] for d in dead)
     dead_ids = {json.loads(d["record"])["id"] for d in dead}
     assert dead_ids.isdisjoint(delivered) and len(dead_ids | delivered) == 45  # every record: acked or kept
@@ -95,7 +95,7 @@ def test_an_endpoint_that_stays_down_dead_letters_then_stops_and_everything_arri
         run_extract(config, "acme-users")
         with pytest.raises(DeliveryError, match="failed 2 batches in a row.*stay pending"):
             run_load(config, "acme-users-app")
-        state = StreamState(LocalStorage(acme / "lake"), "acme", "acme-users-app")
+        state = StreamState(LocalStore(acme / "lake"), "acme", "acme-users-app")
         dead = {json.loads(r)["id"] for r in state.read_dead_letters().column("record").to_pylist()}
         assert dead == {str(i) for i in range(6, 16)}  # batches 1 and 2, with the answer as reason
         assert all("gave up after 2 attempts; last: HTTP 503" in r for r in state.read_dead_letters().column("reason").to_pylist())
@@ -127,7 +127,7 @@ def test_schema_invalid_records_are_kept_with_their_violation(pg, acme):
         delivered = receiver.store.records(stream_id="acme-users-app")
     assert result.counts.records_valid == 22 and result.counts.records_errored == 23
     assert all(int(r["record"]["id"]) % 2 == 0 for r in delivered) and len(delivered) == 22
-    dead = StreamState(LocalStorage(acme / "lake"), "acme", "acme-users-app").read_dead_letters().to_pylist()
+    dead = StreamState(LocalStore(acme / "lake"), "acme", "acme-users-app").read_dead_letters().to_pylist()
     assert len(dead) == 23 and all("required field 'email' is null" in d["reason"] for d in dead)
 
 

@@ -18,7 +18,7 @@ from prequel_dagster.delivery.signing import generate_key_pair
 from prequel_dagster.delivery.webhook import TokenBucket
 from prequel_dagster.engine import run_extract, run_load
 from prequel_dagster.lake.deliveries import StreamState
-from prequel_dagster.lake.storage import LocalStorage
+from prequel_dagster.stores import LocalStore
 
 from .dagster_helpers import run_assets
 from .test_delivery_ids import local_config
@@ -44,7 +44,7 @@ def _setup(pg, tmp, receiver, **webhook):
 
 
 def _state(tmp) -> StreamState:
-    return StreamState(LocalStorage(tmp / "lake"), "acme", "acme-users-app")
+    return StreamState(LocalStore(tmp / "lake"), "acme", "acme-users-app")
 
 
 def _received_ids(receiver) -> list[str]:

@@ -20,7 +20,7 @@ from prequel_dagster.config.errors import SourceError
 from prequel_dagster.delivery.receiver import Receiver
 from prequel_dagster.engine import run_extract, run_load
 from prequel_dagster.lake.commits import OP_COLUMN, DatasetLog
-from prequel_dagster.lake.storage import LocalStorage
+from prequel_dagster.stores import LocalStore
 
 from .pg_helpers import dsn
 
@@ -69,7 +69,7 @@ def typed_config(pg, lake, **dataset_overrides):
 
 
 def lake_rows(lake, dataset="odd") -> dict:
-    log = DatasetLog(LocalStorage(lake), "typed", dataset)
+    log = DatasetLog(LocalStore(lake), "typed", dataset)
     table = pa.Table.from_batches(list(log.scan()), schema=log.schema())
     return {row["Id"]: row for row in table.to_pylist()}
 
@@ -150,7 +150,7 @@ def test_schema_drift_is_reported_and_nothing_is_lost(typed_db, tmp_path):
     rows = lake_rows(tmp_path / "lake")
     assert rows[1]["New Col"] == "fresh" and rows[1]["small"] == 5000000000 and rows[1]['quote"d'] is None
     assert rows[2]["small"] is None and rows[2]["Amount"] is None  # the older version, read in the new types
-    log = DatasetLog(LocalStorage(tmp_path / "lake"), "typed", "odd")
+    log = DatasetLog(LocalStore(tmp_path / "lake"), "typed", "odd")
     assert log.schema().field("small").type == pa.int64()
 
 
@@ -207,7 +207,7 @@ def test_kill_9_mid_write_leaves_nothing_visible_and_the_next_run_commits_everyt
     proc = subprocess.run([sys.executable, "-c", KILL_MID_WRITE, json.dumps(raw), str(tmp_path)],
                           capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
-    log = DatasetLog(LocalStorage(tmp_path / "lake"), "typed", "odd")
+    log = DatasetLog(LocalStore(tmp_path / "lake"), "typed", "odd")
     assert log.latest() is None and list(log.scan()) == []  # the written file is there, but not visible
     assert list((tmp_path / "lake").rglob("*.parquet"))
     result = run_extract(load_config(raw, base_dir=str(tmp_path)), "odd")
@@ -269,7 +269,7 @@ def test_full_read_dimensions_have_a_volume_guard_and_long_extracts_report_progr
     with pytest.raises(SourceError, match="last_modified_column") as info:
         run_extract(load_config(raw, base_dir=str(tmp_path)), "odd")
     assert "max_full_read_rows" in str(info.value)
-    assert DatasetLog(LocalStorage(tmp_path / "lake"), "typed", "odd").latest() is None  # nothing committed
+    assert DatasetLog(LocalStore(tmp_path / "lake"), "typed", "odd").latest() is None  # nothing committed
     monkeypatch.setattr(extract, "PROGRESS_EVERY_SECONDS", 0)
     lines: list[str] = []
     run_extract(load_config(typed_config(typed_db, tmp_path / "lake"), base_dir=str(tmp_path)), "odd", log=lines.append)

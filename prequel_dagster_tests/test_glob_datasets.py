@@ -16,7 +16,7 @@ from prequel_dagster.config import load_config
 from prequel_dagster.config.errors import SourceError
 from prequel_dagster.engine import run_extract
 from prequel_dagster.lake.commits import DatasetLog
-from prequel_dagster.lake.storage import LocalStorage
+from prequel_dagster.stores import LocalStore
 
 
 @pytest.fixture
@@ -57,7 +57,7 @@ def put(s3, bucket, key, body: bytes):
 
 
 def lake_table(tmp_path) -> dict:
-    log = DatasetLog(LocalStorage(tmp_path / "lake"), "acme", "users")
+    log = DatasetLog(LocalStore(tmp_path / "lake"), "acme", "users")
     rows = pa.Table.from_batches(list(log.scan()), schema=log.schema()).to_pylist()
     return {r["id"]: r for r in rows}  # the latest version of each key
 
@@ -101,7 +101,7 @@ def test_a_broken_file_is_named_and_nothing_is_committed(s3, bucket, tmp_path):
     with pytest.raises(SourceError, match="exports/bad.csv") as info:
         run_extract(config(s3, bucket, tmp_path), "users")
     assert "acme-files" in str(info.value) and s3["secret_key"] not in str(info.value)
-    assert DatasetLog(LocalStorage(tmp_path / "lake"), "acme", "users").latest() is None
+    assert DatasetLog(LocalStore(tmp_path / "lake"), "acme", "users").latest() is None
 
 
 def test_the_sensor_requests_an_extract_when_files_land(s3, bucket, tmp_path):

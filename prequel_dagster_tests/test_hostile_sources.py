@@ -27,7 +27,7 @@ from prequel_dagster.config.errors import ConfigError, SourceError
 from prequel_dagster.sources.files import GlobReader
 from prequel_dagster.engine import run_extract
 from prequel_dagster.lake.commits import DatasetLog
-from prequel_dagster.lake.storage import LocalStorage
+from prequel_dagster.stores import LocalStore
 
 from .pg_helpers import create_provider_db
 
@@ -50,14 +50,14 @@ def glob_dataset(pattern="exports/*.csv", **dimension):
 
 
 def lake_rows(tmp_path, dataset="users") -> dict:
-    log = DatasetLog(LocalStorage(tmp_path / "lake"), "acme", dataset)
+    log = DatasetLog(LocalStore(tmp_path / "lake"), "acme", dataset)
     if log.latest() is None:
         return {}
     return {r["id"]: r for r in pa.Table.from_batches(list(log.scan()), schema=log.schema()).to_pylist()}
 
 
 def nothing_committed(tmp_path, dataset="users") -> bool:
-    return DatasetLog(LocalStorage(tmp_path / "lake"), "acme", dataset).latest() is None
+    return DatasetLog(LocalStore(tmp_path / "lake"), "acme", dataset).latest() is None
 
 
 # ---------------------------------------------------------------- 1. files stay inside their source

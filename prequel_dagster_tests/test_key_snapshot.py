@@ -6,7 +6,7 @@ import pytest
 
 from prequel_dagster.lake.changes import KeySnapshot
 from prequel_dagster.lake.commits import OP_COLUMN, DatasetLog
-from prequel_dagster.lake.storage import LocalStorage
+from prequel_dagster.stores import LocalStore
 
 
 def _commit(log: DatasetLog, keys: list, ops: list[str] | None = None, key_type: pa.DataType = pa.int64()) -> None:
@@ -18,7 +18,7 @@ def _commit(log: DatasetLog, keys: list, ops: list[str] | None = None, key_type:
 
 @pytest.fixture
 def log(tmp_path) -> DatasetLog:
-    return DatasetLog(LocalStorage(tmp_path), "prov", "ds")
+    return DatasetLog(LocalStore(tmp_path), "prov", "ds")
 
 
 def _lookup(snapshot: KeySnapshot, keys: list, key_type=pa.int64()) -> tuple[list, list]:

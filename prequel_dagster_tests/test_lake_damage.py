@@ -17,7 +17,7 @@ from prequel_dagster.delivery.receiver import Receiver
 from prequel_dagster.engine import run_extract, run_load
 from prequel_dagster.lake.deliveries import LoadPlan, StreamState
 from prequel_dagster.lake.lake_files import CorruptLakeFile
-from prequel_dagster.lake.storage import LocalStorage
+from prequel_dagster.stores import LocalStore
 
 ROWS = 12
 
@@ -96,7 +96,7 @@ def test_damaged_delivery_marker_plan_and_ack_log_are_named(tmp_path):
             run_load(config, "users-app")
         marker.write_text(good)
 
-        state = StreamState(LocalStorage(tmp_path / "lake"), "acme", "users-app")
+        state = StreamState(LocalStore(tmp_path / "lake"), "acme", "users-app")
         plan_file = Path(state.storage.full_path(state.plan_path))
         plan_file.parent.mkdir(parents=True, exist_ok=True)
         plan_file.write_text('{"load_id": "x", "from_commit": 0')
@@ -117,7 +117,7 @@ def test_a_torn_last_ack_line_is_not_an_acknowledgement(tmp_path):
     with Receiver() as receiver:
         config = config_for(tmp_path, receiver)
         run_extract(config, "users")
-        state = StreamState(LocalStorage(tmp_path / "lake"), "acme", "users-app")
+        state = StreamState(LocalStore(tmp_path / "lake"), "acme", "users-app")
         plan = LoadPlan("L1", 0, 1)
         state.save_plan(plan)
         # batch 0 acknowledged and on record; batch 2's line torn mid-write by a crash: not on record

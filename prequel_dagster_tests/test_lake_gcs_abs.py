@@ -9,7 +9,7 @@ import pytest
 from prequel_dagster.config import load_config
 from prequel_dagster.config.errors import PrequelError
 from prequel_dagster.engine import run_extract, run_load
-from prequel_dagster.lake.storage import open_storage
+from prequel_dagster.stores import open_datalake
 
 from .lake_contract import assert_exclusive_commits
 from .pg_helpers import create_provider_db, two_provider_config
@@ -72,7 +72,7 @@ def test_extract_load_and_exclusive_commits_through_the_real_protocol(kind, requ
     assert run_extract(config, "acme-users").commit is None  # the cursor came back from the store
     assert run_load(config, "acme-users-app").counts.records_loaded == 0
 
-    storage = open_storage(config.datalake("lake"), config)
+    storage = open_datalake(config.datalake("lake"), config)
     assert all(not n.endswith("/") for n in storage.list_names("lakehouse/acme/acme-users/_commits"))
     assert_exclusive_commits(storage)
 
@@ -82,7 +82,7 @@ def test_bad_gcs_and_azure_settings_name_the_datalake(gcs, azurite, abs_containe
         config = load_config({"datalakes": [lake], "providers": [
             {"id": "acme", "name": "acme", "datalake_id": "lake", "products": ["all"]}]}, base_dir=str(tmp_path))
         with pytest.raises(PrequelError) as info:
-            open_storage(config.datalake("lake"), config)
+            open_datalake(config.datalake("lake"), config)
         assert "datalake 'lake'" in str(info.value) and match in str(info.value), str(info.value)
         assert azurite["key"] not in str(info.value)
 

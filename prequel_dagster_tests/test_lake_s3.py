@@ -9,7 +9,7 @@ import pytest
 from prequel_dagster.config import load_config
 from prequel_dagster.config.errors import PrequelError
 from prequel_dagster.engine import run_extract, run_load
-from prequel_dagster.lake.storage import S3Storage, open_storage
+from prequel_dagster.stores import S3Store, open_datalake
 
 from .lake_contract import assert_exclusive_commits
 from .pg_helpers import create_provider_db, two_provider_config
@@ -62,7 +62,7 @@ def test_extract_and_load_through_s3_with_the_local_layout(pg, s3, bucket, provi
 
 
 def test_the_commit_point_is_exclusive_on_s3(s3, bucket):
-    assert_exclusive_commits(S3Storage(bucket=bucket, prefix="p", region="us-east-1", access_key=s3["access_key"],
+    assert_exclusive_commits(S3Store(bucket=bucket, prefix="p", region="us-east-1", access_key=s3["access_key"],
                                        secret_key=s3["secret_key"], endpoint=s3["endpoint_url"]))
 
 
@@ -71,7 +71,7 @@ def test_bad_lake_settings_name_the_datalake_and_the_fix(s3, bucket, monkeypatch
         config = load_config({"datalakes": [lake], "providers": [
             {"id": "acme", "name": "acme", "datalake_id": "lake", "products": ["all"]}]}, base_dir=str(tmp_path))
         with pytest.raises(PrequelError) as info:
-            open_storage(config.datalake("lake"), config)
+            open_datalake(config.datalake("lake"), config)
         assert "datalake 'lake'" in str(info.value) and match in str(info.value), str(info.value)
         assert "wrong-secret" not in str(info.value) and s3["secret_key"] not in str(info.value)
 
@@ -90,7 +90,7 @@ def test_the_s3_kind_uses_the_default_credential_chain(s3, bucket, monkeypatch, 
     config = load_config({"datalakes": [{"id": "lake", "name": "lake", "storage": "s3", "s3": {
         "bucket_name": bucket, "prefix": "x", "bucket_region": "us-east-1", "auth_method": "default_credentials"}}],
         "providers": [{"id": "acme", "name": "acme", "datalake_id": "lake", "products": ["all"]}]}, base_dir=str(tmp_path))
-    storage = open_storage(config.datalake("lake"), config)
+    storage = open_datalake(config.datalake("lake"), config)
     storage.create_exclusive("probe.json", b"{}")
     assert storage.read_bytes("probe.json") == b"{}" and storage.list_names("") == ["probe.json"]
 
@@ -105,5 +105,5 @@ def test_an_iam_role_that_cannot_be_assumed_is_named(monkeypatch, tmp_path):
         "providers": [{"id": "acme", "name": "acme", "datalake_id": "lake", "products": ["all"]}]},
         base_dir=str(tmp_path))
     with pytest.raises(PrequelError, match=f"datalake 'lake': cannot assume aws_iam_role {role}.*trust policy") as info:
-        open_storage(config.datalake("lake"), config)
+        open_datalake(config.datalake("lake"), config)
     assert "not-a-real-secret" not in str(info.value)

@@ -18,7 +18,7 @@ from prequel_dagster.delivery.receiver import Receiver
 from prequel_dagster.language.templates import TemplateError, parse_template
 from prequel_dagster.engine import run_extract, run_load
 from prequel_dagster.lake.deliveries import StreamState
-from prequel_dagster.lake.storage import LocalStorage
+from prequel_dagster.stores import LocalStore
 
 from .pg_helpers import BASE, dsn
 
@@ -102,7 +102,7 @@ def record_destination(receiver: Receiver, uri: str, headers: dict | None = None
 
 
 def dead_letters(lake: Path, provider: str = "acme") -> list[dict]:
-    state = StreamState(LocalStorage(lake), provider, f"{provider}-accounts-app")
+    state = StreamState(LocalStore(lake), provider, f"{provider}-accounts-app")
     return state.read_dead_letters().to_pylist()
 
 
@@ -135,7 +135,7 @@ def test_a_dead_letter_that_cannot_be_written_fails_the_load_and_keeps_the_batch
         blocker.write_text("a file where the dead-letter folder goes: writing a dead letter fails")
         with pytest.raises((DeliveryError, OSError)):
             run_load(config, "acme-accounts-app")
-        state = StreamState(LocalStorage(lake), "acme", "acme-accounts-app")
+        state = StreamState(LocalStore(lake), "acme", "acme-accounts-app")
         assert state.open_plan() is not None and not state.open_plan().rejected  # the batch stays pending
         blocker.unlink()
         result = run_load(config, "acme-accounts-app")  # resumes: the rejected batch is now dead-lettered

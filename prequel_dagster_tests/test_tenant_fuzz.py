@@ -18,7 +18,7 @@ from prequel_dagster.config import load_config
 from prequel_dagster.delivery.receiver import Receiver
 from prequel_dagster.engine import run_extract, run_load
 from prequel_dagster.lake.deliveries import StreamState
-from prequel_dagster.lake.storage import LocalStorage
+from prequel_dagster.stores import LocalStore
 from prequel_dagster.engine.preview import preview_stream
 
 HOSTILE = [
@@ -118,7 +118,7 @@ def test_every_hostile_record_is_delivered_as_mapped_under_its_provider_or_dead_
         for r in receiver.store.records():
             stored[(r["provider_id"], r["stream_id"])].append(r["record"])
 
-    lake = LocalStorage(tmp_path / "lake")
+    lake = LocalStore(tmp_path / "lake")
     for p in PROVIDERS:
         expected = {r["id"]: {**r, "meta": orjson.loads(r["meta"])} for r in rows[p] if is_json_object(r["meta"])}
         by_header = {i: r for i, r in expected.items() if header_safe(r["email"])}

@@ -296,7 +296,7 @@ class GcsSource(Block):
     region: EnvStr | None = None
     auth_method: Literal[
         "gcp_service_account_role", "federated_gcp_service_account_role", "gcs_hmac_keys", "gcp_service_account_key"
-    ] = "gcs_hmac_keys"
+    ] = "gcp_service_account_key"  # the one that reads with a key of the config (gcs_hmac_keys is refused)
     gcp_service_account_role: GcpServiceAccountRole | None = None
     federated_gcp_service_account_role: GcpServiceAccountRole | None = None
     gcs_hmac_keys: GcsHmacKeys | None = None

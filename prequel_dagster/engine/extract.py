@@ -15,7 +15,7 @@ from ..config.errors import SourceError
 from ..config.models import PrequelConfig
 from ..lake.changes import Classified, ExtractCounts, KeySnapshot, classify, classify_newer, dedupe_last, latest_versions
 from ..lake.commits import OP_COLUMN, Commit, DatasetLog
-from ..lake.storage import LakeStorage, open_storage
+from ..stores import Store, open_datalake
 from ..sources import check_columns, lookback_seconds, open_reader, read_ahead
 
 Log = Callable[[str], None]
@@ -152,7 +152,7 @@ def run_extract(
     config: PrequelConfig,
     dataset_id: str,
     *,
-    storage: LakeStorage | None = None,
+    storage: Store | None = None,
     run_id: str | None = None,
     log: Log = lambda message: None,
 ) -> ExtractResult:
@@ -161,7 +161,7 @@ def run_extract(
     dataset = config.dataset(dataset_id)
     source = config.source(dataset.source_id)
     provider = config.provider(source.provider_id)
-    storage = storage or open_storage(config.datalake(provider.datalake_id), config)
+    storage = storage or open_datalake(config.datalake(provider.datalake_id), config)
     lake = DatasetLog(storage, provider.id, dataset.id)
     latest = lake.latest()
     previous_cursor = latest.cursor if latest else None

@@ -30,7 +30,7 @@ from ..lake.changes import latest_versions
 from ..lake.commits import OP_COLUMN, DatasetLog
 from ..lake.deliveries import LoadPlan, StreamState
 from ..lake.identity import lake_id
-from ..lake.storage import LakeStorage, open_storage
+from ..stores import Store, open_datalake
 from ..language.expressions import ExpressionError
 from ..transform.mapping import StreamMapper, apply_isolating
 from ..transform.schema import Check, converted_table, validate_records
@@ -127,13 +127,13 @@ class _Templates:
 class _Load:
     """Shared state of one load: config objects, lake, state, mapper, client, counters."""
 
-    def __init__(self, config: PrequelConfig, stream: Stream, storage: LakeStorage | None,
+    def __init__(self, config: PrequelConfig, stream: Stream, storage: Store | None,
                  transport: httpx.BaseTransport | None, sleep: Callable[[float], None], log: Log):
         self.stream = stream
         self.dataset = config.dataset(stream.dataset_id)
         self.provider = config.provider_of_dataset(self.dataset)
         self.destination = config.destination(stream.destination_id)
-        self.storage = storage or open_storage(config.datalake(self.provider.datalake_id), config)
+        self.storage = storage or open_datalake(config.datalake(self.provider.datalake_id), config)
         self.lake = DatasetLog(self.storage, self.provider.id, self.dataset.id)
         self.state = StreamState(self.storage, self.provider.id, stream.id)
         self.mapper = StreamMapper(stream)
@@ -391,7 +391,7 @@ def run_load(
     config: PrequelConfig,
     stream_id: str,
     *,
-    storage: LakeStorage | None = None,
+    storage: Store | None = None,
     transport: httpx.BaseTransport | None = None,
     sleep: Callable[[float], None] = time.sleep,
     log: Log = lambda message: None,

@@ -9,7 +9,7 @@ import pyarrow as pa
 from ..config.errors import PrequelError
 from ..config.models import PrequelConfig
 from ..lake.commits import OP_COLUMN, DatasetLog
-from ..lake.storage import LakeStorage, open_storage
+from ..stores import Store, open_datalake
 from ..transform.encoding import encode_records
 from ..transform.mapping import StreamMapper
 from ..transform.schema import converted_table, validate_records
@@ -35,7 +35,7 @@ class Preview:
 
 
 def preview_stream(config: PrequelConfig, stream_id: str, *, limit: int = 10,
-                   record_ids: list[str] | None = None, storage: LakeStorage | None = None) -> Preview:
+                   record_ids: list[str] | None = None, storage: Store | None = None) -> Preview:
     """Records of the stream's dataset (the latest ``limit``, or the given ids), transformed and checked.
 
     Nothing is sent. This is Prequel's test-transform.
@@ -43,7 +43,7 @@ def preview_stream(config: PrequelConfig, stream_id: str, *, limit: int = 10,
     stream = config.stream(stream_id)
     dataset = config.dataset(stream.dataset_id)
     provider = config.provider_of_dataset(dataset)
-    storage = storage or open_storage(config.datalake(provider.datalake_id), config)
+    storage = storage or open_datalake(config.datalake(provider.datalake_id), config)
     lake = DatasetLog(storage, provider.id, dataset.id)
     if lake.latest() is None:
         return Preview([])

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 
 from . import layout
 from .lake_files import corrupt, read_json_object
-from .storage import LakeStorage
+from ..stores import Store
 
 OP_COLUMN = "_prequel_op"
 """Per-row change kind in the lake: ``insert``, ``update`` or ``delete``."""
@@ -185,7 +185,7 @@ class CommitWriter:
 class DatasetLog:
     """The committed history of one provider dataset in the lake."""
 
-    def __init__(self, storage: LakeStorage, provider_id: str, dataset_id: str):
+    def __init__(self, storage: Store, provider_id: str, dataset_id: str):
         self.storage = storage
         self.provider_id = provider_id
         self.dataset_id = dataset_id

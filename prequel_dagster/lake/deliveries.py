@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 
 from . import layout
 from .lake_files import corrupt, read_json_object
-from .storage import LakeStorage
+from ..stores import Store
 
 BATCH_KEY = re.compile(r"^\d+(\.[01])*$")
 """A batch key: its position in the load, then ``.0``/``.1`` per halving after a 413."""
@@ -98,7 +98,7 @@ class LoadPlan:
 
 
 class StreamState:
-    def __init__(self, storage: LakeStorage, provider_id: str, stream_id: str):
+    def __init__(self, storage: Store, provider_id: str, stream_id: str):
         self.storage = storage
         self.directory = layout.stream_dir(provider_id, stream_id)
 

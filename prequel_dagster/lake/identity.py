@@ -9,12 +9,12 @@ import json
 import uuid
 
 from .lake_files import read_json_object
-from .storage import CommitConflict, LakeStorage
+from ..stores import CommitConflict, Store
 
 IDENTITY_FILE = "_prequel_lake.json"
 
 
-def lake_id(storage: LakeStorage) -> str:
+def lake_id(storage: Store) -> str:
     """The id stored in the lake, created (exactly once, even by racing runs) on first use."""
     if not storage.exists(IDENTITY_FILE):
         try:

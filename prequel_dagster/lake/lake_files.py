@@ -9,14 +9,14 @@ import json
 from typing import Any
 
 from ..config.errors import PrequelError
-from .storage import LakeStorage
+from ..stores import Store
 
 
 class CorruptLakeFile(PrequelError):
     """A lake file that prequel_dagster did not write as it is: the message names it and the fix."""
 
 
-def read_json_object(storage: LakeStorage, path: str, *, what: str, keys: dict[str, type | tuple[type, ...]],
+def read_json_object(storage: Store, path: str, *, what: str, keys: dict[str, type | tuple[type, ...]],
                      fix: str) -> dict[str, Any]:
     """The JSON object in ``path`` with ``keys`` of the given types, or :class:`CorruptLakeFile`."""
     raw = storage.read_bytes(path)
@@ -34,7 +34,7 @@ def read_json_object(storage: LakeStorage, path: str, *, what: str, keys: dict[s
     return data
 
 
-def corrupt(storage: LakeStorage, path: str, what: str, problem: str, fix: str) -> CorruptLakeFile:
+def corrupt(storage: Store, path: str, what: str, problem: str, fix: str) -> CorruptLakeFile:
     return CorruptLakeFile(f"{what} {storage.uri(path)} is damaged: {problem}. {fix}")
 
 

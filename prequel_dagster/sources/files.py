@@ -31,8 +31,8 @@ import pyarrow.parquet as pq
 
 from ..config.errors import SourceError
 from ..config.models import FILE_SOURCE_VENDORS, Dataset, PrequelConfig, Source, glob_pattern_problem
-from ..config.secrets import MissingEnvironmentVariable, redact
-from ..lake.storage import AbsStorage, GcsStorage, LakeStorage, S3Storage, s3_credentials
+from ..config.secrets import redact
+from ..stores import Store, open_source_bucket
 from .errors import check_columns
 
 BATCH_ROWS = 65_536
@@ -54,7 +54,7 @@ class FileState:
 class BucketFiles:
     """Files in a bucket, through the datalake's storage classes (pyarrow filesystems)."""
 
-    def __init__(self, storage: LakeStorage):
+    def __init__(self, storage: Store):
         self.storage = storage
 
     def describe(self, path: str) -> str:
@@ -233,45 +233,7 @@ def open_files(source: Source, config: PrequelConfig) -> "BucketFiles | LocalFil
             raise SourceError(f"source '{source.id}': folder {folder} does not exist; check local.path "
                               "(relative paths start at the config file's folder)")
         return LocalFiles(str(folder))
-    return BucketFiles(open_bucket(source))
-
-
-def open_bucket(source: Source) -> LakeStorage:
-    """The provider's bucket behind a file source (the same clients as the datalake's)."""
-    where = f"source '{source.id}'"
-    try:
-        if source.vendor == "s3":
-            b = source.s3
-            assert b is not None
-            return S3Storage(bucket=b.bucket_name, prefix="", region=b.region,
-                             endpoint=f"https://{b.bucket_host}" if b.bucket_host else None,
-                             **s3_credentials(b, where))
-        if source.vendor == "s3_compatible":
-            b = source.s3_compatible
-            assert b is not None
-            endpoint = f"{'http' if b.disable_ssl else 'https'}://{b.host}" + (f":{b.port}" if b.port else "")
-            return S3Storage(bucket=b.bucket_name, prefix="", region=b.region, endpoint=endpoint,
-                             access_key=b.aws_access_keys.access_key_id,
-                             secret_key=b.aws_access_keys.secret_access_key.reveal())
-        if source.vendor == "gcs":
-            g = source.gcs
-            assert g is not None
-            if g.gcp_service_account_key is None and g.auth_method == "gcs_hmac_keys":
-                raise SourceError(f"{where}: gcs auth_method gcs_hmac_keys is not supported yet; use "
-                                  "gcp_service_account_key, or gcp_service_account_role to read with the "
-                                  "machine's own Google credentials")
-            key = g.gcp_service_account_key.service_account_key.reveal() if g.gcp_service_account_key else None
-            return GcsStorage(bucket=g.bucket_name, prefix="", service_account_key=key, endpoint=g.endpoint)
-        if source.vendor == "abs":
-            a = source.abs
-            assert a is not None
-            return AbsStorage(account=a.storage_account_name, container=a.bucket_name, prefix="",
-                              sas_token=a.azure_service_shared_access_signature.shared_access_signature_token.reveal(),
-                              endpoint=a.endpoint)
-    except MissingEnvironmentVariable as exc:
-        raise SourceError(f"{where}: {exc}") from None
-    raise SourceError(f"{where}: glob datasets on vendor '{source.vendor}' are not supported yet "
-                      f"(supported: {', '.join(FILE_SOURCE_VENDORS)})")
+    return BucketFiles(open_source_bucket(source))
 
 
 def _first_line(exc: Exception) -> str:
@@ -390,4 +352,4 @@ class GlobReader:
 
 
 __all__ = ["FILE_SOURCE_VENDORS", "BucketFiles", "FileState", "GlobReader", "LocalFiles", "PathOutsideSource",
-           "SftpFiles", "glob_pattern_problem", "open_bucket", "open_files"]
+           "SftpFiles", "glob_pattern_problem", "open_files"]
