@@ -26,7 +26,7 @@ from prequel_dagster.config import load_config
 from prequel_dagster.config.errors import DeliveryError
 from prequel_dagster.delivery.receiver import Receiver
 from prequel_dagster.delivery.wire import batch_id_for
-from prequel_dagster.engine import load as load_module
+from prequel_dagster.delivery import sender as sender_module
 from prequel_dagster.engine import run_extract, run_load
 from prequel_dagster.stores import S3Store
 
@@ -124,7 +124,7 @@ def test_an_object_store_lake_saves_the_plan_every_half_second_while_the_load_ru
     acknowledged batches while the load runs, only batches the endpoint stored, no ack log, and it is
     rewritten again and again, but never sooner than PLAN_SAVE_INTERVAL_SECONDS after the last save (not
     after every acknowledgement: 0.15 s apart here)."""
-    assert load_module.PLAN_SAVE_INTERVAL_SECONDS == 0.5  # the README's "every half second"
+    assert sender_module.PLAN_SAVE_INTERVAL_SECONDS == 0.5  # the README's "every half second"
     client = s3_client(s3)
     with Receiver(fault=lambda req: ("sleep", 0.15)) as receiver:
         raw = raw_config(tmp_path, s3_lake(s3, bucket), receiver.url, {i: f"u{i}" for i in range(N_BATCHES)},

@@ -85,7 +85,7 @@ class Batch:
                 chunks.append(chunk)
         return chunks
 
-    def _joined(self, deleted: bool) -> bytes:
+    def joined(self, deleted: bool) -> bytes:
         return b",".join(self._chunks(deleted))
 
     @property

@@ -6,7 +6,6 @@ latest version. Every record ends acknowledged, in the dead letter with its reas
 the destination stays down — pending for the next load, which resumes with the same batch ids.
 """
 
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -15,59 +14,28 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..config.errors import DeliveryError
-from ..config.models import Destination, PrequelConfig, Stream
-from ..transform.encoding import encode_records
-from ..config.secrets import Secret
-from ..language.templates import HEADER_UNSAFE_PATTERN, Template, UnsafeValue, parse_template
+from ..config.models import PrequelConfig, Stream
+from ..delivery.counts import LoadCounts
+from ..delivery.requests import RequestTemplates
+from ..delivery.sender import BatchSender
 from ..delivery.webhook import WebhookClient
-from ..delivery.wire import Batch, Batcher, Part, batch_id_for, envelope_overhead, load_id_for
+from ..delivery.wire import Batcher, Part, envelope_overhead, load_id_for
 from ..lake.changes import latest_versions
 from ..lake.commits import OP_COLUMN, DatasetLog
 from ..lake.deliveries import LoadPlan, StreamState
 from ..lake.identity import lake_id
-from ..stores import Store, open_datalake
 from ..language.expressions import ExpressionError
+from ..stores import Store, open_datalake
+from ..transform.encoding import encode_records
 from ..transform.mapping import StreamMapper, apply_isolating
-from ..transform.schema import Check, converted_table, validate_records
+from ..transform.schema import converted_table, validate_records
 
 Log = Callable[[str], None]
-PLAN_SAVE_INTERVAL_SECONDS = 0.5
 PREPARE_THREADS = 2
-
-
-@dataclass
-class LoadCounts:
-    """Prequel's Load counters plus what the wire saw."""
-
-    records_processed: int = 0
-    records_transformed: int = 0
-    records_valid: int = 0
-    records_loaded: int = 0
-    records_errored: int = 0
-    records_deleted_sent: int = 0
-    records_not_found: int = 0
-    batches_sent: int = 0
-    batches_rejected: int = 0
-    batches_split: int = 0
-    batches_skipped_already_acked: int = 0
-    requests: int = 0
-    retries: int = 0
-    bytes_sent: int = 0
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
-
-    def add(self, **deltas: int) -> None:
-        """Add to counters from any thread: every update of a load's counts goes through here."""
-        with self._lock:
-            for name, delta in deltas.items():
-                setattr(self, name, getattr(self, name) + delta)
-
-    def as_dict(self) -> dict[str, int]:
-        return {name: getattr(self, name) for name in self.__dataclass_fields__ if not name.startswith("_")}
 
 
 @dataclass
@@ -84,46 +52,6 @@ class LoadResult:
     redelivery: bool = False
 
 
-@dataclass
-class _Templates:
-    uri: Template
-    headers: dict[str, Template]
-    body: Template | None
-
-    @classmethod
-    def of(cls, destination: Destination, *, reveal: bool) -> "_Templates":
-        """Parsed from the configured text: a secret's value is never read as a template (only
-        the literal pieces around actions are resolved, when ``reveal``)."""
-        per_record = destination.type == "webhook_record"
-        t = destination.webhook.request_template
-        headers = {}
-        for name, secret in t.headers.items():
-            tpl = parse_template(secret.template, allow_record=per_record, allow_records=not per_record)
-            headers[name] = tpl.with_literals(lambda text: Secret(text).reveal()) if reveal else tpl
-        return cls(
-            parse_template(t.uri, allow_record=per_record, allow_records=not per_record, place="uri"),
-            headers,
-            parse_template(t.body, allow_record=True, allow_records=False, place="body") if t.body else None,
-        )
-
-    @property
-    def need_records(self) -> bool:
-        parts = [self.uri, *self.headers.values(), *([self.body] if self.body else [])]
-        return any(p.uses_record or p.uses_records for p in parts)
-
-    def header_checks(self, mapped: pa.Table) -> list[Check]:
-        """Records whose values a header template would carry but cannot (CR/LF, non-ASCII): refused alone."""
-        checks: list[Check] = []
-        for header, tpl in self.headers.items():
-            for name in sorted(tpl.fields & set(mapped.column_names)):
-                col = mapped.column(name).combine_chunks()
-                if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
-                    bad = pc.match_substring_regex(col, HEADER_UNSAFE_PATTERN)
-                    checks.append((bad, f"'{name}' holds a character header '{header}' cannot carry "
-                                        "(only printable ASCII is sent in headers)"))
-        return checks
-
-
 class _Load:
     """Shared state of one load: config objects, lake, state, mapper, client, counters."""
 
@@ -137,7 +65,7 @@ class _Load:
         self.lake = DatasetLog(self.storage, self.provider.id, self.dataset.id)
         self.state = StreamState(self.storage, self.provider.id, stream.id)
         self.mapper = StreamMapper(stream)
-        self.templates = _Templates.of(self.destination, reveal=False)
+        self.templates = RequestTemplates.of(self.destination, reveal=False)
         self.schema = self.destination.record_schema
         self.required = set(self.schema.get("required", []))
         props = self.schema.get("properties", {})
@@ -229,7 +157,8 @@ class _Load:
                           10**12 if per_record else settings.max_bytes_per_batch,
                           envelope_overhead(self.provider.id, self.stream.id))
         client = WebhookClient(self.destination, self.provider.id, transport=self.transport, sleep=self.sleep)
-        sender = _Sender(self, client, plan, persist=persist)
+        sender = BatchSender(self.destination, client, plan, self.state, provider_id=self.provider.id,
+                             stream_id=self.stream.id, counts=self.counts, log=self.log, persist=persist)
         invalid: list[dict[str, Any]] = []
         try:
             for part, bad in self.prepared(tables, plan.load_id):
@@ -242,8 +171,11 @@ class _Load:
                 for batch in batcher.flush():
                     sender.submit(batch)
         finally:
-            sender.close()
-            client.close()
+            try:
+                sender.close()
+            finally:
+                client.close()
+                self.dead_letters.extend(sender.dead_letters)
         if invalid:
             self.dead_letters.append(self.state.write_dead_letter(f"{plan.load_id}-invalid", invalid))
             self.log(f"  {len(invalid)} records failed record_schema and were kept in the dead letter")
@@ -260,131 +192,6 @@ class _Load:
                 f"{self.counts.records_loaded} records were delivered, the rest stay pending and the next load "
                 "resumes with the same batch ids"
             )
-
-
-class _Sender:
-    """Sends batches with up to ``max_concurrency`` requests in flight; records every outcome in the plan."""
-
-    def __init__(self, load: _Load, client: WebhookClient, plan: LoadPlan, *, persist: bool):
-        self.load, self.client, self.plan, self.persist = load, client, plan, persist
-        self.settings = load.destination.webhook
-        self.templates = _Templates.of(load.destination, reveal=True)
-        self.concurrency = load.destination.concurrency
-        self.pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="prequel-send")
-        self.slots = threading.BoundedSemaphore(self.concurrency * 2)  # bounds batches held in memory
-        self.lock = threading.Lock()
-        self.failed_in_a_row = 0
-        self.stopped: str | None = None
-        self.error: BaseException | None = None
-        self.saved_at = 0.0
-        self.ack_log = load.state.open_ack_log(plan) if persist else None
-        self.batches_seen = 0
-
-    def submit(self, batch: Batch) -> None:
-        if self.stopped or self.error:
-            return
-        self.batches_seen += 1
-        if self.plan.done(batch.key):
-            acked = self.plan.fully_acked(batch.key)
-            self.load.counts.add(batches_skipped_already_acked=1, records_loaded=batch.count if acked else 0)
-            return
-        self.slots.acquire()
-        future = self.pool.submit(self._run, batch)
-        future.add_done_callback(lambda _: self.slots.release())
-
-    def close(self) -> None:
-        self.pool.shutdown(wait=True)
-        if self.ack_log is not None:
-            self.ack_log.close()
-        self._save(force=True)
-        if self.error is not None:
-            raise self.error
-
-    def _run(self, batch: Batch) -> None:
-        try:
-            self._deliver(batch)
-        except BaseException as exc:  # surfaced by close() in the loading thread
-            with self.lock:
-                self.error = self.error or exc
-
-    def _request(self, batch: Batch, batch_id: str) -> tuple[str, dict[str, str], bytes]:
-        load, t = self.load, self.templates
-        provider_id = load.provider.id
-        if load.destination.type == "webhook_record":
-            _, record, is_deleted = batch.records()[0]
-            vars_ = {"provider_id": provider_id, "record": record, "is_deleted": is_deleted}
-            body = t.body.render(**vars_).encode() if t.body else batch._joined(is_deleted)
-        else:
-            records = [r for _, r, _ in batch.records()] if t.need_records else []
-            vars_ = {"provider_id": provider_id, "records": records}
-            body = batch.body(provider_id=provider_id, stream_id=load.stream.id, load_id=self.plan.load_id,
-                              batch_id=batch_id)
-        uri = t.uri.render(**vars_)
-        headers = {name: tpl.render(**vars_) for name, tpl in t.headers.items()}
-        return uri, headers, body
-
-    def _deliver(self, batch: Batch) -> None:
-        if self.stopped:
-            return
-        counts = self.load.counts
-        batch_id = batch_id_for(self.plan.load_id, batch.key)
-        try:
-            uri, headers, body = self._request(batch, batch_id)
-        except (UnsafeValue, orjson.JSONDecodeError) as exc:  # a record's value cannot go where the template puts it
-            self._reject(batch, batch_id, f"not sent: {exc}")
-            return
-        outcome = self.client.send(body, uri=uri, headers=headers, idempotency_key=batch_id, records=batch.count)
-        counts.add(requests=outcome.attempts, retries=outcome.retries, bytes_sent=len(body) * outcome.attempts)
-        if outcome.accepted:
-            with self.lock:
-                self.plan.acked.add(batch.key)
-                if self.ack_log is not None:
-                    self.ack_log.write(f"{batch.key}\n".encode())
-                self.failed_in_a_row = 0
-                counts.add(batches_sent=1, records_loaded=batch.count, records_deleted_sent=batch.deleted_count)
-                if self.ack_log is None:
-                    self._save()
-            return
-        if outcome.status == 413 and batch.count > 1:
-            counts.add(batches_split=1)
-            for half in batch.split():
-                self._deliver(half)
-            return
-        if outcome.status is None:
-            with self.lock:
-                self.failed_in_a_row += 1
-                if self.failed_in_a_row >= self.settings.max_failed_batches_in_a_row:
-                    self.stopped = f"failed {self.failed_in_a_row} batches in a row ({outcome.detail})"
-        self._reject(batch, batch_id, outcome.detail)
-
-    def _reject(self, batch: Batch, batch_id: str, reason: str) -> None:
-        """Keep a batch's records in the dead letter, then mark it done: in that order, so a failure
-        to write the dead letter fails the load and leaves the batch pending, never lost."""
-        rows = [
-            {"record_id": rid, "record": text, "is_deleted": is_del, "reason": reason,
-             "load_id": self.plan.load_id, "batch_id": batch_id}
-            for rid, text, is_del in batch.record_texts()
-        ]
-        name = f"{self.plan.load_id}-{batch.key.replace('.', '_')}"
-        path = self.load.state.write_dead_letter(name, rows)
-        with self.lock:
-            self.load.dead_letters.append(path)
-            self.plan.rejected.add(batch.key)
-            self.load.counts.add(batches_rejected=1, records_errored=batch.count)
-            self._save(force=True)
-        self.load.log(f"  batch {batch_id} not accepted ({reason}); {batch.count} records kept in the dead letter")
-
-    def _save(self, *, force: bool = False) -> None:
-        """Save the plan; without an ack log (object stores) at most every PLAN_SAVE_INTERVAL_SECONDS.
-
-        With an ack log every acknowledgement is on record at once, so a crash re-sends only the
-        batches the endpoint did not acknowledge; without one, also those acknowledged since the
-        last save (with the same ids, so an idempotent endpoint drops them).
-        """
-        now = time.monotonic()
-        if self.persist and (force or now - self.saved_at >= PLAN_SAVE_INTERVAL_SECONDS):
-            self.load.state.save_plan(self.plan)
-            self.saved_at = now
 
 
 def run_load(
