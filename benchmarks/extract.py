@@ -38,17 +38,38 @@ def config(pg: dict, lake: str) -> dict:
     return {
         "datalakes": [{"id": "lake", "name": "lake", "storage": "local", "local": {"path": lake}}],
         "providers": [{"id": "bench", "name": "bench", "datalake_id": "lake", "products": ["all"]}],
-        "sources": [{"id": "pg", "name": "pg", "vendor": "postgres", "provider_id": "bench", "postgres": {
-            "host": pg["host"], "port": pg["port"], "database": "bench", "auth_method": "password_auth",
-            "password_auth": {"username": "postgres", "password": "${BENCH_PG_PASSWORD}"}, "disable_ssl": True}}],
-        "datasets": [{"id": "events", "name": "events", "source_id": "pg", "method": "table",
-                      "table": {"source_table_namespace": "public", "source_table_name": "events"},
-                      "type": "dimension",
-                      "dimension": {"primary_key_column": "id", "last_modified_column": "updated_at"}}],
+        "sources": [
+            {
+                "id": "pg",
+                "name": "pg",
+                "vendor": "postgres",
+                "provider_id": "bench",
+                "postgres": {
+                    "host": pg["host"],
+                    "port": pg["port"],
+                    "database": "bench",
+                    "auth_method": "password_auth",
+                    "password_auth": {"username": "postgres", "password": "${BENCH_PG_PASSWORD}"},
+                    "disable_ssl": True,
+                },
+            }
+        ],
+        "datasets": [
+            {
+                "id": "events",
+                "name": "events",
+                "source_id": "pg",
+                "method": "table",
+                "table": {"source_table_namespace": "public", "source_table_name": "events"},
+                "type": "dimension",
+                "dimension": {"primary_key_column": "id", "last_modified_column": "updated_at"},
+            }
+        ],
     }
 
 
 # ---------------------------------------------------------------- children: one measurement each
+
 
 def _copy(args: dict):
     import psycopg
@@ -58,18 +79,21 @@ def _copy(args: dict):
 
 def _copy_run(psycopg, args: dict) -> None:
     with psycopg.connect(args["dsn"]) as conn:
-        query = "COPY (SELECT * FROM events" + (f" WHERE updated_at >= '{args['since']}'" if args.get("since") else "") \
+        query = (
+            "COPY (SELECT * FROM events"
+            + (f" WHERE updated_at >= '{args['since']}'" if args.get("since") else "")
             + ") TO STDOUT (FORMAT binary)"
+        )
         with conn.cursor().copy(query) as copy:
             for _ in copy:
                 pass
 
 
 def _ours(args: dict):
+    import adbc_driver_postgresql.dbapi  # noqa: F401  (imported by the first read otherwise)
+
     from prequel_dagster.config import load_config  # first, as in a Dagster step: it picks Arrow's allocator
     from prequel_dagster.engine import run_extract
-
-    import adbc_driver_postgresql.dbapi  # noqa: F401, I001  (imported by the first read otherwise)
 
     os.environ["BENCH_PG_PASSWORD"] = args["pg"]["password"]
     cfg = load_config(config(args["pg"], args["lake"]), base_dir=args["lake"])
@@ -89,11 +113,19 @@ def _dlt(args: dict):
 
 
 def _dlt_run(dlt, sql_table, args: dict) -> None:
-    os.environ.update({"RUNTIME__DLTHUB_TELEMETRY": "false", "RUNTIME__LOG_LEVEL": "WARNING",
-                       "DATA_WRITER__DISABLE_COMPRESSION": "false"})
-    pipeline = dlt.pipeline(pipeline_name=f"bench_{args['backend']}", pipelines_dir=args["work"] + "/pipelines",
-                            destination=dlt.destinations.filesystem(bucket_url="file://" + args["work"] + "/out"),
-                            dataset_name="bench")
+    os.environ.update(
+        {
+            "RUNTIME__DLTHUB_TELEMETRY": "false",
+            "RUNTIME__LOG_LEVEL": "WARNING",
+            "DATA_WRITER__DISABLE_COMPRESSION": "false",
+        }
+    )
+    pipeline = dlt.pipeline(
+        pipeline_name=f"bench_{args['backend']}",
+        pipelines_dir=args["work"] + "/pipelines",
+        destination=dlt.destinations.filesystem(bucket_url="file://" + args["work"] + "/out"),
+        dataset_name="bench",
+    )
     source = sql_table(credentials=args["dsn"], table="events", schema="public", backend=args["backend"])
     pipeline.run(source, loader_file_format="parquet")
 
@@ -111,6 +143,7 @@ def child_main() -> None:
 
 
 # ---------------------------------------------------------------- parent
+
 
 def measure(what: str, **args) -> dict:
     proc = subprocess.run([sys.executable, __file__, what, json.dumps(args)], capture_output=True, text=True)
@@ -143,23 +176,34 @@ def run(rows: int, repeats: int, peers: bool) -> dict[str, float]:
             with psycopg.connect(dsn, autocommit=True) as conn:
                 conn.execute(CHANGE_SQL)
                 conn.execute("VACUUM ANALYZE events")
-                changed = conn.execute("SELECT count(*) FROM events WHERE updated_at >= timestamptz '2030-01-01'").fetchone()[0]
-            print(f"  first extract {first['seconds']:.2f}s; then changed {changed:,} rows ({changed / rows:.0%})",
-                  flush=True)
+                changed = conn.execute(
+                    "SELECT count(*) FROM events WHERE updated_at >= timestamptz '2030-01-01'"
+                ).fetchone()[0]
+            print(
+                f"  first extract {first['seconds']:.2f}s; then changed {changed:,} rows ({changed / rows:.0%})",
+                flush=True,
+            )
             # the incremental re-reads from its cursor minus the 30 s lookback: its floor reads the same rows
             cursor = DatasetLog(LocalStore(Path(base)), "bench", "events").latest().cursor
             since = (cursor - dt.timedelta(seconds=30)).isoformat()
 
             results: dict[str, list[dict]] = {}
             for rep in range(repeats):
-                plan = [("copy_full", "copy", {"dsn": dsn}),
-                        ("ours_full", "ours", {"pg": pg, "lake": str(work / f"lake-full-{rep}")}),
-                        ("copy_incremental", "copy", {"dsn": dsn, "since": since}),
-                        ("ours_incremental", "ours", {"pg": pg, "lake": str(work / f"lake-inc-{rep}")})]
+                plan = [
+                    ("copy_full", "copy", {"dsn": dsn}),
+                    ("ours_full", "ours", {"pg": pg, "lake": str(work / f"lake-full-{rep}")}),
+                    ("copy_incremental", "copy", {"dsn": dsn, "since": since}),
+                    ("ours_incremental", "ours", {"pg": pg, "lake": str(work / f"lake-inc-{rep}")}),
+                ]
                 if peers:
-                    plan += [("dlt_pyarrow", "dlt", {"dsn": dsn, "backend": "pyarrow", "work": str(work / f"dlt-pa-{rep}")}),
-                             ("dlt_connectorx", "dlt", {"dsn": dsn, "backend": "connectorx",
-                                                        "work": str(work / f"dlt-cx-{rep}")})]
+                    plan += [
+                        ("dlt_pyarrow", "dlt", {"dsn": dsn, "backend": "pyarrow", "work": str(work / f"dlt-pa-{rep}")}),
+                        (
+                            "dlt_connectorx",
+                            "dlt",
+                            {"dsn": dsn, "backend": "connectorx", "work": str(work / f"dlt-cx-{rep}")},
+                        ),
+                    ]
                 for name, what, args in plan:
                     if name == "ours_incremental":
                         shutil.copytree(base, args["lake"])
@@ -167,8 +211,10 @@ def run(rows: int, repeats: int, peers: bool) -> dict[str, float]:
                     for key in ("lake", "work"):
                         if key in args:
                             shutil.rmtree(args[key], ignore_errors=True)
-                print(f"  rep {rep + 1}: " + ", ".join(f"{k} {v[-1]['seconds']:.2f}s" for k, v in results.items()),
-                      flush=True)
+                print(
+                    f"  rep {rep + 1}: " + ", ".join(f"{k} {v[-1]['seconds']:.2f}s" for k, v in results.items()),
+                    flush=True,
+                )
     finally:
         shutil.rmtree(work, ignore_errors=True)
     med = {k: statistics.median(r["seconds"] for r in v) for k, v in results.items()}

@@ -28,47 +28,57 @@ import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from prequel_dagster.config import load_config  # noqa: E402
-from prequel_dagster.engine import run_load  # noqa: E402
-from prequel_dagster.lake.commits import OP_COLUMN, DatasetLog  # noqa: E402
-from prequel_dagster.stores import LocalStore  # noqa: E402
-from prequel_dagster.transform.mapping import StreamMapper  # noqa: E402
+from prequel_dagster.config import load_config
+from prequel_dagster.engine import run_load
+from prequel_dagster.lake.commits import OP_COLUMN, DatasetLog
+from prequel_dagster.stores import LocalStore
+from prequel_dagster.transform.mapping import StreamMapper
 
 MAPPINGS = [
     {"target_field": "id", "field_type": "expression", "expression": {"expr": "string(id)"}},
     {"target_field": "full_name", "field_type": "expression", "expression": {"expr": 'first_name + " " + last_name'}},
     {"target_field": "tier", "field_type": "expression", "expression": {"expr": 'IF(amount > 100, "high", "low")'}},
-    *[{"target_field": c, "field_type": "field", "column": {"name": c}}
-      for c in ("email", "amount", "is_active", "created_at", "country", "score", "plan")],
+    *[
+        {"target_field": c, "field_type": "field", "column": {"name": c}}
+        for c in ("email", "amount", "is_active", "created_at", "country", "score", "plan")
+    ],
 ]
 SCHEMA = {
     "type": "object",
     "required": ["id", "email"],
     "properties": {
-        "id": {"type": "string"}, "full_name": {"type": "string"}, "tier": {"type": "string", "enum": ["high", "low"]},
-        "email": {"type": "string"}, "amount": {"type": "number"}, "is_active": {"type": "boolean"},
-        "created_at": {"type": "string", "format": "date-time"}, "country": {"type": "string"},
-        "score": {"type": "number"}, "plan": {"type": "string"},
+        "id": {"type": "string"},
+        "full_name": {"type": "string"},
+        "tier": {"type": "string", "enum": ["high", "low"]},
+        "email": {"type": "string"},
+        "amount": {"type": "number"},
+        "is_active": {"type": "boolean"},
+        "created_at": {"type": "string", "format": "date-time"},
+        "country": {"type": "string"},
+        "score": {"type": "number"},
+        "plan": {"type": "string"},
     },
 }
 
 
 def make_rows(n: int, start: int = 0) -> pa.Table:
     ids = pa.array(range(start, start + n), pa.int64())
-    base = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
-    return pa.table({
-        "id": ids,
-        "email": pa.array([f"user{i}@example.com" for i in range(start, start + n)]),
-        "first_name": pa.array([("Ann", "Bob", "Cleo", "Dev")[i % 4] for i in range(n)]),
-        "last_name": pa.array([("Lee", "Ng", "O'Neil", "Silva")[i % 4] for i in range(n)]),
-        "amount": pa.array([decimal.Decimal(i % 20000) / 100 for i in range(n)], pa.decimal128(12, 2)),
-        "is_active": pa.array([i % 3 != 0 for i in range(n)]),
-        "created_at": pa.array([base + dt.timedelta(seconds=i) for i in range(n)], pa.timestamp("us", "UTC")),
-        "country": pa.array([("US", "DE", "FR", "BR", "JP")[i % 5] for i in range(n)]),
-        "score": pa.array([(i % 1000) / 7 for i in range(n)], pa.float64()),
-        "plan": pa.array([("free", "pro", "team")[i % 3] for i in range(n)]),
-        OP_COLUMN: pa.array(["insert"] * n),
-    })
+    base = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    return pa.table(
+        {
+            "id": ids,
+            "email": pa.array([f"user{i}@example.com" for i in range(start, start + n)]),
+            "first_name": pa.array([("Ann", "Bob", "Cleo", "Dev")[i % 4] for i in range(n)]),
+            "last_name": pa.array([("Lee", "Ng", "O'Neil", "Silva")[i % 4] for i in range(n)]),
+            "amount": pa.array([decimal.Decimal(i % 20000) / 100 for i in range(n)], pa.decimal128(12, 2)),
+            "is_active": pa.array([i % 3 != 0 for i in range(n)]),
+            "created_at": pa.array([base + dt.timedelta(seconds=i) for i in range(n)], pa.timestamp("us", "UTC")),
+            "country": pa.array([("US", "DE", "FR", "BR", "JP")[i % 5] for i in range(n)]),
+            "score": pa.array([(i % 1000) / 7 for i in range(n)], pa.float64()),
+            "plan": pa.array([("free", "pro", "team")[i % 3] for i in range(n)]),
+            OP_COLUMN: pa.array(["insert"] * n),
+        }
+    )
 
 
 def build_lake(root: Path, records: int) -> None:
@@ -81,24 +91,55 @@ def build_lake(root: Path, records: int) -> None:
 
 
 def config(root: Path, url: str):
-    return load_config({
-        "datalakes": [{"id": "lake", "name": "lake", "storage": "local", "local": {"path": str(root)}}],
-        "providers": [{"id": "bench", "name": "bench", "datalake_id": "lake", "products": ["all"]}],
-        "sources": [{"id": "db", "name": "db", "vendor": "sqlite", "provider_id": "bench", "sqlite": {"path": "x.db"}}],
-        "datasets": [{"id": "events", "name": "events", "source_id": "db", "table": {"source_table_name": "e"},
-                      "type": "dimension", "dimension": {"primary_key_column": "id"}}],
-        "destinations": [{"id": "sink", "name": "sink", "type": "webhook_batch", "record_schema": SCHEMA,
-                          "max_records_per_minute": 10**9,
-                          "webhook_batch": {"request_template": {"uri": url}, "max_records_per_batch": 1000,
-                                            "max_bytes_per_batch": 10_000_000}}],
-        "streams": [{"id": "bench-stream", "name": "s", "dataset_id": "events", "destination_id": "sink",
-                     "mappings": MAPPINGS}],
-    }, base_dir=root)
+    return load_config(
+        {
+            "datalakes": [{"id": "lake", "name": "lake", "storage": "local", "local": {"path": str(root)}}],
+            "providers": [{"id": "bench", "name": "bench", "datalake_id": "lake", "products": ["all"]}],
+            "sources": [
+                {"id": "db", "name": "db", "vendor": "sqlite", "provider_id": "bench", "sqlite": {"path": "x.db"}}
+            ],
+            "datasets": [
+                {
+                    "id": "events",
+                    "name": "events",
+                    "source_id": "db",
+                    "table": {"source_table_name": "e"},
+                    "type": "dimension",
+                    "dimension": {"primary_key_column": "id"},
+                }
+            ],
+            "destinations": [
+                {
+                    "id": "sink",
+                    "name": "sink",
+                    "type": "webhook_batch",
+                    "record_schema": SCHEMA,
+                    "max_records_per_minute": 10**9,
+                    "webhook_batch": {
+                        "request_template": {"uri": url},
+                        "max_records_per_batch": 1000,
+                        "max_bytes_per_batch": 10_000_000,
+                    },
+                }
+            ],
+            "streams": [
+                {
+                    "id": "bench-stream",
+                    "name": "s",
+                    "dataset_id": "events",
+                    "destination_id": "sink",
+                    "mappings": MAPPINGS,
+                }
+            ],
+        },
+        base_dir=root,
+    )
 
 
 def start_sink(mode: str = "parse") -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("sink.py")), mode], stdout=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("sink.py")), mode], stdout=subprocess.PIPE, text=True
+    )
     port = int(proc.stdout.readline())
     return proc, f"http://127.0.0.1:{port}/batches"
 
@@ -129,7 +170,9 @@ def run_ceiling(url: str, bodies: list[bytes]) -> float:
     with httpx.Client() as client:
         started = time.perf_counter()
         for i, body in enumerate(bodies):
-            response = client.post(url, content=body, headers={"Content-Type": "application/json", "Idempotency-Key": str(i)})
+            response = client.post(
+                url, content=body, headers={"Content-Type": "application/json", "Idempotency-Key": str(i)}
+            )
             assert response.status_code == 202
         return time.perf_counter() - started
 
@@ -137,14 +180,22 @@ def run_ceiling(url: str, bodies: list[bytes]) -> float:
 def python_mapping(table: pa.Table) -> list[dict]:
     out = []
     for row in table.to_pylist():
-        out.append({
-            "id": None if row["id"] is None else str(row["id"]),
-            "full_name": None if row["first_name"] is None or row["last_name"] is None
-            else row["first_name"] + " " + row["last_name"],
-            "tier": "high" if row["amount"] is not None and row["amount"] > 100 else "low",
-            "email": row["email"], "amount": row["amount"], "is_active": row["is_active"],
-            "created_at": row["created_at"], "country": row["country"], "score": row["score"], "plan": row["plan"],
-        })
+        out.append(
+            {
+                "id": None if row["id"] is None else str(row["id"]),
+                "full_name": None
+                if row["first_name"] is None or row["last_name"] is None
+                else row["first_name"] + " " + row["last_name"],
+                "tier": "high" if row["amount"] is not None and row["amount"] > 100 else "low",
+                "email": row["email"],
+                "amount": row["amount"],
+                "is_active": row["is_active"],
+                "created_at": row["created_at"],
+                "country": row["country"],
+                "score": row["score"],
+                "plan": row["plan"],
+            }
+        )
     return out
 
 
@@ -163,8 +214,12 @@ def delivery(args: argparse.Namespace) -> None:
                 rates["ours" + suffix].append(loaded / seconds)
                 assert total_bytes == sum(map(len, bodies)), "the ceiling must post what we post"
                 rates["ceiling" + suffix].append(args.records / run_ceiling(sinks[mode][1], bodies))
-            print(f"  rep {rep + 1}: " + ", ".join(f"{k} {v[-1]:,.0f}/s" for k, v in rates.items())
-                  + f" ({total_bytes / loaded:.0f} bytes/record)", flush=True)
+            print(
+                f"  rep {rep + 1}: "
+                + ", ".join(f"{k} {v[-1]:,.0f}/s" for k, v in rates.items())
+                + f" ({total_bytes / loaded:.0f} bytes/record)",
+                flush=True,
+            )
 
         cfg = config(root, sinks["parse"][1])
         table = pa.concat_tables(
@@ -179,8 +234,10 @@ def delivery(args: argparse.Namespace) -> None:
             t = time.perf_counter()
             python_mapping(table)
             py.append(time.perf_counter() - t)
-        print(f"  mapping {table.num_rows:,} rows: vectorised {statistics.median(vec):.3f}s, "
-              f"per-row Python {statistics.median(py):.3f}s")
+        print(
+            f"  mapping {table.num_rows:,} rows: vectorised {statistics.median(vec):.3f}s, "
+            f"per-row Python {statistics.median(py):.3f}s"
+        )
         med = {k: statistics.median(v) for k, v in rates.items()}
         print(f"delivery_records_per_second={med['ours']:.0f}")
         print(f"ceiling_records_per_second={med['ceiling']:.0f}")

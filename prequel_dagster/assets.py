@@ -41,8 +41,11 @@ def _op_name(prefix: str, key: dg.AssetKey) -> str:
 
 def _extract_asset(spec: dg.AssetSpec, dataset_id: str, pool: str) -> dg.AssetsDefinition:
     @dg.multi_asset(specs=[spec], name=_op_name("extract", spec.key), pool=pool)
-    def _extract(context: dg.AssetExecutionContext, prequel_source: PrequelSourceResource,
-                 prequel_datalake: PrequelDatalakeResource):
+    def _extract(
+        context: dg.AssetExecutionContext,
+        prequel_source: PrequelSourceResource,
+        prequel_datalake: PrequelDatalakeResource,
+    ):
         yield from prequel_source.extract(context, dataset_id, prequel_datalake)
 
     return _extract
@@ -57,10 +60,19 @@ class StreamLoadConfig(dg.Config):
 
 def _load_asset(spec: dg.AssetSpec, stream_id: str, pool: str) -> dg.AssetsDefinition:
     @dg.multi_asset(specs=[spec], name=_op_name("load", spec.key), pool=pool)
-    def _load(context: dg.AssetExecutionContext, config: StreamLoadConfig, prequel_webhook: PrequelWebhookResource,
-              prequel_datalake: PrequelDatalakeResource):
-        yield from prequel_webhook.load(context, stream_id, prequel_datalake, record_ids=config.record_ids or None,
-                                        redeliver_dead_letters=config.redeliver_dead_letters)
+    def _load(
+        context: dg.AssetExecutionContext,
+        config: StreamLoadConfig,
+        prequel_webhook: PrequelWebhookResource,
+        prequel_datalake: PrequelDatalakeResource,
+    ):
+        yield from prequel_webhook.load(
+            context,
+            stream_id,
+            prequel_datalake,
+            record_ids=config.record_ids or None,
+            redeliver_dead_letters=config.redeliver_dead_letters,
+        )
 
     return _load
 
@@ -76,7 +88,8 @@ def build_stream_checks(config: PrequelConfig, translator: DagsterPrequelTransla
 
 def _dead_letter_check(key: dg.AssetKey, stream_id: str, severity: str) -> dg.AssetChecksDefinition:
     @dg.asset_check(
-        asset=key, name="dead_letters_empty",
+        asset=key,
+        name="dead_letters_empty",
         description="Fails while records of this stream sit in the dead letter; redeliver them to clear it.",
     )
     def _check(prequel_datalake: PrequelDatalakeResource) -> dg.AssetCheckResult:
@@ -85,8 +98,10 @@ def _dead_letter_check(key: dg.AssetKey, stream_id: str, severity: str) -> dg.As
         return dg.AssetCheckResult(
             passed=table.num_rows == 0,
             severity=dg.AssetCheckSeverity.ERROR if severity == "error" else dg.AssetCheckSeverity.WARN,
-            metadata={"dead_letter_records": table.num_rows,
-                      "reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in reasons) or "none")},
+            metadata={
+                "dead_letter_records": table.num_rows,
+                "reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in reasons) or "none"),
+            },
         )
 
     return _check
@@ -94,7 +109,8 @@ def _dead_letter_check(key: dg.AssetKey, stream_id: str, severity: str) -> dg.As
 
 def _conformance_check(key: dg.AssetKey, stream_id: str, sample: int = 200) -> dg.AssetChecksDefinition:
     @dg.asset_check(
-        asset=key, name="record_schema_conformance",
+        asset=key,
+        name="record_schema_conformance",
         description=f"test-transform of the latest {sample} records: every one conforms to the destination's record_schema.",
     )
     def _check(prequel_datalake: PrequelDatalakeResource) -> dg.AssetCheckResult:
@@ -102,8 +118,11 @@ def _conformance_check(key: dg.AssetKey, stream_id: str, sample: int = 200) -> d
         violations = sorted({r.violation for r in preview.rows if r.violation})[:5]
         return dg.AssetCheckResult(
             passed=preview.invalid == 0,
-            metadata={"records_checked": len(preview.rows), "records_invalid": preview.invalid,
-                      "violations": dg.MetadataValue.md("\n".join(f"- {v}" for v in violations) or "none")},
+            metadata={
+                "records_checked": len(preview.rows),
+                "records_invalid": preview.invalid,
+                "violations": dg.MetadataValue.md("\n".join(f"- {v}" for v in violations) or "none"),
+            },
         )
 
     return _check

@@ -34,7 +34,9 @@ def build_schedules(config: PrequelConfig, translator: DagsterPrequelTranslator)
     schedules = []
     for minutes, keys in sorted(by_minutes.items()):
         cron, every = cron_for_minutes(minutes)
-        note = "" if every == minutes else f" (runs every {every} minutes: the nearest even cron interval below {minutes})"
+        note = (
+            "" if every == minutes else f" (runs every {every} minutes: the nearest even cron interval below {minutes})"
+        )
         schedules.append(
             dg.ScheduleDefinition(
                 name=f"prequel_extract_every_{minutes}_minutes",
@@ -76,8 +78,11 @@ def build_glob_file_sensor(config: PrequelConfig, translator: DagsterPrequelTran
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Requests a glob dataset's extract when new or changed files land in its bucket.",
     )
-    def _glob_new_files(context: dg.SensorEvaluationContext, prequel_source: PrequelSourceResource,
-                        prequel_datalake: PrequelDatalakeResource) -> dg.SensorResult:
+    def _glob_new_files(
+        context: dg.SensorEvaluationContext,
+        prequel_source: PrequelSourceResource,
+        prequel_datalake: PrequelDatalakeResource,
+    ) -> dg.SensorResult:
         requested: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
         runs, skipped = [], []
         for dataset in datasets:
@@ -93,9 +98,17 @@ def build_glob_file_sensor(config: PrequelConfig, translator: DagsterPrequelTran
             if requested.get(dataset.id) == fingerprint:
                 continue  # already requested for exactly these files
             requested[dataset.id] = fingerprint
-            runs.append(dg.RunRequest(run_key=f"{dataset.id}:{fingerprint[:16]}", asset_selection=[keys[dataset.id]],
-                                      tags={"prequel/new_files": str(len(pending))}))
-        return dg.SensorResult(run_requests=runs, cursor=json.dumps(requested, sort_keys=True),
-                               skip_reason="; ".join(skipped) if skipped and not runs else None)
+            runs.append(
+                dg.RunRequest(
+                    run_key=f"{dataset.id}:{fingerprint[:16]}",
+                    asset_selection=[keys[dataset.id]],
+                    tags={"prequel/new_files": str(len(pending))},
+                )
+            )
+        return dg.SensorResult(
+            run_requests=runs,
+            cursor=json.dumps(requested, sort_keys=True),
+            skip_reason="; ".join(skipped) if skipped and not runs else None,
+        )
 
     return _glob_new_files

@@ -35,8 +35,11 @@ def build_definitions(
     translator = translator or DagsterPrequelTranslator()
     bound: dict[str, Any] = dict(default_resources(config, config.origin))
     bound.update({key: rebind(value, bound.get(key)) for key, value in (resources or {}).items()})
-    sensors = [s for s in (build_stream_automation_sensor(config, translator),
-                           build_glob_file_sensor(config, translator)) if s is not None]
+    sensors = [
+        s
+        for s in (build_stream_automation_sensor(config, translator), build_glob_file_sensor(config, translator))
+        if s is not None
+    ]
     return dg.Definitions(
         assets=[*build_dataset_assets(config, translator), *build_stream_assets(config, translator)],
         asset_checks=build_stream_checks(config, translator),

@@ -1,6 +1,5 @@
 """The code location ``workspace.yaml`` loads: definitions from ``$PREQUEL_CONFIG``, ``./prequel.yaml``, or the demo."""
 
-
 from .builder import build_definitions
 from .config.loading import find_config_path, load_config
 from .demo import TEMPLATE, demo_dir

@@ -48,15 +48,19 @@ def bind_config(config: PrequelConfig, name: str) -> str:
 
 
 class _BoundResource(dg.ConfigurableResource):
-    config_ref: str = Field(description="The prequel config this resource serves (its file), bound by build_definitions.")
+    config_ref: str = Field(
+        description="The prequel config this resource serves (its file), bound by build_definitions."
+    )
 
     @property
     def prequel_config(self) -> PrequelConfig:
         try:
             return _CONFIGS[self.config_ref]
         except KeyError:
-            raise dg.Failure(f"no prequel config is bound as '{self.config_ref}' in this process; build the "
-                             "definitions with prequel_dagster.build_definitions") from None
+            raise dg.Failure(
+                f"no prequel config is bound as '{self.config_ref}' in this process; build the "
+                "definitions with prequel_dagster.build_definitions"
+            ) from None
 
 
 class PrequelDatalakeResource(_BoundResource):
@@ -102,8 +106,13 @@ class PrequelDatalakeResource(_BoundResource):
     def preview(self, stream_id: str, *, limit: int = 10, record_ids: list[str] | None = None) -> Preview:
         """test-transform: the stream's mappings applied to records from the lake, with violations."""
         with _as_failure():
-            return preview_stream(self.prequel_config, stream_id, limit=limit, record_ids=record_ids,
-                                  storage=self.storage_for_stream(stream_id))
+            return preview_stream(
+                self.prequel_config,
+                stream_id,
+                limit=limit,
+                record_ids=record_ids,
+                storage=self.storage_for_stream(stream_id),
+            )
 
 
 class PrequelSourceResource(_BoundResource):
@@ -111,12 +120,18 @@ class PrequelSourceResource(_BoundResource):
 
     sources: dict[str, str] = Field(default_factory=dict, description="source id -> vendor and where")
 
-    def extract(self, context: dg.AssetExecutionContext, dataset_id: str,
-                datalake: PrequelDatalakeResource) -> Iterator[dg.MaterializeResult]:
+    def extract(
+        self, context: dg.AssetExecutionContext, dataset_id: str, datalake: PrequelDatalakeResource
+    ) -> Iterator[dg.MaterializeResult]:
         """Run one Extract and yield its materialization with Prequel's Extract counters."""
         with _as_failure():
-            result = run_extract(self.prequel_config, dataset_id, storage=datalake.storage_for_dataset(dataset_id),
-                                 run_id=context.run.run_id, log=context.log.info)
+            result = run_extract(
+                self.prequel_config,
+                dataset_id,
+                storage=datalake.storage_for_dataset(dataset_id),
+                run_id=context.run.run_id,
+                log=context.log.info,
+            )
         for change in result.schema_changes:
             context.log.warning(f"schema drift in dataset '{dataset_id}': {change}")
         # the data version is the last commit that brought rows: unchanged when nothing new came, so no load follows
@@ -152,13 +167,27 @@ class PrequelWebhookResource(_BoundResource):
         """How retries wait (override in tests to record instead of sleeping)."""
         return time.sleep
 
-    def load(self, context: dg.AssetExecutionContext, stream_id: str, datalake: PrequelDatalakeResource, *,
-             record_ids: list[str] | None = None, redeliver_dead_letters: bool = False) -> Iterator[dg.MaterializeResult]:
+    def load(
+        self,
+        context: dg.AssetExecutionContext,
+        stream_id: str,
+        datalake: PrequelDatalakeResource,
+        *,
+        record_ids: list[str] | None = None,
+        redeliver_dead_letters: bool = False,
+    ) -> Iterator[dg.MaterializeResult]:
         """Run one Load (or a redelivery) and yield its materialization with Prequel's Load counters."""
         with _as_failure():
-            result = run_load(self.prequel_config, stream_id, storage=datalake.storage_for_stream(stream_id),
-                              transport=self.http_transport(), sleep=self.sleep(), log=context.log.info,
-                              record_ids=record_ids, redeliver_dead_letters=redeliver_dead_letters)
+            result = run_load(
+                self.prequel_config,
+                stream_id,
+                storage=datalake.storage_for_stream(stream_id),
+                transport=self.http_transport(),
+                sleep=self.sleep(),
+                log=context.log.info,
+                record_ids=record_ids,
+                redeliver_dead_letters=redeliver_dead_letters,
+            )
         yield dg.MaterializeResult(asset_key=context.asset_key, metadata=load_metadata(result))
 
 
@@ -166,11 +195,17 @@ def default_resources(config: PrequelConfig, name: str) -> dict[str, _BoundResou
     """The three resources bound to ``config``, each showing its part of the config (no secrets)."""
     ref = bind_config(config, name)
     return {
-        DATALAKE_KEY: PrequelDatalakeResource(config_ref=ref, datalakes={d.id: _where_lake(d) for d in config.datalakes}),
+        DATALAKE_KEY: PrequelDatalakeResource(
+            config_ref=ref, datalakes={d.id: _where_lake(d) for d in config.datalakes}
+        ),
         SOURCE_KEY: PrequelSourceResource(config_ref=ref, sources={s.id: _where_source(s) for s in config.sources}),
-        WEBHOOK_KEY: PrequelWebhookResource(config_ref=ref, destinations={
-            d.id: f"{d.type} {d.webhook.request_template.method} {d.webhook.request_template.uri}"
-            for d in config.destinations}),
+        WEBHOOK_KEY: PrequelWebhookResource(
+            config_ref=ref,
+            destinations={
+                d.id: f"{d.type} {d.webhook.request_template.method} {d.webhook.request_template.uri}"
+                for d in config.destinations
+            },
+        ),
     }
 
 

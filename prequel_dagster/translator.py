@@ -13,8 +13,14 @@ import dagster as dg
 from .config.models import Dataset, Destination, PrequelConfig, Provider, Source, Stream, sanitize_name
 from .transform.mapping import compile_mapping
 
-JSON_TO_COLUMN_TYPE = {"string": "string", "integer": "int64", "number": "double", "boolean": "bool",
-                       "object": "json", "array": "json"}
+JSON_TO_COLUMN_TYPE = {
+    "string": "string",
+    "integer": "int64",
+    "number": "double",
+    "boolean": "bool",
+    "object": "json",
+    "array": "json",
+}
 
 
 def column_type(declared: Any) -> str:
@@ -28,7 +34,9 @@ def on_new_data() -> dg.AutomationCondition:
     """``eager()``, but a dependency counts as updated only when its data version changed: an extract
     that committed nothing keeps its data version (its last commit), so it requests no load."""
     ac = dg.AutomationCondition
-    new_data = ac.any_deps_match(ac.data_version_changed() | ac.will_be_requested()).with_label("any_deps_have_new_data")
+    new_data = ac.any_deps_match(ac.data_version_changed() | ac.will_be_requested()).with_label(
+        "any_deps_have_new_data"
+    )
     return (
         ac.in_latest_time_window()
         & (ac.newly_missing() | new_data).since_last_handled()
@@ -79,9 +87,7 @@ class DagsterPrequelTranslator:
             what = "a SQL query"
         else:
             what = f"files matching {d.glob.pattern}"  # type: ignore[union-attr]
-        how = (
-            f"incremental by {d.cursor_column}" if d.cursor_column else "full read, changes found by comparison"
-        )
+        how = f"incremental by {d.cursor_column}" if d.cursor_column else "full read, changes found by comparison"
         return (
             f"Extract of {what} from source '{props.source.id}' ({props.source.vendor}) of provider "
             f"'{props.provider.name}' into the datalake: a {d.type} dataset keyed by {d.primary_key}, {how}."

@@ -3,11 +3,11 @@ import os
 os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
 
-import pytest  # noqa: E402
+import pytest
 
-from prequel_dagster.delivery.receiver import Receiver  # noqa: E402
+from prequel_dagster.delivery.receiver import Receiver
 
-from .servers import postgres_server  # noqa: E402
+from .servers import postgres_server
 
 
 @pytest.fixture(scope="session")

@@ -3,8 +3,14 @@ import dagster as dg
 from prequel_dagster import build_definitions, load_config
 
 
-def run_assets(config_dict: dict, instance: dg.DagsterInstance, *, base_dir: str, keys: list[str] | None = None,
-               raise_on_error: bool = True) -> dg.ExecuteInProcessResult:
+def run_assets(
+    config_dict: dict,
+    instance: dg.DagsterInstance,
+    *,
+    base_dir: str,
+    keys: list[str] | None = None,
+    raise_on_error: bool = True,
+) -> dg.ExecuteInProcessResult:
     """Materialize every asset (or the given ``a/b/c`` keys) through Dagster, in process."""
     defs = build_definitions(load_config(config_dict, base_dir=base_dir))
     job = defs.resolve_implicit_global_asset_job_def()

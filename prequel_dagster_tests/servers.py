@@ -81,16 +81,42 @@ def seaweedfs_server():
     d = tempfile.mkdtemp(prefix="prequel-weed-")
     access, secret = "test-access-key", "test-secret-" + os.urandom(4).hex()
     with open(f"{d}/s3.json", "w") as f:
-        json.dump({"identities": [{"name": "admin", "credentials": [{"accessKey": access, "secretKey": secret}],
-                                   "actions": ["Admin", "Read", "List", "Tagging", "Write"]}]}, f)
+        json.dump(
+            {
+                "identities": [
+                    {
+                        "name": "admin",
+                        "credentials": [{"accessKey": access, "secretKey": secret}],
+                        "actions": ["Admin", "Read", "List", "Tagging", "Write"],
+                    }
+                ]
+            },
+            f,
+        )
     os.makedirs(f"{d}/data")
     ports = {k: free_port(pair_offset=10000) for k in ("master", "volume", "filer", "s3", "admin")}
-    cmd = [exe, f"-logdir={d}", "mini", f"-dir={d}/data", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-           f"-master.port={ports['master']}", f"-volume.port={ports['volume']}", f"-filer.port={ports['filer']}",
-           f"-s3.port={ports['s3']}", "-s3.port.iceberg=0", "-s3.port.lance=0", "-webdav=false",
-           "-admin.ui=false", f"-admin.port={ports['admin']}", "-master.telemetry=false",
-           "-s3.autoCreateBucket=false", f"-s3.config={d}/s3.json",
-           f"-s3.localSocket={d}/s3.sock", f"-filer.localSocket={d}/filer.sock"]
+    cmd = [
+        exe,
+        f"-logdir={d}",
+        "mini",
+        f"-dir={d}/data",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        f"-master.port={ports['master']}",
+        f"-volume.port={ports['volume']}",
+        f"-filer.port={ports['filer']}",
+        f"-s3.port={ports['s3']}",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+        "-webdav=false",
+        "-admin.ui=false",
+        f"-admin.port={ports['admin']}",
+        "-master.telemetry=false",
+        "-s3.autoCreateBucket=false",
+        f"-s3.config={d}/s3.json",
+        f"-s3.localSocket={d}/s3.sock",
+        f"-filer.localSocket={d}/filer.sock",
+    ]
     proc = subprocess.Popen(cmd, stdout=open(f"{d}/weed.log", "wb"), stderr=subprocess.STDOUT)
     endpoint = f"http://127.0.0.1:{ports['s3']}"
 
@@ -105,8 +131,14 @@ def seaweedfs_server():
 
     try:
         _wait(proc, ready, f"{d}/weed.log", 60)
-        yield {"endpoint_url": endpoint, "host": "127.0.0.1", "port": ports["s3"], "access_key": access,
-               "secret_key": secret, "region": "us-east-1"}
+        yield {
+            "endpoint_url": endpoint,
+            "host": "127.0.0.1",
+            "port": ports["s3"],
+            "access_key": access,
+            "secret_key": secret,
+            "region": "us-east-1",
+        }
     finally:
         _stop(proc, d)
         for port in ports.values():  # weed leaves /tmp/seaweedfs-<svc>-grpc-<port>.sock behind
@@ -119,9 +151,7 @@ def _pg_bin() -> str | None:
     candidates = [os.environ.get("PG_BIN")]
     if shutil.which("pg_ctl"):
         candidates.append(os.path.dirname(shutil.which("pg_ctl")))  # type: ignore[arg-type]
-    candidates += sorted(
-        glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[-2]), reverse=True
-    )
+    candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[-2]), reverse=True)
     return next((c for c in candidates if c and os.path.exists(os.path.join(c, "pg_ctl"))), None)
 
 
@@ -151,18 +181,54 @@ def postgres_server():
     env.pop("PGDATA", None)
 
     def run(*args: str) -> None:
-        subprocess.run([os.path.join(bindir, args[0]), *args[1:]], check=True, env=env, cwd=d,
-                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **run_as)
+        subprocess.run(
+            [os.path.join(bindir, args[0]), *args[1:]],
+            check=True,
+            env=env,
+            cwd=d,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            **run_as,
+        )
 
-    run("initdb", "-D", f"{d}/data", "-U", "postgres", "--pwfile", f"{d}/pwfile",
-        "--auth-host=scram-sha-256", "--auth-local=trust", "-E", "UTF8", "--locale=C.UTF-8", "--no-sync")
+    run(
+        "initdb",
+        "-D",
+        f"{d}/data",
+        "-U",
+        "postgres",
+        "--pwfile",
+        f"{d}/pwfile",
+        "--auth-host=scram-sha-256",
+        "--auth-local=trust",
+        "-E",
+        "UTF8",
+        "--locale=C.UTF-8",
+        "--no-sync",
+    )
     port = free_port()
     try:
-        run("pg_ctl", "-D", f"{d}/data", "-l", f"{d}/log", "-w", "-t", "60", "-o",
+        run(
+            "pg_ctl",
+            "-D",
+            f"{d}/data",
+            "-l",
+            f"{d}/log",
+            "-w",
+            "-t",
+            "60",
+            "-o",
             f"-p {port} -k {d} -c listen_addresses=127.0.0.1 -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off", "start")
-        yield {"host": "127.0.0.1", "port": port, "user": "postgres", "password": password,
-               "dsn": f"postgresql://postgres:{password}@127.0.0.1:{port}/postgres"}
+            "-c synchronous_commit=off -c full_page_writes=off",
+            "start",
+        )
+        yield {
+            "host": "127.0.0.1",
+            "port": port,
+            "user": "postgres",
+            "password": password,
+            "dsn": f"postgresql://postgres:{password}@127.0.0.1:{port}/postgres",
+        }
     finally:
         with contextlib.suppress(Exception):
             run("pg_ctl", "-D", f"{d}/data", "-m", "immediate", "-w", "stop")
@@ -179,9 +245,25 @@ def fake_gcs_server():
     d = tempfile.mkdtemp(prefix="prequel-gcs-")
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen([str(_get_binary_path()), "-scheme", "http", "-host", "127.0.0.1", "-port", str(port),
-                             "-backend", "memory", "-external-url", endpoint, "-log-level", "warn"],
-                            stdout=open(f"{d}/gcs.log", "wb"), stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            str(_get_binary_path()),
+            "-scheme",
+            "http",
+            "-host",
+            "127.0.0.1",
+            "-port",
+            str(port),
+            "-backend",
+            "memory",
+            "-external-url",
+            endpoint,
+            "-log-level",
+            "warn",
+        ],
+        stdout=open(f"{d}/gcs.log", "wb"),
+        stderr=subprocess.STDOUT,
+    )
 
     def ready() -> bool:
         try:
@@ -198,7 +280,9 @@ def fake_gcs_server():
 
 
 AZURITE_ACCOUNT = "devstoreaccount1"
-AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="  # public dev key
+AZURITE_KEY = (
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="  # public dev key
+)
 
 
 @contextlib.contextmanager
@@ -210,15 +294,33 @@ def azurite_server():
         need("Azurite", "npm ci (package.json pins azurite 3.35.0)")
     d = tempfile.mkdtemp(prefix="prequel-azurite-")
     port = free_port()
-    proc = subprocess.Popen([exe, "--blobHost", "127.0.0.1", "--blobPort", str(port), "--inMemoryPersistence",
-                             "--disableTelemetry", "--skipApiVersionCheck", "--loose", "--silent"],
-                            cwd=d, stdout=open(f"{d}/azurite.log", "wb"), stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            exe,
+            "--blobHost",
+            "127.0.0.1",
+            "--blobPort",
+            str(port),
+            "--inMemoryPersistence",
+            "--disableTelemetry",
+            "--skipApiVersionCheck",
+            "--loose",
+            "--silent",
+        ],
+        cwd=d,
+        stdout=open(f"{d}/azurite.log", "wb"),
+        stderr=subprocess.STDOUT,
+    )
     try:
         _wait(proc, lambda: _tcp_open(port), f"{d}/azurite.log", 60)
         endpoint = f"http://127.0.0.1:{port}/{AZURITE_ACCOUNT}"
-        yield {"account": AZURITE_ACCOUNT, "key": AZURITE_KEY, "endpoint": endpoint,
-               "connection_string": f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};"
-                                    f"AccountKey={AZURITE_KEY};BlobEndpoint={endpoint};"}
+        yield {
+            "account": AZURITE_ACCOUNT,
+            "key": AZURITE_KEY,
+            "endpoint": endpoint,
+            "connection_string": f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};"
+            f"AccountKey={AZURITE_KEY};BlobEndpoint={endpoint};",
+        }
     finally:
         _stop(proc, d)
 
@@ -237,7 +339,8 @@ def sshd_server():
     shutil.copy(f"{d}/client_key.pub", f"{d}/authorized_keys")
     port = free_port()
     with open(f"{d}/sshd_config", "w") as f:
-        f.write(textwrap.dedent(f"""\
+        f.write(
+            textwrap.dedent(f"""\
             Port {port}
             ListenAddress 127.0.0.1
             HostKey {d}/host_key
@@ -253,13 +356,21 @@ def sshd_server():
             X11Forwarding no
             Subsystem sftp internal-sftp
             ForceCommand internal-sftp -d {d}/files
-            """))
+            """)
+        )
     os.makedirs("/run/sshd", exist_ok=True)  # privilege separation directory, needed as root
-    proc = subprocess.Popen([sshd, "-D", "-e", "-f", f"{d}/sshd_config"], stdout=open(f"{d}/sshd.log", "wb"),
-                            stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sshd, "-D", "-e", "-f", f"{d}/sshd_config"], stdout=open(f"{d}/sshd.log", "wb"), stderr=subprocess.STDOUT
+    )
     try:
         _wait(proc, lambda: _tcp_open(port), f"{d}/sshd.log", 30)
-        yield {"host": "127.0.0.1", "port": port, "username": pwd.getpwuid(os.getuid()).pw_name,
-               "private_key": open(f"{d}/client_key").read(), "files": f"{d}/files", "log": f"{d}/sshd.log"}
+        yield {
+            "host": "127.0.0.1",
+            "port": port,
+            "username": pwd.getpwuid(os.getuid()).pw_name,
+            "private_key": open(f"{d}/client_key").read(),
+            "files": f"{d}/files",
+            "log": f"{d}/sshd.log",
+        }
     finally:
         _stop(proc, d)

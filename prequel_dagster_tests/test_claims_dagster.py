@@ -29,20 +29,46 @@ def raw_config(tmp_path: Path, url: str) -> dict:
     return {
         "datalakes": [{"id": "lake", "name": "lake", "storage": "local", "local": {"path": "lake"}}],
         "providers": [{"id": "acme", "name": "acme", "datalake_id": "lake", "products": ["all"]}],
-        "sources": [{"id": SOURCE_ID, "name": "files", "vendor": "local", "provider_id": "acme",
-                     "local": {"path": "drop"}}],
-        "datasets": [{"id": name, "name": name, "source_id": SOURCE_ID, "method": "glob",
-                      "glob": {"pattern": f"{name}.csv", "file_format": "csv"}, "frequency_minutes": minutes,
-                      "type": "dimension", "dimension": {"primary_key_column": "id"}}
-                     for name, minutes in FREQUENCIES.items()],
-        "destinations": [{"id": DESTINATION_ID, "name": "app", "type": "webhook_batch",
-                          "record_schema": {"type": "object", "properties": {"id": {"type": "integer"},
-                                                                             "email": {"type": "string"}}},
-                          "webhook_batch": {"request_template": {"uri": url + "/b"}}}],
-        "streams": [{"id": f"{name}-app", "name": name, "dataset_id": name, "destination_id": DESTINATION_ID,
-                     "mappings": [{"target_field": f, "field_type": "field", "column": {"name": f}}
-                                  for f in ("id", "email")]}
-                    for name in FREQUENCIES],
+        "sources": [
+            {"id": SOURCE_ID, "name": "files", "vendor": "local", "provider_id": "acme", "local": {"path": "drop"}}
+        ],
+        "datasets": [
+            {
+                "id": name,
+                "name": name,
+                "source_id": SOURCE_ID,
+                "method": "glob",
+                "glob": {"pattern": f"{name}.csv", "file_format": "csv"},
+                "frequency_minutes": minutes,
+                "type": "dimension",
+                "dimension": {"primary_key_column": "id"},
+            }
+            for name, minutes in FREQUENCIES.items()
+        ],
+        "destinations": [
+            {
+                "id": DESTINATION_ID,
+                "name": "app",
+                "type": "webhook_batch",
+                "record_schema": {
+                    "type": "object",
+                    "properties": {"id": {"type": "integer"}, "email": {"type": "string"}},
+                },
+                "webhook_batch": {"request_template": {"uri": url + "/b"}},
+            }
+        ],
+        "streams": [
+            {
+                "id": f"{name}-app",
+                "name": name,
+                "dataset_id": name,
+                "destination_id": DESTINATION_ID,
+                "mappings": [
+                    {"target_field": f, "field_type": "field", "column": {"name": f}} for f in ("id", "email")
+                ],
+            }
+            for name in FREQUENCIES
+        ],
     }
 
 
@@ -58,6 +84,7 @@ def defs(tmp_path):
 
 
 # -- freshness -------------------------------------------------------------------------------------
+
 
 def test_every_asset_carries_a_time_window_freshness_policy_of_1_5x_and_2x_its_frequency(defs):
     from dagster._core.definitions.freshness import TimeWindowFreshnessPolicy
@@ -83,8 +110,9 @@ def _state(instance: dg.DagsterInstance, node, at: float):
     from dagster._daemon.freshness import FreshnessDaemon
 
     with freeze_time(at):
-        return asyncio.run(FreshnessDaemon()._compute_asset_freshness_state(
-            context=LoadingContextForTest(instance), node=node))
+        return asyncio.run(
+            FreshnessDaemon()._compute_asset_freshness_state(context=LoadingContextForTest(instance), node=node)
+        )
 
 
 def test_freshness_passes_then_warns_after_1_5x_then_fails_after_2x_the_frequency(defs):
@@ -100,13 +128,22 @@ def test_freshness_passes_then_warns_after_1_5x_then_fails_after_2x_the_frequenc
             node = graph.get(key)
             t = instance.get_latest_materialization_event(key).timestamp
             window = frequency_of(key) * 60
-            states = [_state(instance, node, t + offset) for offset in
-                      (1, 1.5 * window - 2, 1.5 * window + 2, 2 * window - 2, 2 * window + 2, 10 * window)]
-            assert states == [FreshnessState.PASS, FreshnessState.PASS, FreshnessState.WARN, FreshnessState.WARN,
-                              FreshnessState.FAIL, FreshnessState.FAIL], (key.to_user_string(), states)
+            states = [
+                _state(instance, node, t + offset)
+                for offset in (1, 1.5 * window - 2, 1.5 * window + 2, 2 * window - 2, 2 * window + 2, 10 * window)
+            ]
+            assert states == [
+                FreshnessState.PASS,
+                FreshnessState.PASS,
+                FreshnessState.WARN,
+                FreshnessState.WARN,
+                FreshnessState.FAIL,
+                FreshnessState.FAIL,
+            ], (key.to_user_string(), states)
 
 
 # -- pools -----------------------------------------------------------------------------------------
+
 
 def test_extracts_and_loads_run_in_their_source_and_destination_pools(defs):
     pools = {a.key.to_user_string(): a.op.pool for a in defs.assets if isinstance(a, dg.AssetsDefinition)}
@@ -141,7 +178,11 @@ def test_the_readme_names_the_pools_the_code_uses(defs):
     templates = re.findall(r"`(prequel_(?:source|destination)_<\w+>)`", line)
     assert templates == ["prequel_source_<source_id>", "prequel_destination_<destination_id>"]
     assert "source `acme-pg`\n  runs in pool `prequel_source_acme_pg`" in readme  # the rule, as documented
-    documented = {t.replace("<source_id>", re.sub(r"\W", "_", SOURCE_ID))
-                   .replace("<destination_id>", re.sub(r"\W", "_", DESTINATION_ID)) for t in templates}
+    documented = {
+        t.replace("<source_id>", re.sub(r"\W", "_", SOURCE_ID)).replace(
+            "<destination_id>", re.sub(r"\W", "_", DESTINATION_ID)
+        )
+        for t in templates
+    }
     used = {a.op.pool for a in defs.assets if isinstance(a, dg.AssetsDefinition)}
     assert documented == used, f"README implies {sorted(documented)}, the assets use {sorted(used)}"

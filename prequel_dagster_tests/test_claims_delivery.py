@@ -24,9 +24,9 @@ import pytest
 
 from prequel_dagster.config import load_config
 from prequel_dagster.config.errors import DeliveryError
+from prequel_dagster.delivery import sender as sender_module
 from prequel_dagster.delivery.receiver import Receiver
 from prequel_dagster.delivery.wire import batch_id_for
-from prequel_dagster.delivery import sender as sender_module
 from prequel_dagster.engine import run_extract, run_load
 from prequel_dagster.stores import S3Store
 
@@ -37,9 +37,15 @@ PENDING = f"{PREFIX}/artifacts/acme/streams/users-app/_pending/"
 
 # -- helpers ---------------------------------------------------------------------------------------
 
+
 def s3_client(s3):
-    return boto3.client("s3", endpoint_url=s3["endpoint_url"], aws_access_key_id=s3["access_key"],
-                        aws_secret_access_key=s3["secret_key"], region_name=s3["region"])
+    return boto3.client(
+        "s3",
+        endpoint_url=s3["endpoint_url"],
+        aws_access_key_id=s3["access_key"],
+        aws_secret_access_key=s3["secret_key"],
+        region_name=s3["region"],
+    )
 
 
 @pytest.fixture
@@ -50,8 +56,16 @@ def bucket(s3, monkeypatch):
     return name
 
 
-def raw_config(tmp_path: Path, lake: dict, url: str, rows: dict[int, str], *, provider_id: str = "acme",
-               stream_id: str = "users-app", **webhook) -> dict:
+def raw_config(
+    tmp_path: Path,
+    lake: dict,
+    url: str,
+    rows: dict[int, str],
+    *,
+    provider_id: str = "acme",
+    stream_id: str = "users-app",
+    **webhook,
+) -> dict:
     """One provider's CSV file in a local folder (columns id, pad), ``lake``, and a stream to ``url``."""
     drop = tmp_path / "drop"
     drop.mkdir(exist_ok=True)
@@ -59,25 +73,59 @@ def raw_config(tmp_path: Path, lake: dict, url: str, rows: dict[int, str], *, pr
     return {
         "datalakes": [lake],
         "providers": [{"id": provider_id, "name": "acme", "datalake_id": "lake", "products": ["all"]}],
-        "sources": [{"id": "files", "name": "files", "vendor": "local", "provider_id": provider_id,
-                     "local": {"path": "drop"}}],
-        "datasets": [{"id": "users", "name": "users", "source_id": "files", "method": "glob",
-                      "glob": {"pattern": "*.csv", "file_format": "csv"},
-                      "type": "dimension", "dimension": {"primary_key_column": "id"}}],
-        "destinations": [{"id": "app", "name": "app", "type": "webhook_batch", "max_records_per_minute": 1_000_000,
-                          "record_schema": {"type": "object", "properties": {"id": {"type": "integer"},
-                                                                             "pad": {"type": "string"}}},
-                          "webhook_batch": {"request_template": {"uri": url + "/b"}, **webhook}}],
-        "streams": [{"id": stream_id, "name": "users", "dataset_id": "users", "destination_id": "app",
-                     "mappings": [{"target_field": f, "field_type": "field", "column": {"name": f}}
-                                  for f in ("id", "pad")]}],
+        "sources": [
+            {"id": "files", "name": "files", "vendor": "local", "provider_id": provider_id, "local": {"path": "drop"}}
+        ],
+        "datasets": [
+            {
+                "id": "users",
+                "name": "users",
+                "source_id": "files",
+                "method": "glob",
+                "glob": {"pattern": "*.csv", "file_format": "csv"},
+                "type": "dimension",
+                "dimension": {"primary_key_column": "id"},
+            }
+        ],
+        "destinations": [
+            {
+                "id": "app",
+                "name": "app",
+                "type": "webhook_batch",
+                "max_records_per_minute": 1_000_000,
+                "record_schema": {
+                    "type": "object",
+                    "properties": {"id": {"type": "integer"}, "pad": {"type": "string"}},
+                },
+                "webhook_batch": {"request_template": {"uri": url + "/b"}, **webhook},
+            }
+        ],
+        "streams": [
+            {
+                "id": stream_id,
+                "name": "users",
+                "dataset_id": "users",
+                "destination_id": "app",
+                "mappings": [{"target_field": f, "field_type": "field", "column": {"name": f}} for f in ("id", "pad")],
+            }
+        ],
     }
 
 
 def s3_lake(s3, bucket) -> dict:
-    return {"id": "lake", "name": "lake", "storage": "s3_compatible", "s3_compatible": {
-        "host": s3["host"], "port": s3["port"], "bucket_name": bucket, "prefix": PREFIX, "disable_ssl": True,
-        "aws_access_keys": {"access_key_id": s3["access_key"], "secret_access_key": "${LAKE_SECRET}"}}}
+    return {
+        "id": "lake",
+        "name": "lake",
+        "storage": "s3_compatible",
+        "s3_compatible": {
+            "host": s3["host"],
+            "port": s3["port"],
+            "bucket_name": bucket,
+            "prefix": PREFIX,
+            "disable_ssl": True,
+            "aws_access_keys": {"access_key_id": s3["access_key"], "secret_access_key": "${LAKE_SECRET}"},
+        },
+    }
 
 
 def local_lake(path: str = "lake") -> dict:
@@ -119,6 +167,7 @@ N_BATCHES = 40
 
 # -- 1a: the plan is saved every half second on an object store ----------------------------------
 
+
 def test_an_object_store_lake_saves_the_plan_every_half_second_while_the_load_runs(s3, bucket, tmp_path):
     """40 one-record batches to an endpoint that takes 0.15 s per answer: the plan in the bucket shows
     acknowledged batches while the load runs, only batches the endpoint stored, no ack log, and it is
@@ -127,12 +176,19 @@ def test_an_object_store_lake_saves_the_plan_every_half_second_while_the_load_ru
     assert sender_module.PLAN_SAVE_INTERVAL_SECONDS == 0.5  # the README's "every half second"
     client = s3_client(s3)
     with Receiver(fault=lambda req: ("sleep", 0.15)) as receiver:
-        raw = raw_config(tmp_path, s3_lake(s3, bucket), receiver.url, {i: f"u{i}" for i in range(N_BATCHES)},
-                         max_records_per_batch=1)
+        raw = raw_config(
+            tmp_path, s3_lake(s3, bucket), receiver.url, {i: f"u{i}" for i in range(N_BATCHES)}, max_records_per_batch=1
+        )
         config = load_config(raw, base_dir=str(tmp_path))
         run_extract(config, "users")
-        storage = PlanWritesRecorded(bucket=bucket, prefix=PREFIX, region=s3["region"], access_key=s3["access_key"],
-                                     secret_key=s3["secret_key"], endpoint=s3["endpoint_url"])
+        storage = PlanWritesRecorded(
+            bucket=bucket,
+            prefix=PREFIX,
+            region=s3["region"],
+            access_key=s3["access_key"],
+            secret_key=s3["secret_key"],
+            endpoint=s3["endpoint_url"],
+        )
         done = threading.Event()
         seen: list[tuple[set[str], set[str], str]] = []  # (plan's acked keys, stored batch ids, load id), mid-load
         pending_names: set[str] = set()
@@ -195,12 +251,17 @@ def test_after_a_kill_the_resumed_load_skips_the_batches_on_record_in_the_bucket
         return ("sleep", 0.1)
 
     with Receiver(fault=slow_then_kill) as receiver:
-        raw = raw_config(tmp_path, s3_lake(s3, bucket), receiver.url, {i: f"u{i}" for i in range(N_BATCHES)},
-                         max_records_per_batch=1)
+        raw = raw_config(
+            tmp_path, s3_lake(s3, bucket), receiver.url, {i: f"u{i}" for i in range(N_BATCHES)}, max_records_per_batch=1
+        )
         config = load_config(raw, base_dir=str(tmp_path))
         run_extract(config, "users")
-        child["proc"] = subprocess.Popen([sys.executable, "-c", LOAD_IN_A_CHILD, json.dumps(raw), str(tmp_path)],
-                                         stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+        child["proc"] = subprocess.Popen(
+            [sys.executable, "-c", LOAD_IN_A_CHILD, json.dumps(raw), str(tmp_path)],
+            stderr=subprocess.PIPE,
+            text=True,
+            env=os.environ.copy(),
+        )
         assert child["proc"].wait(timeout=600) == -signal.SIGKILL, child["proc"].stderr.read()[-2000:]
         first = [json.loads(r.body) for r in receiver.requests]
         assert len(first) == 25 and [r.answered for r in receiver.requests[:24]] == [202] * 24
@@ -222,7 +283,7 @@ def test_after_a_kill_the_resumed_load_skips_the_batches_on_record_in_the_bucket
     assert skipped_ids.isdisjoint(b["batch_id"] for b in after)  # on record: never sent again
     # Everything else is sent, in order, with the ids it had (or would have had) in the killed load.
     assert [b["batch_id"] for b in after] == [batch_id_for(load_id, str(k)) for k in range(len(on_record), N_BATCHES)]
-    resent = {b["batch_id"]: b["records"] for b in first[len(on_record):25]}
+    resent = {b["batch_id"]: b["records"] for b in first[len(on_record) : 25]}
     assert all(b["records"] == resent[b["batch_id"]] for b in after if b["batch_id"] in resent)
     assert all(b["load_id"] == load_id for b in after)
     stored = sorted(r["record"]["id"] for r in receiver.store.records())
@@ -235,8 +296,15 @@ def test_a_load_stopped_by_a_failing_endpoint_leaves_every_ack_on_record_in_the_
     the plan in the bucket then has the 10 acknowledged batches and the 3 dead-lettered ones on record,
     and the next load sends only the batches after them."""
     with Receiver(fault=lambda req: 503 if len(receiver.requests) > 10 else None) as receiver:
-        raw = raw_config(tmp_path, s3_lake(s3, bucket), receiver.url, {i: f"u{i}" for i in range(20)},
-                         max_records_per_batch=1, max_attempts=1, max_failed_batches_in_a_row=3)
+        raw = raw_config(
+            tmp_path,
+            s3_lake(s3, bucket),
+            receiver.url,
+            {i: f"u{i}" for i in range(20)},
+            max_records_per_batch=1,
+            max_attempts=1,
+            max_failed_batches_in_a_row=3,
+        )
         config = load_config(raw, base_dir=str(tmp_path))
         run_extract(config, "users")
         with pytest.raises(DeliveryError, match="failed 3 batches in a row"):
@@ -254,6 +322,7 @@ def test_a_load_stopped_by_a_failing_endpoint_leaves_every_ack_on_record_in_the_
 
 # -- 1b: max_bytes_per_batch -----------------------------------------------------------------------
 
+
 def record_text(i: int, pad: str) -> str:
     """The record exactly as the body carries it (integer id, string pad, no spaces)."""
     return json.dumps({"id": i, "pad": pad}, separators=(",", ":"))
@@ -264,8 +333,12 @@ def test_every_body_is_at_most_max_bytes_per_batch_and_every_record_arrives_once
     rows = {i: "p" * (20 + (i * 37) % 160) for i in range(1, 81)}  # records of 40..190 bytes
     rows[40] = "B" * 1500  # one record larger than the limit: it goes alone
     with Receiver() as receiver:
-        config = load_config(raw_config(tmp_path, local_lake(), receiver.url, rows, max_records_per_batch=1000,
-                                        max_bytes_per_batch=limit), base_dir=str(tmp_path))
+        config = load_config(
+            raw_config(
+                tmp_path, local_lake(), receiver.url, rows, max_records_per_batch=1000, max_bytes_per_batch=limit
+            ),
+            base_dir=str(tmp_path),
+        )
         run_extract(config, "users")
         result = run_load(config, "users-app")
         bodies = [r.body for r in receiver.requests]
@@ -293,8 +366,16 @@ def test_long_provider_and_stream_ids_do_not_push_a_body_past_max_bytes_per_batc
     rows = {i: "x" * (95 - 1 - len(record_text(i, ""))) for i in range(10, 50)}
     assert {len(record_text(i, p)) + 1 for i, p in rows.items()} == {95}
     with Receiver() as receiver:
-        raw = raw_config(tmp_path, local_lake(), receiver.url, rows, provider_id=provider_id, stream_id=stream_id,
-                         max_records_per_batch=1000, max_bytes_per_batch=limit)
+        raw = raw_config(
+            tmp_path,
+            local_lake(),
+            receiver.url,
+            rows,
+            provider_id=provider_id,
+            stream_id=stream_id,
+            max_records_per_batch=1000,
+            max_bytes_per_batch=limit,
+        )
         config = load_config(raw, base_dir=str(tmp_path))
         run_extract(config, "users")
         run_load(config, stream_id)

@@ -43,6 +43,7 @@ def _b64url_decode(text: str) -> bytes:
 
 # -- an OAuth 2.0 token endpoint for service-account JWTs (RFC 7523), as Google's answers ----------
 
+
 class TokenEndpoint:
     """Answers the JWT-bearer grant: the assertion must be signed (RS256) by the registered key of its
     issuer, for this endpoint's URL, unexpired; the answer is a fresh access token."""
@@ -77,8 +78,9 @@ class TokenEndpoint:
             head, body, sig = form["assertion"][0].split(".")
             header, claims = json.loads(_b64url_decode(head)), json.loads(_b64url_decode(body))
             assert header["alg"] == "RS256"
-            self.keys[claims["iss"]].verify(_b64url_decode(sig), f"{head}.{body}".encode(), padding.PKCS1v15(),
-                                            hashes.SHA256())
+            self.keys[claims["iss"]].verify(
+                _b64url_decode(sig), f"{head}.{body}".encode(), padding.PKCS1v15(), hashes.SHA256()
+            )
         except (KeyError, ValueError, AssertionError, InvalidSignature):  # malformed, unknown issuer, bad signature
             return 400, {"error": "invalid_grant", "error_description": "Invalid JWT Signature."}
         # Google's token endpoint takes its own URL as the audience, whatever URL the request went to.
@@ -102,8 +104,9 @@ class Relay:
     """Forwards every request to ``upstream`` unchanged and notes its Authorization header (upload
     session URLs are rewritten to come back through here)."""
 
-    HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "expect", "te", "upgrade", "host",
-                     "content-length"})
+    HOP = frozenset(
+        {"connection", "keep-alive", "transfer-encoding", "expect", "te", "upgrade", "host", "content-length"}
+    )
 
     def __init__(self, upstream: str):
         self.upstream = urllib.parse.urlsplit(upstream)
@@ -173,16 +176,32 @@ class Relay:
 def service_account_key(token_uri: str, email: str = "prequel-lake@test-project.iam.gserviceaccount.com"):
     """A throwaway service account key file (JSON text) and its private key."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    info = {"type": "service_account", "project_id": "test-project", "private_key_id": os.urandom(20).hex(),
-            "private_key": _pem(key), "client_email": email, "client_id": "1234567890",
-            "auth_uri": "https://accounts.google.com/o/oauth2/auth", "token_uri": token_uri}
+    info = {
+        "type": "service_account",
+        "project_id": "test-project",
+        "private_key_id": os.urandom(20).hex(),
+        "private_key": _pem(key),
+        "client_email": email,
+        "client_id": "1234567890",
+        "auth_uri": "https://accounts.google.com/o/oauth2/auth",
+        "token_uri": token_uri,
+    }
     return json.dumps(info), key
 
 
 def gcs_key_lake(endpoint: str, bucket: str) -> dict:
-    return {"id": "lake", "name": "lake", "storage": "gcs", "gcs": {
-        "bucket_name": bucket, "prefix": "imports", "endpoint": endpoint, "auth_method": "gcp_service_account_key",
-        "gcp_service_account_key": {"service_account_key": "${GCP_SA_KEY_JSON}"}}}
+    return {
+        "id": "lake",
+        "name": "lake",
+        "storage": "gcs",
+        "gcs": {
+            "bucket_name": bucket,
+            "prefix": "imports",
+            "endpoint": endpoint,
+            "auth_method": "gcp_service_account_key",
+            "gcp_service_account_key": {"service_account_key": "${GCP_SA_KEY_JSON}"},
+        },
+    }
 
 
 @pytest.fixture
@@ -190,8 +209,9 @@ def gcs_bucket(gcs):
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import storage
 
-    client = storage.Client(project="test", credentials=AnonymousCredentials(),
-                            client_options={"api_endpoint": gcs["endpoint"]})
+    client = storage.Client(
+        project="test", credentials=AnonymousCredentials(), client_options={"api_endpoint": gcs["endpoint"]}
+    )
     name = "sa-lake-" + os.urandom(4).hex()
     client.create_bucket(name)
     return client.bucket(name)
@@ -202,8 +222,9 @@ def test_a_gcs_lake_with_a_service_account_key_extracts_and_loads(gcs, gcs_bucke
         key_json, key = service_account_key(tokens.url)
         tokens.keys[json.loads(key_json)["client_email"]] = key.public_key()
         monkeypatch.setenv("GCP_SA_KEY_JSON", key_json)
-        config = load_config(raw_config(tmp_path, gcs_key_lake(relay.url, gcs_bucket.name), receiver.url, ROWS),
-                             base_dir=str(tmp_path))
+        config = load_config(
+            raw_config(tmp_path, gcs_key_lake(relay.url, gcs_bucket.name), receiver.url, ROWS), base_dir=str(tmp_path)
+        )
         first = run_extract(config, "users")
         assert first.counts.records_new_inserted == len(ROWS)
         assert first.data_uri.startswith(f"gs://{gcs_bucket.name}/imports/")
@@ -218,15 +239,17 @@ def test_a_gcs_lake_with_a_service_account_key_extracts_and_loads(gcs, gcs_bucke
     # The key was used: its signed JWT was accepted for the read-write scope, and every request the lake
     # made (the Python client's and Arrow's, gcloud-python and gl-cpp) carried a token issued for it.
     assert tokens.issued and all(READ_WRITE in c["scope"].split() for c in tokens.claims)
-    assert relay.seen and {auth for _, _, auth in relay.seen} <= {f"Bearer {t}" for t in tokens.issued}, \
-        sorted({(m, p.split("?")[0], (a or "")[:20]) for m, p, a in relay.seen})
+    assert relay.seen and {auth for _, _, auth in relay.seen} <= {f"Bearer {t}" for t in tokens.issued}, sorted(
+        {(m, p.split("?")[0], (a or "")[:20]) for m, p, a in relay.seen}
+    )
     assert any(m in ("POST", "PUT") for m, _, _ in relay.seen)  # writes too, not only reads
     assert any("python" in a for a in relay.agents) and any("cpp" in a for a in relay.agents), relay.agents
 
 
 def _pem(key: rsa.RSAPrivateKey) -> str:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption()).decode()
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
 
 
 def _key_material(text: str) -> str:
@@ -244,37 +267,49 @@ def _with(good: str, **changes) -> str:
 
 BAD_KEYS = {
     "not JSON": lambda good: "-----BEGIN PRIVATE KEY-----\n" + json.loads(good)["private_key"][28:90],
-    "missing fields": lambda good: json.dumps({k: v for k, v in json.loads(good).items()
-                                               if k not in ("client_email", "token_uri")}),
+    "missing fields": lambda good: json.dumps(
+        {k: v for k, v in json.loads(good).items() if k not in ("client_email", "token_uri")}
+    ),
     "unreadable private key": lambda good: _with(
-        good, private_key="-----BEGIN PRIVATE KEY-----\nTUlJQ2Vh" + json.loads(good)["private_key"][60:80]
-        + "\n-----END PRIVATE KEY-----\n"),
-    "refused by the token endpoint": lambda good: _with(good, private_key=_pem(rsa.generate_private_key(
-        public_exponent=65537, key_size=2048))),  # another key than the one registered for the account
+        good,
+        private_key="-----BEGIN PRIVATE KEY-----\nTUlJQ2Vh"
+        + json.loads(good)["private_key"][60:80]
+        + "\n-----END PRIVATE KEY-----\n",
+    ),
+    "refused by the token endpoint": lambda good: _with(
+        good, private_key=_pem(rsa.generate_private_key(public_exponent=65537, key_size=2048))
+    ),  # another key than the one registered for the account
 }
 
 
 @pytest.mark.parametrize("case", list(BAD_KEYS))
-def test_a_bad_service_account_key_is_refused_naming_the_datalake_without_the_secret(case, gcs, gcs_bucket,
-                                                                                     monkeypatch, tmp_path):
+def test_a_bad_service_account_key_is_refused_naming_the_datalake_without_the_secret(
+    case, gcs, gcs_bucket, monkeypatch, tmp_path
+):
     with TokenEndpoint() as tokens:
         good, key = service_account_key(tokens.url)
         tokens.keys[json.loads(good)["client_email"]] = key.public_key()
         bad = BAD_KEYS[case](good)
         monkeypatch.setenv("GCP_SA_KEY_JSON", bad)
-        config = load_config({"datalakes": [gcs_key_lake(gcs["endpoint"], gcs_bucket.name)], "providers": [
-            {"id": "acme", "name": "acme", "datalake_id": "lake", "products": ["all"]}]}, base_dir=str(tmp_path))
+        config = load_config(
+            {
+                "datalakes": [gcs_key_lake(gcs["endpoint"], gcs_bucket.name)],
+                "providers": [{"id": "acme", "name": "acme", "datalake_id": "lake", "products": ["all"]}],
+            },
+            base_dir=str(tmp_path),
+        )
         with pytest.raises(Exception) as info:
             open_datalake(config.datalake("lake"), config)
     shown = "".join(traceback.format_exception(info.value))
     for material in (_key_material(good), _key_material(bad)):  # no piece of a key in the message or traceback
-        pieces = {material[i:i + 16] for i in range(0, max(len(material) - 15, 0), 4)}
+        pieces = {material[i : i + 16] for i in range(0, max(len(material) - 15, 0), 4)}
         assert not [p for p in pieces if p in shown], case
     assert isinstance(info.value, PrequelError), f"{case}: {type(info.value).__name__}: {info.value}"
     assert "datalake 'lake'" in str(info.value) and "service_account_key" in str(info.value), str(info.value)
 
 
 # -- Azure: a container SAS ------------------------------------------------------------------------
+
 
 @pytest.fixture
 def sas_container(azurite, monkeypatch):
@@ -286,19 +321,31 @@ def sas_container(azurite, monkeypatch):
 
     name = "sas-lake-" + os.urandom(4).hex()
     container = BlobServiceClient.from_connection_string(azurite["connection_string"]).create_container(name)
-    sas = generate_container_sas(azurite["account"], name, account_key=azurite["key"],
-                                 permission=ContainerSasPermissions(read=True, add=True, create=True, write=True,
-                                                                    delete=True, list=True),
-                                 expiry=dt.datetime.now(dt.UTC) + dt.timedelta(hours=1))
+    sas = generate_container_sas(
+        azurite["account"],
+        name,
+        account_key=azurite["key"],
+        permission=ContainerSasPermissions(read=True, add=True, create=True, write=True, delete=True, list=True),
+        expiry=dt.datetime.now(dt.UTC) + dt.timedelta(hours=1),
+    )
     monkeypatch.setenv("LAKE_SAS", sas)
     return container, sas
 
 
 def abs_sas_lake(azurite, container_name: str) -> dict:
-    return {"id": "lake", "name": "lake", "storage": "abs", "abs": {
-        "bucket_name": container_name, "storage_account_name": azurite["account"], "prefix": "imports",
-        "endpoint": azurite["endpoint"], "auth_method": "azure_service_shared_access_signature",
-        "azure_service_shared_access_signature": {"shared_access_signature_token": "${LAKE_SAS}"}}}
+    return {
+        "id": "lake",
+        "name": "lake",
+        "storage": "abs",
+        "abs": {
+            "bucket_name": container_name,
+            "storage_account_name": azurite["account"],
+            "prefix": "imports",
+            "endpoint": azurite["endpoint"],
+            "auth_method": "azure_service_shared_access_signature",
+            "azure_service_shared_access_signature": {"shared_access_signature_token": "${LAKE_SAS}"},
+        },
+    }
 
 
 def _extract_and_load_twice(config, receiver, **storage):
@@ -320,8 +367,10 @@ def _assert_lake_layout(container):
 def test_an_azure_lake_with_a_container_sas_extracts_and_loads(azurite, sas_container, tmp_path):
     container, sas = sas_container
     with Receiver() as receiver:
-        config = load_config(raw_config(tmp_path, abs_sas_lake(azurite, container.container_name), receiver.url,
-                                        ROWS), base_dir=str(tmp_path))
+        config = load_config(
+            raw_config(tmp_path, abs_sas_lake(azurite, container.container_name), receiver.url, ROWS),
+            base_dir=str(tmp_path),
+        )
         try:
             _extract_and_load_twice(config, receiver)
         except PrequelError as exc:
@@ -335,11 +384,18 @@ def test_the_container_sas_itself_carries_every_lake_operation(azurite, sas_cont
     """As far as the product goes without its opening check: the same SAS, handed to the lake storage
     directly, carries a whole extract and load (Arrow's reads and writes, exclusive commits, deletes)."""
     container, sas = sas_container
-    storage = AbsStore(account=azurite["account"], container=container.container_name, prefix="imports",
-                         sas_token=sas, endpoint=azurite["endpoint"])
+    storage = AbsStore(
+        account=azurite["account"],
+        container=container.container_name,
+        prefix="imports",
+        sas_token=sas,
+        endpoint=azurite["endpoint"],
+    )
     with Receiver() as receiver:
-        config = load_config(raw_config(tmp_path, abs_sas_lake(azurite, container.container_name), receiver.url,
-                                        ROWS), base_dir=str(tmp_path))
+        config = load_config(
+            raw_config(tmp_path, abs_sas_lake(azurite, container.container_name), receiver.url, ROWS),
+            base_dir=str(tmp_path),
+        )
         _extract_and_load_twice(config, receiver, storage=storage)
     _assert_lake_layout(container)
     pending = "imports/artifacts/acme/streams/users-app/_pending/"

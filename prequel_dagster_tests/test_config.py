@@ -15,18 +15,41 @@ BASE = {
     "providers": [{"id": "acme", "name": "Acme", "datalake_id": "lake", "products": ["crm"]}],
     "products": [{"id": "crm", "name": "crm", "destinations": ["app"]}],
     "sources": [{"id": "src", "name": "s", "vendor": "sqlite", "provider_id": "acme", "sqlite": {"path": "a.db"}}],
-    "datasets": [{"id": "users", "name": "users", "source_id": "src", "table": {"source_table_name": "users"},
-                  "type": "dimension", "dimension": {"primary_key_column": "id"}}],
-    "destinations": [
-        {"id": "app", "name": "app", "type": "webhook_batch",
-         "record_schema": {"type": "object", "required": ["id"], "properties": {"id": {"type": "string"}}},
-         "webhook_batch": {"request_template": {"uri": "http://127.0.0.1:9/x"}}},
-        {"id": "billing", "name": "billing", "type": "webhook_batch",
-         "record_schema": {"type": "object", "required": ["id"], "properties": {"id": {"type": "string"}}},
-         "webhook_batch": {"request_template": {"uri": "http://127.0.0.1:9/y"}}},
+    "datasets": [
+        {
+            "id": "users",
+            "name": "users",
+            "source_id": "src",
+            "table": {"source_table_name": "users"},
+            "type": "dimension",
+            "dimension": {"primary_key_column": "id"},
+        }
     ],
-    "streams": [{"id": "s1", "name": "s1", "dataset_id": "users", "destination_id": "app",
-                 "mappings": [{"target_field": "id", "field_type": "field", "column": {"name": "id"}}]}],
+    "destinations": [
+        {
+            "id": "app",
+            "name": "app",
+            "type": "webhook_batch",
+            "record_schema": {"type": "object", "required": ["id"], "properties": {"id": {"type": "string"}}},
+            "webhook_batch": {"request_template": {"uri": "http://127.0.0.1:9/x"}},
+        },
+        {
+            "id": "billing",
+            "name": "billing",
+            "type": "webhook_batch",
+            "record_schema": {"type": "object", "required": ["id"], "properties": {"id": {"type": "string"}}},
+            "webhook_batch": {"request_template": {"uri": "http://127.0.0.1:9/y"}},
+        },
+    ],
+    "streams": [
+        {
+            "id": "s1",
+            "name": "s1",
+            "dataset_id": "users",
+            "destination_id": "app",
+            "mappings": [{"target_field": "id", "field_type": "field", "column": {"name": "id"}}],
+        }
+    ],
 }
 
 
@@ -76,7 +99,9 @@ def test_a_typo_names_its_path():
 def test_every_error_is_reported_at_once_with_its_path():
     data = _with("datasets.0.source_id", "nope")
     data["providers"][0]["datalake_id"] = "missing"
-    data["streams"][0]["mappings"] = [{"target_field": "other", "field_type": "expression", "expression": {"expr": "id +"}}]
+    data["streams"][0]["mappings"] = [
+        {"target_field": "other", "field_type": "expression", "expression": {"expr": "id +"}}
+    ]
     issues = _issues(data)
     assert "providers[0].datalake_id: no datalake with id 'missing'" in issues
     assert "datasets[0].source_id: no source with id 'nope'" in issues
@@ -94,30 +119,37 @@ def test_vendor_block_must_match_and_ids_must_be_valid():
 def test_missing_environment_variable_in_a_plain_field_names_it(monkeypatch):
     monkeypatch.delenv("NOT_SET_ANYWHERE", raising=False)
     issues = _issues(_with("destinations.0.webhook_batch.request_template.uri", "${NOT_SET_ANYWHERE}/x"))
-    assert issues == ["destinations[0].webhook_batch.request_template.uri: "
-                      "environment variable NOT_SET_ANYWHERE is not set; export it before running"]
+    assert issues == [
+        "destinations[0].webhook_batch.request_template.uri: "
+        "environment variable NOT_SET_ANYWHERE is not set; export it before running"
+    ]
 
 
 def test_validate_command_prints_paths_and_no_traceback(tmp_path: Path):
     bad = tmp_path / "prequel.yaml"
-    bad.write_text(textwrap.dedent("""
+    bad.write_text(
+        textwrap.dedent("""
         datalakes:
           - {id: lake, name: l, storage: local, local: {path: lake}}
         providers:
           - {id: acme, name: Acme, datalake_id: lake, products: [all], colour: red}
-    """))
-    proc = subprocess.run([sys.executable, "-m", "prequel_dagster.cli", "validate", str(bad)],
-                          capture_output=True, text=True)
+    """)
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "prequel_dagster.cli", "validate", str(bad)], capture_output=True, text=True
+    )
     assert proc.returncode == 1
     assert "providers[0].colour: unknown key" in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
     broken = tmp_path / "broken.yaml"
     broken.write_text("providers: [unclosed\n")
-    proc = subprocess.run([sys.executable, "-m", "prequel_dagster.cli", "validate", str(broken)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "prequel_dagster.cli", "validate", str(broken)], capture_output=True, text=True
+    )
     assert proc.returncode == 1 and "not valid YAML" in proc.stderr and "Traceback" not in proc.stderr
-    good = subprocess.run([sys.executable, "-m", "prequel_dagster.cli", "validate", str(TEMPLATE)],
-                          capture_output=True, text=True)
+    good = subprocess.run(
+        [sys.executable, "-m", "prequel_dagster.cli", "validate", str(TEMPLATE)], capture_output=True, text=True
+    )
     assert good.returncode == 0 and "3 streams" in good.stdout
 
 

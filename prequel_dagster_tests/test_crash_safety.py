@@ -19,24 +19,52 @@ def _config(tmp: Path, receiver_url: str) -> dict:
         "datalakes": [{"id": "lake", "name": "l", "storage": "local", "local": {"path": "lake"}}],
         "providers": [{"id": "acme", "name": "Acme", "datalake_id": "lake", "products": ["all"]}],
         "sources": [{"id": "db", "name": "db", "vendor": "sqlite", "provider_id": "acme", "sqlite": {"path": "a.db"}}],
-        "datasets": [{"id": "events", "name": "events", "source_id": "db", "table": {"source_table_name": "events"},
-                      "type": "fact", "fact": {"primary_key_column": "id", "created_at_column": "created_at"}}],
-        "destinations": [{"id": "app", "name": "app", "type": "webhook_batch",
-                          "max_records_per_minute": 10_000_000,
-                          "record_schema": {"type": "object", "required": ["id"],
-                                            "properties": {"id": {"type": "integer"}, "kind": {"type": "string"}}},
-                          "webhook_batch": {"request_template": {"uri": receiver_url}, "max_records_per_batch": 1000}}],
-        "streams": [{"id": "events-app", "name": "e", "dataset_id": "events", "destination_id": "app",
-                     "mappings": [{"target_field": "id", "field_type": "field", "column": {"name": "id"}},
-                                  {"target_field": "kind", "field_type": "field", "column": {"name": "kind"}}]}],
+        "datasets": [
+            {
+                "id": "events",
+                "name": "events",
+                "source_id": "db",
+                "table": {"source_table_name": "events"},
+                "type": "fact",
+                "fact": {"primary_key_column": "id", "created_at_column": "created_at"},
+            }
+        ],
+        "destinations": [
+            {
+                "id": "app",
+                "name": "app",
+                "type": "webhook_batch",
+                "max_records_per_minute": 10_000_000,
+                "record_schema": {
+                    "type": "object",
+                    "required": ["id"],
+                    "properties": {"id": {"type": "integer"}, "kind": {"type": "string"}},
+                },
+                "webhook_batch": {"request_template": {"uri": receiver_url}, "max_records_per_batch": 1000},
+            }
+        ],
+        "streams": [
+            {
+                "id": "events-app",
+                "name": "e",
+                "dataset_id": "events",
+                "destination_id": "app",
+                "mappings": [
+                    {"target_field": "id", "field_type": "field", "column": {"name": "id"}},
+                    {"target_field": "kind", "field_type": "field", "column": {"name": "kind"}},
+                ],
+            }
+        ],
     }
 
 
 def _make_source(path: Path, start: int, stop: int) -> None:
     db = sqlite3.connect(path)
     db.execute("CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY, kind TEXT, created_at DATETIME)")
-    db.executemany("INSERT INTO events VALUES (?, ?, ?)",
-                   [(i, f"k{i % 7}", f"2026-11-01 00:{i // 6000 % 60:02d}:{i // 100 % 60:02d}") for i in range(start, stop)])
+    db.executemany(
+        "INSERT INTO events VALUES (?, ?, ?)",
+        [(i, f"k{i % 7}", f"2026-11-01 00:{i // 6000 % 60:02d}:{i // 100 % 60:02d}") for i in range(start, stop)],
+    )
     db.commit()
     db.close()
 
@@ -62,8 +90,12 @@ def test_kill_9_before_the_commit_point_leaves_nothing_visible(tmp_path):
         raw = _config(tmp_path, receiver.url)
         import json
 
-        proc = subprocess.run([sys.executable, "-c", KILL_AT_COMMIT, json.dumps(raw), str(tmp_path)],
-                              capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(
+            [sys.executable, "-c", KILL_AT_COMMIT, json.dumps(raw), str(tmp_path)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert proc.returncode == -signal.SIGKILL, proc.stderr
         storage = LocalStore(tmp_path / "lake")
         log = DatasetLog(storage, "acme", "events")

@@ -1,10 +1,13 @@
 """The Dagster surface: typed resources users can see and override, and loads that follow only new data."""
 
-import httpx
 import dagster as dg
+import httpx
 
 from prequel_dagster import (
-    PrequelDatalakeResource, PrequelSourceResource, PrequelWebhookResource, build_definitions,
+    PrequelDatalakeResource,
+    PrequelSourceResource,
+    PrequelWebhookResource,
+    build_definitions,
 )
 from prequel_dagster.delivery.receiver import Receiver
 
@@ -45,8 +48,10 @@ def test_the_three_resources_are_typed_visible_and_used_by_the_assets(tmp_path):
 def test_a_resource_given_to_build_definitions_replaces_the_default(tmp_path):
     COUNT.clear()
     with Receiver() as receiver, dg.instance_for_test() as instance:
-        defs = build_definitions(local_config(tmp_path, "lake", receiver, {1: "a@x", 2: "b@x"}),
-                                 resources={"prequel_webhook": CountingWebhook(config_ref="")})
+        defs = build_definitions(
+            local_config(tmp_path, "lake", receiver, {1: "a@x", 2: "b@x"}),
+            resources={"prequel_webhook": CountingWebhook(config_ref="")},
+        )
         result = defs.resolve_implicit_global_asset_job_def().execute_in_process(instance=instance)
         assert result.success and COUNT and len(receiver.store.records()) == 2
 

@@ -22,8 +22,11 @@ def test_assets_keys_groups_kinds_and_lineage(tmp_path):
     defs = _demo_defs(tmp_path)
     specs = {s.key.to_user_string(): s for s in defs.resolve_all_asset_specs()}
     assert set(specs) == {
-        "prequel/acme/acme-users", "prequel/acme/acme-orders", "prequel/globex/globex-users",
-        "prequel/acme/streams/acme-users-app", "prequel/acme/streams/acme-orders-app",
+        "prequel/acme/acme-users",
+        "prequel/acme/acme-orders",
+        "prequel/globex/globex-users",
+        "prequel/acme/streams/acme-users-app",
+        "prequel/acme/streams/acme-orders-app",
         "prequel/globex/streams/globex-users-app",
     }
     users = specs["prequel/acme/acme-users"]
@@ -38,7 +41,13 @@ def test_assets_keys_groups_kinds_and_lineage(tmp_path):
     assert [d.column_name for d in lineage["tier"]] == ["is_pro"]
     assert {d.asset_key.to_user_string() for deps in lineage.values() for d in deps} == {"prequel/acme/acme-users"}
     schema = {c.name: c.type for c in stream.metadata["dagster/column_schema"].columns}
-    assert schema == {"id": "string", "email": "string", "full_name": "string", "tier": "string", "updated_at": "string"}
+    assert schema == {
+        "id": "string",
+        "email": "string",
+        "full_name": "string",
+        "tier": "string",
+        "updated_at": "string",
+    }
     assert specs["prequel/globex/globex-users"].group_name == "prequel_globex"
 
 
@@ -58,8 +67,9 @@ def test_streams_follow_their_dataset_automatically(tmp_path):
     with dg.instance_for_test() as instance:
         first = dg.evaluate_automation_conditions(defs=defs, instance=instance)  # baseline tick
         job = defs.resolve_implicit_global_asset_job_def()
-        job.execute_in_process(instance=instance, asset_selection=[dg.AssetKey(["prequel", "acme", "acme-orders"])],
-                               raise_on_error=False)
+        job.execute_in_process(
+            instance=instance, asset_selection=[dg.AssetKey(["prequel", "acme", "acme-orders"])], raise_on_error=False
+        )
         after = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
         requested = {r.key.to_user_string() for r in after.results if r.true_subset.size}
     assert "prequel/acme/streams/acme-orders-app" in requested
@@ -110,7 +120,9 @@ def test_many_providers_build_and_validate(tmp_path):
     for i in range(300):
         p = f"tenant{i}"
         big["providers"].append({"id": p, "name": p, "datalake_id": "lake", "products": ["all"]})
-        big["sources"].append({"id": f"{p}-db", "name": p, "vendor": "sqlite", "provider_id": p, "sqlite": {"path": "x.db"}})
+        big["sources"].append(
+            {"id": f"{p}-db", "name": p, "vendor": "sqlite", "provider_id": p, "sqlite": {"path": "x.db"}}
+        )
         ds = copy.deepcopy(raw["datasets"][0]) | {"id": f"{p}-users", "source_id": f"{p}-db"}
         big["datasets"].append(ds)
         st = copy.deepcopy(raw["streams"][0]) | {"id": f"{p}-users-app", "dataset_id": f"{p}-users"}
@@ -122,16 +134,28 @@ def test_many_providers_build_and_validate(tmp_path):
 
 def test_dagster_definitions_validate_passes_on_the_workspace(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("PREQUEL_CONFIG", "DAGSTER_HOME")}
-    proc = subprocess.run([sys.executable, "-m", "dagster", "definitions", "validate", "-w", str(REPO / "workspace.yaml")],
-                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "dagster", "definitions", "validate", "-w", str(REPO / "workspace.yaml")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "All code locations passed validation" in proc.stderr + proc.stdout
 
 
 def test_demo_command_runs_through_dagster_and_prints_per_provider_and_stream(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("PREQUEL_CONFIG", "DAGSTER_HOME")}
-    proc = subprocess.run([sys.executable, "-m", "prequel_dagster.cli", "demo", "--port", "0"],
-                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "prequel_dagster.cli", "demo", "--port", "0"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
     assert "extract acme     acme-users         read   400: new 400" in out
@@ -149,8 +173,14 @@ def test_demo_records_its_runs_in_the_users_instance_when_dagster_home_is_set(tm
     home.mkdir()
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     env = {k: v for k, v in os.environ.items() if k != "PREQUEL_CONFIG"} | {"DAGSTER_HOME": str(home)}
-    proc = subprocess.run([sys.executable, "-m", "prequel_dagster.cli", "demo", "--port", "0"],
-                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "prequel_dagster.cli", "demo", "--port", "0"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"runs are recorded in the Dagster instance in $DAGSTER_HOME ({home})" in proc.stdout
     assert len(dg.DagsterInstance.from_config(str(home)).get_runs()) == 2

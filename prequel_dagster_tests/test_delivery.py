@@ -8,11 +8,11 @@ import dagster as dg
 import pytest
 
 from prequel_dagster.config import load_config
+from prequel_dagster.config.errors import DeliveryError
 from prequel_dagster.delivery.receiver import Receiver
 from prequel_dagster.engine import run_extract, run_load
 from prequel_dagster.lake.deliveries import StreamState
 from prequel_dagster.stores import LocalStore
-from prequel_dagster.config.errors import DeliveryError
 
 from .dagster_helpers import metadata_of, run_assets
 from .pg_helpers import create_provider_db, two_provider_config
@@ -40,8 +40,12 @@ def _scripted(*actions):
 def test_503_then_dropped_connection_still_delivers_every_record_once_with_one_key(pg, acme):
     with Receiver(fault=_scripted(503, "drop")) as receiver, dg.instance_for_test() as instance:
         config = two_provider_config(pg, str(acme / "lake"), receiver.url, max_records_per_batch=100)
-        result = run_assets(config, instance, base_dir=str(acme),
-                            keys=["prequel/acme/acme-users", "prequel/acme/streams/acme-users-app"])
+        result = run_assets(
+            config,
+            instance,
+            base_dir=str(acme),
+            keys=["prequel/acme/acme-users", "prequel/acme/streams/acme-users-app"],
+        )
         assert result.success
         records = receiver.store.records(stream_id="acme-users-app")
         assert sorted(int(r["record"]["id"]) for r in records) == list(range(1, 46))  # each exactly once
@@ -56,8 +60,9 @@ def test_503_then_dropped_connection_still_delivers_every_record_once_with_one_k
 def test_retry_after_is_honoured(pg, acme):
     slept: list[float] = []
     with Receiver(fault=_scripted((429, {"Retry-After": "2"}), (503, {"Retry-After": "0"}))) as receiver:
-        config = load_config(two_provider_config(pg, str(acme / "lake"), receiver.url, max_records_per_batch=100),
-                             base_dir=str(acme))
+        config = load_config(
+            two_provider_config(pg, str(acme / "lake"), receiver.url, max_records_per_batch=100), base_dir=str(acme)
+        )
         run_extract(config, "acme-users")
         result = run_load(config, "acme-users-app", sleep=slept.append)
     assert result.counts.records_loaded == 45
@@ -89,8 +94,9 @@ def test_an_endpoint_that_stays_down_dead_letters_then_stops_and_everything_arri
         return None
 
     with Receiver(fault=fault) as receiver:
-        raw = two_provider_config(pg, str(acme / "lake"), receiver.url, max_attempts=2, max_records_per_batch=5,
-                                  max_failed_batches_in_a_row=2)
+        raw = two_provider_config(
+            pg, str(acme / "lake"), receiver.url, max_attempts=2, max_records_per_batch=5, max_failed_batches_in_a_row=2
+        )
         config = load_config(raw, base_dir=str(acme))
         run_extract(config, "acme-users")
         with pytest.raises(DeliveryError, match="failed 2 batches in a row.*stay pending"):
@@ -98,14 +104,17 @@ def test_an_endpoint_that_stays_down_dead_letters_then_stops_and_everything_arri
         state = StreamState(LocalStore(acme / "lake"), "acme", "acme-users-app")
         dead = {json.loads(r)["id"] for r in state.read_dead_letters().column("record").to_pylist()}
         assert dead == {str(i) for i in range(6, 16)}  # batches 1 and 2, with the answer as reason
-        assert all("gave up after 2 attempts; last: HTTP 503" in r for r in state.read_dead_letters().column("reason").to_pylist())
+        assert all(
+            "gave up after 2 attempts; last: HTTP 503" in r
+            for r in state.read_dead_letters().column("reason").to_pylist()
+        )
         first_ids = [json.loads(r.body)["batch_id"] for r in receiver.requests]
 
         receiver.fault = None  # the endpoint is back
         resumed = run_load(config, "acme-users-app")
         assert resumed.resumed and resumed.counts.batches_skipped_already_acked == 3
         assert resumed.counts.batches_sent == 6  # batches 3..8: the pending ones, nothing else
-        resent = [json.loads(r.body)["batch_id"] for r in receiver.requests[len(first_ids):]]
+        resent = [json.loads(r.body)["batch_id"] for r in receiver.requests[len(first_ids) :]]
         assert set(resent).isdisjoint(first_ids)
 
         again = run_load(config, "acme-users-app", redeliver_dead_letters=True)
@@ -118,7 +127,8 @@ def test_schema_invalid_records_are_kept_with_their_violation(pg, acme):
     with Receiver() as receiver:
         raw = two_provider_config(pg, str(acme / "lake"), receiver.url)
         raw["streams"][0]["mappings"][1] = {  # email null for odd ids: violates `required`
-            "target_field": "email", "field_type": "expression",
+            "target_field": "email",
+            "field_type": "expression",
             "expression": {"expr": "IF(id / 2 == int(id / 2), email, nil)"},
         }
         config = load_config(raw, base_dir=str(acme))
@@ -136,8 +146,9 @@ def test_every_body_matches_the_published_envelope_schema(pg, acme):
 
     from prequel_dagster.delivery.receiver import check_envelope
 
-    schema = json.loads((Path(__file__).resolve().parents[1] / "prequel_dagster" / "schemas" /
-                         "batch_envelope.schema.json").read_text())
+    schema = json.loads(
+        (Path(__file__).resolve().parents[1] / "prequel_dagster" / "schemas" / "batch_envelope.schema.json").read_text()
+    )
     with Receiver() as receiver:
         config = load_config(two_provider_config(pg, str(acme / "lake"), receiver.url), base_dir=str(acme))
         run_extract(config, "acme-users")

@@ -21,8 +21,8 @@ from prequel_dagster.lake.deliveries import StreamState
 from prequel_dagster.stores import LocalStore
 
 from .dagster_helpers import run_assets
-from .test_delivery_ids import local_config
 from .pg_helpers import create_provider_db, two_provider_config
+from .test_delivery_ids import local_config
 
 N = 45
 ALL_IDS = {str(i) for i in range(1, N + 1)}
@@ -148,8 +148,9 @@ def test_pacing_max_records_per_minute_and_max_concurrency_are_observed(pg, acme
     # 6000 records/minute = 100/s with bursts of 100: 400 records take at least 3 s, and no second holds more
     # than the burst plus a second's worth (and one batch in flight)
     with Receiver() as receiver:
-        config = local_config(tmp_path, "lake", receiver, {i: f"u{i}@x" for i in range(400)}, per_minute=6000,
-                              max_records_per_batch=10)
+        config = local_config(
+            tmp_path, "lake", receiver, {i: f"u{i}@x" for i in range(400)}, per_minute=6000, max_records_per_batch=10
+        )
         run_extract(config, "users")
         started = time.monotonic()
         run_load(config, "users-app")
@@ -195,8 +196,12 @@ def test_kill_9_mid_load_then_resume_sends_only_unacknowledged_batches_with_the_
         raw = two_provider_config(pg, str(acme / "lake"), receiver.url, max_records_per_batch=5)
         config = load_config(raw, base_dir=str(acme))
         run_extract(config, "acme-users")
-        child["proc"] = subprocess.Popen([sys.executable, "-c", LOAD_IN_A_CHILD, json.dumps(raw), str(acme)],
-                                         stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+        child["proc"] = subprocess.Popen(
+            [sys.executable, "-c", LOAD_IN_A_CHILD, json.dumps(raw), str(acme)],
+            stderr=subprocess.PIPE,
+            text=True,
+            env=os.environ.copy(),
+        )
         assert child["proc"].wait(timeout=120) == -signal.SIGKILL, child["proc"].stderr.read()[-2000:]
         first = [json.loads(r.body) for r in receiver.requests]
         assert len(first) == 4
@@ -217,13 +222,17 @@ def test_webhook_record_with_templates_sends_one_request_per_record(pg, acme):
     with Receiver() as receiver:
         raw = two_provider_config(pg, str(acme / "lake"), receiver.url)
         raw["destinations"][0] = {
-            "id": "app", "name": "app", "type": "webhook_record", "max_records_per_minute": 1_000_000,
+            "id": "app",
+            "name": "app",
+            "type": "webhook_record",
+            "max_records_per_minute": 1_000_000,
             "record_schema": raw["destinations"][0]["record_schema"],
             "webhook_record": {
                 "max_concurrency": 2,
                 "request_template": {
                     "method": "PUT",
-                    "uri": receiver.url + "/{{.ProviderID}}/users/{{.Record.id}}?provider_id={{.ProviderID}}&deleted={{.IsDeleted}}",
+                    "uri": receiver.url
+                    + "/{{.ProviderID}}/users/{{.Record.id}}?provider_id={{.ProviderID}}&deleted={{.IsDeleted}}",
                     "headers": {"X-Email": "{{.Record.email}}", "Authorization": "Bearer ${APP_TOKEN}"},
                     "body": '{"payload": {{.Record.AsJson}}, "deleted": {{.IsDeleted}}}',
                 },
@@ -236,8 +245,10 @@ def test_webhook_record_with_templates_sends_one_request_per_record(pg, acme):
         seven = next(r for r in receiver.requests if r.path.startswith("/acme/users/7?"))
         assert seven.method == "PUT" and seven.headers["X-Email"] == "u7@acme.test"
         assert seven.path == "/acme/users/7?provider_id=acme&deleted=false"
-        assert json.loads(seven.body) == {"payload": {"id": "7", "email": "u7@acme.test", "full_name": "First7 Last7",
-                                                      "balance": 7.5}, "deleted": False}
+        assert json.loads(seven.body) == {
+            "payload": {"id": "7", "email": "u7@acme.test", "full_name": "First7 Last7", "balance": 7.5},
+            "deleted": False,
+        }
         assert len({r.headers["Idempotency-Key"] for r in receiver.requests}) == N
 
 
@@ -254,8 +265,16 @@ def test_batch_headers_can_use_the_first_record_and_template_errors_name_their_p
     with pytest.raises(ConfigError) as info:
         load_config(raw, base_dir=str(acme))
     issues = [str(i) for i in info.value.issues]
-    assert "destinations[0].webhook_batch.request_template.uri: '{{.Record.id}}' at position 10 needs one record per request (type: webhook_record)" in issues
-    assert any(i.startswith("destinations[0].webhook_batch.request_template.headers.X-Bad: unsupported template action '{{.Nope}}' at position 3") for i in issues)
+    assert (
+        "destinations[0].webhook_batch.request_template.uri: '{{.Record.id}}' at position 10 needs one record per request (type: webhook_record)"
+        in issues
+    )
+    assert any(
+        i.startswith(
+            "destinations[0].webhook_batch.request_template.headers.X-Bad: unsupported template action '{{.Nope}}' at position 3"
+        )
+        for i in issues
+    )
 
 
 def test_dagster_checks_and_launchpad_redelivery(pg, acme):
@@ -263,8 +282,12 @@ def test_dagster_checks_and_launchpad_redelivery(pg, acme):
         raw = two_provider_config(pg, str(acme / "lake"), receiver.url, max_records_per_batch=20)
         raw["streams"][0]["dead_letter_check"] = "error"
         with dg.instance_for_test() as instance:
-            result = run_assets(raw, instance, base_dir=str(acme),
-                                keys=["prequel/acme/acme-users", "prequel/acme/streams/acme-users-app"])
+            result = run_assets(
+                raw,
+                instance,
+                base_dir=str(acme),
+                keys=["prequel/acme/acme-users", "prequel/acme/streams/acme-users-app"],
+            )
             checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
             assert checks["dead_letters_empty"].passed is False
             assert checks["dead_letters_empty"].severity == dg.AssetCheckSeverity.ERROR
@@ -278,13 +301,15 @@ def test_dagster_checks_and_launchpad_redelivery(pg, acme):
             key = dg.AssetKey.from_user_string("prequel/acme/streams/acme-users-app")
             op = "load__prequel__acme__streams__acme_users_app"
             redo = job.execute_in_process(
-                instance=instance, asset_selection=[key],
+                instance=instance,
+                asset_selection=[key],
                 run_config={"ops": {op: {"config": {"redeliver_dead_letters": True}}}},
             )
             checks = {e.check_name: e for e in redo.get_asset_check_evaluations()}
             assert checks["dead_letters_empty"].passed is True
-            one = job.execute_in_process(instance=instance, asset_selection=[key],
-                                         run_config={"ops": {op: {"config": {"record_ids": ["7"]}}}})
+            one = job.execute_in_process(
+                instance=instance, asset_selection=[key], run_config={"ops": {op: {"config": {"record_ids": ["7"]}}}}
+            )
             assert one.success
     assert set(_received_ids(receiver)) == ALL_IDS
     assert _received_ids(receiver).count("7") == 2  # sent again on request

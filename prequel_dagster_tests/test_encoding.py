@@ -8,8 +8,8 @@ import json
 import pyarrow as pa
 import pytest
 
-from prequel_dagster.transform.encoding import encode_records, joined_bytes
 from prequel_dagster.language.expressions import to_string
+from prequel_dagster.transform.encoding import encode_records, joined_bytes
 
 VALUES = {
     "s": ["plain", None, 'quote " and \\ back', "tab\tnew\nline\x01ctl", "ünïcödé ✓"],
@@ -65,8 +65,14 @@ def test_raw_json_fields_are_embedded():
 @pytest.mark.parametrize("with_pre_1970", [False, True])  # the fast path needs non-negative times
 def test_timestamps_format_like_strftime_for_every_range(unit, with_pre_1970):
     per_second = {"s": 1, "ms": 1_000, "us": 1_000_000}[unit]
-    raw = [0, None, 1_767_225_600 * per_second, 1_767_225_600 * per_second + per_second // 3 * 2,
-           253_402_300_799 * per_second, 951_782_400 * per_second]  # 2026, 9999-12-31, a leap day
+    raw = [
+        0,
+        None,
+        1_767_225_600 * per_second,
+        1_767_225_600 * per_second + per_second // 3 * 2,
+        253_402_300_799 * per_second,
+        951_782_400 * per_second,
+    ]  # 2026, 9999-12-31, a leap day
     if with_pre_1970:
         raw.append(-86_400 * per_second - 1)
     ts = pa.array(raw, pa.timestamp(unit, "UTC"))
@@ -76,6 +82,6 @@ def test_timestamps_format_like_strftime_for_every_range(unit, with_pre_1970):
 
 
 def test_timestamps_in_other_zones_are_written_in_utc():
-    ts = pa.array([dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.timezone.utc)], pa.timestamp("us", "UTC"))
+    ts = pa.array([dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)], pa.timestamp("us", "UTC"))
     berlin = ts.cast(pa.timestamp("us", "Europe/Berlin"))
     assert to_string(berlin).to_pylist() == ["2026-03-01T12:00:00.000000Z"]

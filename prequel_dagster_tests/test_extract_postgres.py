@@ -25,7 +25,7 @@ from prequel_dagster.stores import LocalStore
 from .pg_helpers import dsn
 
 PASSWORD = "typed-" + os.urandom(4).hex()
-T0 = dt.datetime(2026, 3, 1, 9, 30, 15, 123456, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2026, 3, 1, 9, 30, 15, 123456, tzinfo=dt.UTC)
 U = uuid.UUID("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11")
 
 
@@ -34,36 +34,57 @@ def typed_db(pg, monkeypatch):
     """Database ``typed`` with table "My Schema"."Odd Table": every type, NULLs, awkward names."""
     monkeypatch.setenv("TYPED_PG_PASSWORD", PASSWORD)
     with psycopg.connect(pg["dsn"], autocommit=True) as admin:
-        admin.execute('DROP DATABASE IF EXISTS typed WITH (FORCE)')
+        admin.execute("DROP DATABASE IF EXISTS typed WITH (FORCE)")
         admin.execute("DROP ROLE IF EXISTS typed")
         admin.execute(f"CREATE ROLE typed LOGIN PASSWORD '{PASSWORD}'")
         admin.execute("CREATE DATABASE typed OWNER typed")
     with psycopg.connect(dsn(pg, "typed", "typed", PASSWORD), autocommit=True) as conn:
         conn.execute('CREATE SCHEMA "My Schema"')
-        conn.execute('''CREATE TABLE "My Schema"."Odd Table" (
+        conn.execute("""CREATE TABLE "My Schema"."Odd Table" (
             "Id" bigint PRIMARY KEY, "my col" text, "quote""d" text, "Amount" numeric(20,6), unbounded numeric,
             updated_at timestamptz NOT NULL, local_ts timestamp, payload jsonb, tags text[], scores int[],
-            u uuid, raw bytea, flag boolean, day date, span interval, small smallint, ratio double precision)''')
-        conn.execute('''INSERT INTO "My Schema"."Odd Table" VALUES
+            u uuid, raw bytea, flag boolean, day date, span interval, small smallint, ratio double precision)""")
+        conn.execute(
+            """INSERT INTO "My Schema"."Odd Table" VALUES
             (1, 'spaces and "quotes"', 'it''s', 12345678901234.123456, 3.14159265358979323846264338327950288,
              %s, '2026-03-01 09:30:15.5', '{"a": {"b": [1, 2.5, null]}, "s": "x"}', '{"x","y z"}', '{1,NULL,3}',
              %s, '\\x00ff10', true, '2026-02-28', '1 day 02:03:04', -7, 0.1),
-            (2, NULL, NULL, NULL, NULL, %s, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)''',
-                     (T0, U, T0 + dt.timedelta(seconds=1)))
+            (2, NULL, NULL, NULL, NULL, %s, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)""",
+            (T0, U, T0 + dt.timedelta(seconds=1)),
+        )
     return pg
 
 
 def typed_config(pg, lake, **dataset_overrides):
-    dataset = {"id": "odd", "name": "odd", "source_id": "typed-pg", "method": "table",
-               "table": {"source_table_namespace": "My Schema", "source_table_name": "Odd Table"},
-               "type": "dimension", "dimension": {"primary_key_column": "Id", "last_modified_column": "updated_at"}}
+    dataset = {
+        "id": "odd",
+        "name": "odd",
+        "source_id": "typed-pg",
+        "method": "table",
+        "table": {"source_table_namespace": "My Schema", "source_table_name": "Odd Table"},
+        "type": "dimension",
+        "dimension": {"primary_key_column": "Id", "last_modified_column": "updated_at"},
+    }
     dataset.update(dataset_overrides)
     return {
         "datalakes": [{"id": "lake", "name": "lake", "storage": "local", "local": {"path": str(lake)}}],
         "providers": [{"id": "typed", "name": "typed", "datalake_id": "lake", "products": ["all"]}],
-        "sources": [{"id": "typed-pg", "name": "typed", "vendor": "postgres", "provider_id": "typed", "postgres": {
-            "host": pg["host"], "port": pg["port"], "database": "typed", "auth_method": "password_auth",
-            "password_auth": {"username": "typed", "password": "${TYPED_PG_PASSWORD}"}, "disable_ssl": True}}],
+        "sources": [
+            {
+                "id": "typed-pg",
+                "name": "typed",
+                "vendor": "postgres",
+                "provider_id": "typed",
+                "postgres": {
+                    "host": pg["host"],
+                    "port": pg["port"],
+                    "database": "typed",
+                    "auth_method": "password_auth",
+                    "password_auth": {"username": "typed", "password": "${TYPED_PG_PASSWORD}"},
+                    "disable_ssl": True,
+                },
+            }
+        ],
         "datasets": [dataset],
     }
 
@@ -100,22 +121,46 @@ def test_every_type_lands_exactly_in_the_lake(typed_db, tmp_path):
 def test_exact_values_reach_the_endpoint(typed_db, tmp_path):
     with Receiver() as receiver:
         raw = typed_config(typed_db, tmp_path / "lake")
-        raw["destinations"] = [{
-            "id": "app", "name": "app", "type": "webhook_batch",
-            "webhook_batch": {"request_template": {"uri": receiver.url + "/batches"}},
-            "record_schema": {"type": "object", "properties": {
-                "id": {"type": "string"}, "amount": {"type": "number"}, "at": {"type": "string", "format": "date-time"},
-                "payload": {"type": "object"}, "tags": {"type": "array"}, "u": {"type": "string"},
-                "raw": {"type": "string"}, "flag": {"type": "boolean"}}, "required": ["id"]}}]
-        raw["streams"] = [{"id": "odd-app", "name": "odd", "dataset_id": "odd", "destination_id": "app", "mappings": [
-            {"target_field": "id", "field_type": "expression", "expression": {"expr": 'string(Id)'}},
-            {"target_field": "amount", "field_type": "field", "column": {"name": "Amount"}},
-            {"target_field": "at", "field_type": "field", "column": {"name": "updated_at"}},
-            {"target_field": "payload", "field_type": "field", "column": {"name": "payload"}},
-            {"target_field": "tags", "field_type": "field", "column": {"name": "tags"}},
-            {"target_field": "u", "field_type": "field", "column": {"name": "u"}},
-            {"target_field": "raw", "field_type": "field", "column": {"name": "raw"}},
-            {"target_field": "flag", "field_type": "field", "column": {"name": "flag"}}]}]
+        raw["destinations"] = [
+            {
+                "id": "app",
+                "name": "app",
+                "type": "webhook_batch",
+                "webhook_batch": {"request_template": {"uri": receiver.url + "/batches"}},
+                "record_schema": {
+                    "type": "object",
+                    "properties": {
+                        "id": {"type": "string"},
+                        "amount": {"type": "number"},
+                        "at": {"type": "string", "format": "date-time"},
+                        "payload": {"type": "object"},
+                        "tags": {"type": "array"},
+                        "u": {"type": "string"},
+                        "raw": {"type": "string"},
+                        "flag": {"type": "boolean"},
+                    },
+                    "required": ["id"],
+                },
+            }
+        ]
+        raw["streams"] = [
+            {
+                "id": "odd-app",
+                "name": "odd",
+                "dataset_id": "odd",
+                "destination_id": "app",
+                "mappings": [
+                    {"target_field": "id", "field_type": "expression", "expression": {"expr": "string(Id)"}},
+                    {"target_field": "amount", "field_type": "field", "column": {"name": "Amount"}},
+                    {"target_field": "at", "field_type": "field", "column": {"name": "updated_at"}},
+                    {"target_field": "payload", "field_type": "field", "column": {"name": "payload"}},
+                    {"target_field": "tags", "field_type": "field", "column": {"name": "tags"}},
+                    {"target_field": "u", "field_type": "field", "column": {"name": "u"}},
+                    {"target_field": "raw", "field_type": "field", "column": {"name": "raw"}},
+                    {"target_field": "flag", "field_type": "field", "column": {"name": "flag"}},
+                ],
+            }
+        ]
         config = load_config(raw, base_dir=str(tmp_path))
         run_extract(config, "odd")
         result = run_load(config, "odd-app")
@@ -123,9 +168,16 @@ def test_exact_values_reach_the_endpoint(typed_db, tmp_path):
         body = receiver.requests[0].body.decode()
     assert '"amount":12345678901234.123456' in body  # the decimal's own digits on the wire
     records = {r["id"]: r for r in json.loads(body)["records"]}
-    assert records["1"] == {"id": "1", "amount": 12345678901234.123456, "at": "2026-03-01T09:30:15.123456Z",
-                            "payload": {"a": {"b": [1, 2.5, None]}, "s": "x"}, "tags": ["x", "y z"],
-                            "u": str(U), "raw": "AP8Q", "flag": True}
+    assert records["1"] == {
+        "id": "1",
+        "amount": 12345678901234.123456,
+        "at": "2026-03-01T09:30:15.123456Z",
+        "payload": {"a": {"b": [1, 2.5, None]}, "s": "x"},
+        "tags": ["x", "y z"],
+        "u": str(U),
+        "raw": "AP8Q",
+        "flag": True,
+    }
     assert records["2"] == {"id": "2", "at": "2026-03-01T09:30:16.123456Z"}  # NULLs: optional fields left out
 
 
@@ -138,8 +190,10 @@ def test_schema_drift_is_reported_and_nothing_is_lost(typed_db, tmp_path):
         conn.execute('ALTER TABLE "My Schema"."Odd Table" DROP COLUMN "quote""d"')
         conn.execute('ALTER TABLE "My Schema"."Odd Table" ALTER COLUMN small TYPE bigint')
         conn.execute('ALTER TABLE "My Schema"."Odd Table" ALTER COLUMN "Amount" TYPE numeric(24,6)')
-        conn.execute('UPDATE "My Schema"."Odd Table" SET "New Col" = %s, small = 5000000000, updated_at = %s '
-                     'WHERE "Id" = 1', ("fresh", later))
+        conn.execute(
+            'UPDATE "My Schema"."Odd Table" SET "New Col" = %s, small = 5000000000, updated_at = %s WHERE "Id" = 1',
+            ("fresh", later),
+        )
     result = run_extract(config, "odd")
     assert result.counts.records_existing_updated == 1
     changes = "\n".join(result.schema_changes)
@@ -175,7 +229,9 @@ def test_broken_sources_name_the_source_and_the_fix(typed_db, tmp_path, monkeypa
     monkeypatch.setenv("TYPED_PG_PASSWORD", PASSWORD)
     with psycopg.connect(typed_db["dsn"].rsplit("/", 1)[0] + "/typed", autocommit=True) as admin:
         admin.execute("CREATE TABLE public.secret_table (id bigint PRIMARY KEY)")  # owned by the admin
-    fails("grant the source user SELECT", table={"source_table_namespace": "public", "source_table_name": "secret_table"})
+    fails(
+        "grant the source user SELECT", table={"source_table_namespace": "public", "source_table_name": "secret_table"}
+    )
 
 
 KILL_MID_WRITE = textwrap.dedent("""
@@ -200,12 +256,20 @@ KILL_MID_WRITE = textwrap.dedent("""
 
 def test_kill_9_mid_write_leaves_nothing_visible_and_the_next_run_commits_everything(typed_db, tmp_path):
     with psycopg.connect(dsn(typed_db, "typed", "typed", PASSWORD), autocommit=True) as conn:
-        conn.execute('''INSERT INTO "My Schema"."Odd Table" ("Id", updated_at, "my col")
-                        SELECT g, %s + g * interval '1 ms', repeat('x', 200) FROM generate_series(3, 60000) g''', (T0,))
+        conn.execute(
+            """INSERT INTO "My Schema"."Odd Table" ("Id", updated_at, "my col")
+                        SELECT g, %s + g * interval '1 ms', repeat('x', 200) FROM generate_series(3, 60000) g""",
+            (T0,),
+        )
     raw = typed_config(typed_db, tmp_path / "lake")
     env = dict(os.environ, TYPED_PG_PASSWORD=PASSWORD)
-    proc = subprocess.run([sys.executable, "-c", KILL_MID_WRITE, json.dumps(raw), str(tmp_path)],
-                          capture_output=True, text=True, timeout=120, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-c", KILL_MID_WRITE, json.dumps(raw), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     log = DatasetLog(LocalStore(tmp_path / "lake"), "typed", "odd")
     assert log.latest() is None and list(log.scan()) == []  # the written file is there, but not visible
@@ -219,13 +283,18 @@ def test_a_full_read_split_over_two_connections_reads_every_row_once(typed_db, t
     from prequel_dagster.sources import postgres
 
     with psycopg.connect(dsn(typed_db, "typed", "typed", PASSWORD), autocommit=True) as conn:
-        conn.execute('''INSERT INTO "My Schema"."Odd Table" ("Id", updated_at, "my col")
-                        SELECT g, %s, repeat('y', 100) FROM generate_series(3, 20000) g''', (T0,))
+        conn.execute(
+            """INSERT INTO "My Schema"."Odd Table" ("Id", updated_at, "my col")
+                        SELECT g, %s, repeat('y', 100) FROM generate_series(3, 20000) g""",
+            (T0,),
+        )
         conn.execute('DELETE FROM "My Schema"."Odd Table" WHERE "Id" % 7 = 0')  # holes in the pages
     monkeypatch.setattr(postgres, "MIN_PAGES_PER_READ", 1)
     ranges = []
     original = postgres.PostgresReader._page_ranges
-    monkeypatch.setattr(postgres.PostgresReader, "_page_ranges", lambda self, c: ranges.extend(original(self, c)) or ranges)
+    monkeypatch.setattr(
+        postgres.PostgresReader, "_page_ranges", lambda self, c: ranges.extend(original(self, c)) or ranges
+    )
     result = run_extract(load_config(typed_config(typed_db, tmp_path / "lake"), base_dir=str(tmp_path)), "odd")
     assert len(ranges) == 2
     expected = [i for i in range(1, 20001) if i % 7]
@@ -239,8 +308,12 @@ def _execute(pg, statement, *params):
 
 
 def test_hard_deletes_are_detected_only_when_asked(typed_db, tmp_path):
-    _execute(typed_db, '''INSERT INTO "My Schema"."Odd Table" ("Id", updated_at)
-                          SELECT g, %s FROM generate_series(3, 10) g''', T0)
+    _execute(
+        typed_db,
+        """INSERT INTO "My Schema"."Odd Table" ("Id", updated_at)
+                          SELECT g, %s FROM generate_series(3, 10) g""",
+        T0,
+    )
     raw = typed_config(typed_db, tmp_path / "lake")
     raw["datasets"][0]["dimension"]["detect_hard_deletes"] = True
     watching = load_config(raw, base_dir=str(tmp_path))
@@ -254,7 +327,9 @@ def test_hard_deletes_are_detected_only_when_asked(typed_db, tmp_path):
     assert {k for k, row in latest.items() if row[OP_COLUMN] == "delete"} == {4, 7}
     assert latest[4]["updated_at"] == T0  # the delete carries the record's last values
     assert run_extract(watching, "odd").counts.records_existing_deleted == 0  # reported once
-    _execute(typed_db, 'INSERT INTO "My Schema"."Odd Table" ("Id", updated_at) VALUES (4, %s)', T0 + dt.timedelta(days=1))
+    _execute(
+        typed_db, 'INSERT INTO "My Schema"."Odd Table" ("Id", updated_at) VALUES (4, %s)', T0 + dt.timedelta(days=1)
+    )
     back = run_extract(watching, "odd")
     assert back.counts.records_new_inserted == 1 and lake_rows(tmp_path / "lake")[4][OP_COLUMN] == "insert"
     _execute(typed_db, 'DELETE FROM "My Schema"."Odd Table"')

@@ -2,8 +2,8 @@
 incrementally by new or changed file, and the sensor that requests an extract when files land."""
 
 import io
-from collections.abc import Callable
 import os
+from collections.abc import Callable
 
 import boto3
 import dagster as dg
@@ -28,28 +28,54 @@ def bucket(s3, monkeypatch):
 
 
 def client(s3):
-    return boto3.client("s3", endpoint_url=s3["endpoint_url"], aws_access_key_id=s3["access_key"],
-                        aws_secret_access_key=s3["secret_key"], region_name=s3["region"])
+    return boto3.client(
+        "s3",
+        endpoint_url=s3["endpoint_url"],
+        aws_access_key_id=s3["access_key"],
+        aws_secret_access_key=s3["secret_key"],
+        region_name=s3["region"],
+    )
 
 
-def glob_config(tmp_path, vendor: str, block: dict, *, source_id="acme-files", file_format="csv",
-                pattern="exports/*.csv"):
+def glob_config(
+    tmp_path, vendor: str, block: dict, *, source_id="acme-files", file_format="csv", pattern="exports/*.csv"
+):
     """One provider, a local lake under ``tmp_path``, and a glob dataset ``users`` on a ``vendor`` source."""
-    return load_config({
-        "datalakes": [{"id": "lake", "name": "lake", "storage": "local", "local": {"path": "lake"}}],
-        "providers": [{"id": "acme", "name": "acme", "datalake_id": "lake", "products": ["all"]}],
-        "sources": [{"id": source_id, "name": "files", "vendor": vendor, "provider_id": "acme", vendor: block}],
-        "datasets": [{"id": "users", "name": "users", "source_id": source_id, "method": "glob",
-                      "glob": {"pattern": pattern, "file_format": file_format},
-                      "type": "dimension", "dimension": {"primary_key_column": "id"}}],
-    }, base_dir=str(tmp_path))
+    return load_config(
+        {
+            "datalakes": [{"id": "lake", "name": "lake", "storage": "local", "local": {"path": "lake"}}],
+            "providers": [{"id": "acme", "name": "acme", "datalake_id": "lake", "products": ["all"]}],
+            "sources": [{"id": source_id, "name": "files", "vendor": vendor, "provider_id": "acme", vendor: block}],
+            "datasets": [
+                {
+                    "id": "users",
+                    "name": "users",
+                    "source_id": source_id,
+                    "method": "glob",
+                    "glob": {"pattern": pattern, "file_format": file_format},
+                    "type": "dimension",
+                    "dimension": {"primary_key_column": "id"},
+                }
+            ],
+        },
+        base_dir=str(tmp_path),
+    )
 
 
 def config(s3, bucket, tmp_path, file_format="csv", pattern="exports/*.csv"):
-    return glob_config(tmp_path, "s3_compatible", {
-        "host": s3["host"], "port": s3["port"], "bucket_name": bucket, "disable_ssl": True,
-        "aws_access_keys": {"access_key_id": s3["access_key"], "secret_access_key": "${FILES_SECRET}"}},
-        file_format=file_format, pattern=pattern)
+    return glob_config(
+        tmp_path,
+        "s3_compatible",
+        {
+            "host": s3["host"],
+            "port": s3["port"],
+            "bucket_name": bucket,
+            "disable_ssl": True,
+            "aws_access_keys": {"access_key_id": s3["access_key"], "secret_access_key": "${FILES_SECRET}"},
+        },
+        file_format=file_format,
+        pattern=pattern,
+    )
 
 
 def put(s3, bucket, key, body: bytes):
@@ -74,8 +100,12 @@ def test_csv_files_are_read_once_and_changed_files_again(s3, bucket, tmp_path):
     put(s3, bucket, "exports/users-3.csv", b"id,email\n5,e@x.test\n")
     second = run_extract(cfg, "users")
     c = second.counts
-    assert (c.records_processed, c.records_new_inserted, c.records_existing_updated, c.records_existing_unchanged) \
-        == (3, 1, 1, 1)  # users-2.csv was not read again
+    assert (c.records_processed, c.records_new_inserted, c.records_existing_updated, c.records_existing_unchanged) == (
+        3,
+        1,
+        1,
+        1,
+    )  # users-2.csv was not read again
     assert lake_table(tmp_path)[2]["email"] == "b2@x.test"
 
 
@@ -109,9 +139,11 @@ def test_the_sensor_requests_an_extract_when_files_land(s3, bucket, tmp_path):
     defs = build_definitions(cfg)
     sensor = next(s for s in defs.sensors if s.name == "prequel_glob_new_files")
     with dg.instance_for_test() as instance:
+
         def tick(cursor=None):
-            return sensor(dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs,
-                                                  resources=defs.resources))
+            return sensor(
+                dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs, resources=defs.resources)
+            )
 
         assert not tick().run_requests  # an empty bucket
         put(s3, bucket, "exports/users-1.csv", b"id,email\n1,a@x.test\n")
@@ -161,6 +193,7 @@ def test_a_local_source_needs_a_glob_dataset(tmp_path):
 
 # ---------------------------------------------------------------- the other bucket vendors, each a real server
 
+
 def _bucket_source(kind, request, monkeypatch) -> tuple[dict, Callable[[str, bytes], None]]:
     """A source block for ``kind`` on its test server, and a function that uploads a file to it."""
     name = "drop-" + os.urandom(4).hex()
@@ -169,16 +202,21 @@ def _bucket_source(kind, request, monkeypatch) -> tuple[dict, Callable[[str, byt
         monkeypatch.setenv("AWS_ENDPOINT_URL", s3["endpoint_url"])
         monkeypatch.setenv("FILES_SECRET", s3["secret_key"])
         client(s3).create_bucket(Bucket=name)
-        block = {"bucket_name": name, "region": s3["region"], "auth_method": "aws_access_keys",
-                 "aws_access_keys": {"access_key_id": s3["access_key"], "secret_access_key": "${FILES_SECRET}"}}
+        block = {
+            "bucket_name": name,
+            "region": s3["region"],
+            "auth_method": "aws_access_keys",
+            "aws_access_keys": {"access_key_id": s3["access_key"], "secret_access_key": "${FILES_SECRET}"},
+        }
         return block, lambda key, body: put(s3, name, key, body)
     if kind == "gcs":
         from google.auth.credentials import AnonymousCredentials
         from google.cloud import storage
 
         gcs = request.getfixturevalue("gcs")
-        bucket = storage.Client(project="test", credentials=AnonymousCredentials(),
-                                client_options={"api_endpoint": gcs["endpoint"]}).create_bucket(name)
+        bucket = storage.Client(
+            project="test", credentials=AnonymousCredentials(), client_options={"api_endpoint": gcs["endpoint"]}
+        ).create_bucket(name)
         block = {"bucket_name": name, "auth_method": "gcp_service_account_role", "endpoint": gcs["endpoint"]}
         return block, lambda key, body: bucket.blob(key).upload_from_string(body)
     import datetime as dt
@@ -187,12 +225,20 @@ def _bucket_source(kind, request, monkeypatch) -> tuple[dict, Callable[[str, byt
 
     azurite = request.getfixturevalue("azurite")
     container = BlobServiceClient.from_connection_string(azurite["connection_string"]).create_container(name)
-    sas = generate_container_sas(azurite["account"], name, account_key=azurite["key"],
-                                 permission=ContainerSasPermissions(read=True, list=True),
-                                 expiry=dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1))
+    sas = generate_container_sas(
+        azurite["account"],
+        name,
+        account_key=azurite["key"],
+        permission=ContainerSasPermissions(read=True, list=True),
+        expiry=dt.datetime.now(dt.UTC) + dt.timedelta(hours=1),
+    )
     monkeypatch.setenv("FILES_SAS", sas)
-    block = {"bucket_name": name, "storage_account_name": azurite["account"], "endpoint": azurite["endpoint"],
-             "azure_service_shared_access_signature": {"shared_access_signature_token": "${FILES_SAS}"}}
+    block = {
+        "bucket_name": name,
+        "storage_account_name": azurite["account"],
+        "endpoint": azurite["endpoint"],
+        "azure_service_shared_access_signature": {"shared_access_signature_token": "${FILES_SAS}"},
+    }
     return block, lambda key, body: container.upload_blob(key, body, overwrite=True)
 
 
@@ -211,9 +257,17 @@ def test_glob_datasets_on_s3_gcs_and_azure(kind, request, monkeypatch, tmp_path)
 
 
 def test_gcs_hmac_keys_are_refused_with_the_alternatives(tmp_path):
-    cfg = glob_config(tmp_path, "gcs", {"bucket_name": "b", "auth_method": "gcs_hmac_keys",
-                                         "gcs_hmac_keys": {"access_id": "GOOG1", "secret": "s3cr3t-hmac"}},
-                      source_id="acme-gcs", pattern="*.csv")
+    cfg = glob_config(
+        tmp_path,
+        "gcs",
+        {
+            "bucket_name": "b",
+            "auth_method": "gcs_hmac_keys",
+            "gcs_hmac_keys": {"access_id": "GOOG1", "secret": "s3cr3t-hmac"},
+        },
+        source_id="acme-gcs",
+        pattern="*.csv",
+    )
     with pytest.raises(SourceError, match="source 'acme-gcs': gcs auth_method gcs_hmac_keys is not supported") as info:
         run_extract(cfg, "users")
     assert "s3cr3t-hmac" not in str(info.value)

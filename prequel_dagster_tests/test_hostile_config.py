@@ -74,12 +74,16 @@ def test_a_utf8_byte_order_mark_is_fine(tmp_path):
 
 
 @LOADERS
-@pytest.mark.parametrize("text", [
-    "datasets: " + "[" * 50_000 + "]" * 50_000,
-    "datasets: " + "{a: " * 50_000 + "1" + "}" * 50_000,
-    "".join("  " * i + "a:\n" for i in range(2_000)),
-    "datasets: " + "[" * (MAX_CONFIG_DEPTH + 5) + "]" * (MAX_CONFIG_DEPTH + 5),
-], ids=["flow-lists", "flow-maps", "block-maps", "just-over"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "datasets: " + "[" * 50_000 + "]" * 50_000,
+        "datasets: " + "{a: " * 50_000 + "1" + "}" * 50_000,
+        "".join("  " * i + "a:\n" for i in range(2_000)),
+        "datasets: " + "[" * (MAX_CONFIG_DEPTH + 5) + "]" * (MAX_CONFIG_DEPTH + 5),
+    ],
+    ids=["flow-lists", "flow-maps", "block-maps", "just-over"],
+)
 def test_deep_nesting_in_a_file_is_a_config_error(tmp_path, text, pure_python):
     with pytest.raises(ConfigError) as info:
         load_config(_yaml_file(tmp_path, text)) if not pure_python else parse_yaml(text, "x", pure_python=True)
@@ -107,8 +111,9 @@ def test_values_python_cannot_hold_are_config_errors(tmp_path):
     issues = _issues(_yaml_file(tmp_path, "datasets: [{frequency_minutes: " + "9" * 5_000 + "}]\n"))
     assert issues[0].startswith("line 1, column 32: not valid YAML: cannot read this value (Exceeds the limit")
     issues = _issues(_yaml_file(tmp_path, "datasets: [{id: 2024-13-45}]\n"))
-    assert issues == [("line 1, column 17: not valid YAML: cannot read this value (month must be in 1..12); "
-                       "quote it if it is text")]
+    assert issues == [
+        ("line 1, column 17: not valid YAML: cannot read this value (month must be in 1..12); quote it if it is text")
+    ]
 
 
 # ---------------------------------------------------------------------------- 3. duplicate keys
@@ -118,16 +123,21 @@ def test_values_python_cannot_hold_are_config_errors(tmp_path):
 def test_duplicate_keys_at_any_depth_name_the_key_and_line(pure_python):
     text = TEMPLATE.read_text()
     text = text.replace("  - id: acme-users\n", "  - id: acme-users\n    id: acme-people\n", 1)
-    text = text.replace("        email: {type: string}\n", "        email: {type: string}\n        email: {type: integer}\n", 1)
+    text = text.replace(
+        "        email: {type: string}\n", "        email: {type: string}\n        email: {type: integer}\n", 1
+    )
     text += "datasets: []\n"
     lines = text.splitlines()
     with pytest.raises(ConfigError) as info:
         parse_yaml(text, "prequel.yaml", pure_python=pure_python)
     first_id = lines.index("  - id: acme-users") + 1
     first_email = lines.index("        email: {type: string}") + 1
+
     def duplicate(line: int, key: str, first: int) -> str:
-        return (f"line {line}: duplicate key '{key}' (first at line {first}); YAML would keep only the last one: "
-                "remove or rename one")
+        return (
+            f"line {line}: duplicate key '{key}' (first at line {first}); YAML would keep only the last one: "
+            "remove or rename one"
+        )
 
     assert sorted((str(i) for i in info.value.issues), key=lambda i: int(i.split(":")[0][5:])) == [
         duplicate(first_id + 1, "id", first_id),
@@ -147,21 +157,27 @@ def test_merge_keys_may_be_overridden_but_not_repeated(pure_python):
 # ---------------------------------------------------------------------------- 4. expressions
 
 
-@pytest.mark.parametrize("expr, message", [
-    ("(" * 300 + "a" + ")" * 300, f"expression nests deeper than {MAX_EXPRESSION_DEPTH} levels at column"),
-    ("-" * 5_000 + "a", f"expression nests deeper than {MAX_EXPRESSION_DEPTH} levels at column"),
-    ("a ? " * 1_000 + "1" + " : 2" * 1_000, f"expression nests deeper than {MAX_EXPRESSION_DEPTH} levels at column"),
-    ("upper(" * 300 + "a" + ")" * 300, f"expression nests deeper than {MAX_EXPRESSION_DEPTH} levels at column"),
-    ("1.2.3", "malformed number '1.2.3' at column 1"),
-    ("a + 1..2", "malformed number '1..2' at column 5"),
-    ("²", "unexpected character '²' at column 1"),
-    ("a + ٣", "unexpected character '٣' at column 5"),
-    ("99999999999999999999", "integer '99999999999999999999' at column 1 is too large"),
-    ("a in b", "'in' at column 3 needs a [list] of literals on its right"),
-    ('a in [1, "x"]', "list at column 6 mixes numbers and strings"),
-    ("LEFT(a)", "LEFT() at column 1 takes 2 arguments (text, length), got 1"),
-    ("TODAY(a)", "TODAY() at column 1 takes 0 arguments, got 1"),
-])
+@pytest.mark.parametrize(
+    "expr, message",
+    [
+        ("(" * 300 + "a" + ")" * 300, f"expression nests deeper than {MAX_EXPRESSION_DEPTH} levels at column"),
+        ("-" * 5_000 + "a", f"expression nests deeper than {MAX_EXPRESSION_DEPTH} levels at column"),
+        (
+            "a ? " * 1_000 + "1" + " : 2" * 1_000,
+            f"expression nests deeper than {MAX_EXPRESSION_DEPTH} levels at column",
+        ),
+        ("upper(" * 300 + "a" + ")" * 300, f"expression nests deeper than {MAX_EXPRESSION_DEPTH} levels at column"),
+        ("1.2.3", "malformed number '1.2.3' at column 1"),
+        ("a + 1..2", "malformed number '1..2' at column 5"),
+        ("²", "unexpected character '²' at column 1"),
+        ("a + ٣", "unexpected character '٣' at column 5"),
+        ("99999999999999999999", "integer '99999999999999999999' at column 1 is too large"),
+        ("a in b", "'in' at column 3 needs a [list] of literals on its right"),
+        ('a in [1, "x"]', "list at column 6 mixes numbers and strings"),
+        ("LEFT(a)", "LEFT() at column 1 takes 2 arguments (text, length), got 1"),
+        ("TODAY(a)", "TODAY() at column 1 takes 0 arguments, got 1"),
+    ],
+)
 def test_hostile_expressions_are_expression_errors_with_a_column(expr, message):
     with pytest.raises(ExpressionError) as info:
         parse_expression(expr)
@@ -183,17 +199,33 @@ def test_long_chains_compile_and_evaluate_without_recursion():
 # ---------------------------------------------------------------------------- 5. literal arguments
 
 
-@pytest.mark.parametrize("expr, message", [
-    ('SUBSTITUTE(id, id, "x")', ('SUBSTITUTE() at column 1: argument 2 (old) must be a non-empty string literal '
-                                 'such as "-", not a column or an expression')),
-    ('SUBSTITUTE(id, "x", id)', "SUBSTITUTE() at column 1: argument 3 (new) must be a string literal"),
-    ('SUBSTITUTE(id, "", "x")', "SUBSTITUTE() at column 1: argument 2 (old) must be a non-empty string literal"),
-    ("TEXTSPLIT(id, id)", "TEXTSPLIT() at column 1: argument 2 (delimiter) must be a non-empty string literal"),
-    ("LEFT(id, id)", ("LEFT() at column 1: argument 2 (length) must be an integer literal from 0 to 2147483647, "
-                      "not a column or an expression")),
-    ("RIGHT(id, 1.5)", "RIGHT() at column 1: argument 2 (length) must be an integer literal"),
-    ("MID(id, 0, 2)", "MID() at column 1: argument 2 (start) must be an integer literal from 1 to 2147483647, not 0"),
-])
+@pytest.mark.parametrize(
+    "expr, message",
+    [
+        (
+            'SUBSTITUTE(id, id, "x")',
+            (
+                "SUBSTITUTE() at column 1: argument 2 (old) must be a non-empty string literal "
+                'such as "-", not a column or an expression'
+            ),
+        ),
+        ('SUBSTITUTE(id, "x", id)', "SUBSTITUTE() at column 1: argument 3 (new) must be a string literal"),
+        ('SUBSTITUTE(id, "", "x")', "SUBSTITUTE() at column 1: argument 2 (old) must be a non-empty string literal"),
+        ("TEXTSPLIT(id, id)", "TEXTSPLIT() at column 1: argument 2 (delimiter) must be a non-empty string literal"),
+        (
+            "LEFT(id, id)",
+            (
+                "LEFT() at column 1: argument 2 (length) must be an integer literal from 0 to 2147483647, "
+                "not a column or an expression"
+            ),
+        ),
+        ("RIGHT(id, 1.5)", "RIGHT() at column 1: argument 2 (length) must be an integer literal"),
+        (
+            "MID(id, 0, 2)",
+            "MID() at column 1: argument 2 (start) must be an integer literal from 1 to 2147483647, not 0",
+        ),
+    ],
+)
 def test_arguments_that_must_be_literals_are_checked_when_the_config_loads(expr, message):
     mapping = {"target_field": "id", "field_type": "expression", "expression": {"expr": expr}}
     [issue] = _issues(_with("streams.0.mappings.0", mapping))
@@ -245,8 +277,13 @@ HOSTILE = {
     "owners a string": (_with("providers.0.owners", "team:data"), "refused"),
     "owners fine": (_with("providers.0.owners", ["team:data", "ann@example.com"]), "built"),
     "ids that clash as op names": (_two_datasets("us-ers", "us_ers"), "refused"),
-    "expression chain": (_with("streams.0.mappings.0", {"target_field": "id", "field_type": "expression",
-                                                        "expression": {"expr": " + ".join(["id"] * 2_000)}}), "built"),
+    "expression chain": (
+        _with(
+            "streams.0.mappings.0",
+            {"target_field": "id", "field_type": "expression", "expression": {"expr": " + ".join(["id"] * 2_000)}},
+        ),
+        "built",
+    ),
 }
 
 
@@ -258,26 +295,34 @@ def test_validate_refuses_or_dagster_builds(name):
 
 def test_refusals_name_the_path_and_the_fix():
     assert _issues(HOSTILE["frequency 10**400"][0]) == [
-        ("datasets[0].frequency_minutes: must be a number of minutes from 1 to 525600 (a year); frequencies of a "
-         "day (1440) or more are scheduled daily")
+        (
+            "datasets[0].frequency_minutes: must be a number of minutes from 1 to 525600 (a year); frequencies of a "
+            "day (1440) or more are scheduled daily"
+        )
     ]
     assert _issues(HOSTILE["property not an object"][0]) == [
         "destinations[0].record_schema.properties.id: must be an object such as {type: string}, not 'string'"
     ]
     assert _issues(HOSTILE["type [[string]]"][0]) == [
-        ("destinations[0].record_schema.properties.id.type: must be one of string, integer, number, boolean, "
-         "object, array, null, or a list of them such as [string, null]; not [['string']]")
+        (
+            "destinations[0].record_schema.properties.id.type: must be one of string, integer, number, boolean, "
+            "object, array, null, or a list of them such as [string, null]; not [['string']]"
+        )
     ]
     assert _issues(HOSTILE["description 5"][0]) == [
         "destinations[0].record_schema.properties.id.description: not valid JSON Schema: 5 is not of type 'string'"
     ]
     assert _issues(HOSTILE["owner not an email"][0]) == [
-        ("providers[0].owners[0]: owner 'not an owner' must be an email address or a team name prefixed with "
-         "'team:' (team:data)")
+        (
+            "providers[0].owners[0]: owner 'not an owner' must be an email address or a team name prefixed with "
+            "'team:' (team:data)"
+        )
     ]
     assert _issues(HOSTILE["ids that clash as op names"][0]) == [
-        ("datasets[1].id: gives the same Dagster op name 'extract__prequel__acme__us_ers' as datasets[0].id; Dagster "
-         "names allow only letters, digits and _ (so - becomes _): rename one of the two")
+        (
+            "datasets[1].id: gives the same Dagster op name 'extract__prequel__acme__us_ers' as datasets[0].id; Dagster "
+            "names allow only letters, digits and _ (so - becomes _): rename one of the two"
+        )
     ]
 
 
@@ -297,8 +342,11 @@ def _hostile_files(tmp_path: Path) -> list[Path]:
         _yaml_file(tmp_path, "datasets: " + "[" * 50_000 + "]" * 50_000, "deep.yaml"),
         _yaml_file(tmp_path, "datasets: &x [*x]\n", "recursive.yaml"),
         _yaml_file(tmp_path, TEMPLATE.read_text() + "datasets: []\n", "duplicate.yaml"),
-        _yaml_file(tmp_path, TEMPLATE.read_text().replace('expr: "string(id)"', 'expr: "' + "(" * 300 + 'id)"'),
-                   "expression.yaml"),
+        _yaml_file(
+            tmp_path,
+            TEMPLATE.read_text().replace('expr: "string(id)"', 'expr: "' + "(" * 300 + 'id)"'),
+            "expression.yaml",
+        ),
         _yaml_file(tmp_path, "datasets: [{id: 2024-13-45}]\n", "date.yaml"),
     ]
     latin1 = tmp_path / "latin1.yaml"
@@ -306,16 +354,26 @@ def _hostile_files(tmp_path: Path) -> list[Path]:
     directory = tmp_path / "a-directory.yaml"
     directory.mkdir()
     files += [latin1, directory]
-    for name in ("frequency 10**400", "property not an object", "type [[string]]", "owner not an email",
-                 "ids that clash as op names"):
+    for name in (
+        "frequency 10**400",
+        "property not an object",
+        "type [[string]]",
+        "owner not an email",
+        "ids that clash as op names",
+    ):
         files.append(_yaml_file(tmp_path, yaml.safe_dump(HOSTILE[name][0]), f"{len(files)}.yaml"))
     return files
 
 
 def test_validate_prints_the_problem_and_never_a_traceback(tmp_path):
     for path in _hostile_files(tmp_path):
-        proc = subprocess.run([sys.executable, "-m", "prequel_dagster.cli", "validate", str(path)],
-                              check=False, capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(
+            [sys.executable, "-m", "prequel_dagster.cli", "validate", str(path)],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert proc.returncode == 1, (path.name, proc.stdout, proc.stderr)
         assert "Traceback" not in proc.stderr + proc.stdout, (path.name, proc.stderr[-2000:])
         assert str(path) in proc.stderr and "config error" in proc.stderr, (path.name, proc.stderr)

@@ -32,8 +32,18 @@ def test_serial_keys_are_held_as_flags_over_their_range(log):
     assert log.column_range("id") == (5, 3500)
     snapshot = KeySnapshot(log, "id")
     assert snapshot._present is not None and snapshot._sorted is None
-    assert _lookup(snapshot, [4, 5, 999, 1000, 2999, 3000, 3500, 3501, -7, 10**12])[0] == \
-        [False, True, False, True, True, False, True, False, False, False]
+    assert _lookup(snapshot, [4, 5, 999, 1000, 2999, 3000, 3500, 3501, -7, 10**12])[0] == [
+        False,
+        True,
+        False,
+        True,
+        True,
+        False,
+        True,
+        False,
+        False,
+        False,
+    ]
     assert snapshot.all_keys().to_pylist() == [5, *range(1000, 3000), 3500]
     assert snapshot.all_keys().type == pa.int64()
 

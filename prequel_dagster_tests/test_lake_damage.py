@@ -29,18 +29,44 @@ def config_for(tmp_path: Path, receiver: Receiver):
     raw = {
         "datalakes": [{"id": "lake", "name": "lake", "storage": "local", "local": {"path": "lake"}}],
         "providers": [{"id": "acme", "name": "acme", "datalake_id": "lake", "products": ["all"]}],
-        "sources": [{"id": "files", "name": "files", "vendor": "local", "provider_id": "acme", "local": {"path": "drop"}}],
-        "datasets": [{"id": "users", "name": "users", "source_id": "files", "method": "glob",
-                      "glob": {"pattern": "*.csv", "file_format": "csv"},
-                      "type": "dimension", "dimension": {"primary_key_column": "id"}}],
-        "destinations": [{"id": "app", "name": "app", "type": "webhook_batch", "max_records_per_minute": 1_000_000,
-                          "record_schema": {"type": "object", "properties": {"id": {"type": "integer"},
-                                                                             "email": {"type": "string"}}},
-                          "webhook_batch": {"request_template": {"uri": receiver.url + "/b"},
-                                            "max_records_per_batch": 4}}],
-        "streams": [{"id": "users-app", "name": "users", "dataset_id": "users", "destination_id": "app",
-                     "mappings": [{"target_field": f, "field_type": "field", "column": {"name": f}}
-                                  for f in ("id", "email")]}],
+        "sources": [
+            {"id": "files", "name": "files", "vendor": "local", "provider_id": "acme", "local": {"path": "drop"}}
+        ],
+        "datasets": [
+            {
+                "id": "users",
+                "name": "users",
+                "source_id": "files",
+                "method": "glob",
+                "glob": {"pattern": "*.csv", "file_format": "csv"},
+                "type": "dimension",
+                "dimension": {"primary_key_column": "id"},
+            }
+        ],
+        "destinations": [
+            {
+                "id": "app",
+                "name": "app",
+                "type": "webhook_batch",
+                "max_records_per_minute": 1_000_000,
+                "record_schema": {
+                    "type": "object",
+                    "properties": {"id": {"type": "integer"}, "email": {"type": "string"}},
+                },
+                "webhook_batch": {"request_template": {"uri": receiver.url + "/b"}, "max_records_per_batch": 4},
+            }
+        ],
+        "streams": [
+            {
+                "id": "users-app",
+                "name": "users",
+                "dataset_id": "users",
+                "destination_id": "app",
+                "mappings": [
+                    {"target_field": f, "field_type": "field", "column": {"name": f}} for f in ("id", "email")
+                ],
+            }
+        ],
     }
     (tmp_path / "prequel.yaml").write_text(json.dumps(raw))
     return load_config(tmp_path / "prequel.yaml")
@@ -51,12 +77,15 @@ def lake_file(tmp_path: Path, folder: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize("damage, problem", [
-    (lambda text: text[: len(text) // 2], "is not valid JSON"),
-    (lambda text: json.dumps({k: v for k, v in json.loads(text).items() if k != "files"}), "'files' is missing"),
-    (lambda text: json.dumps({**json.loads(text), "files": [{"rows": 1}]}), "an entry is malformed"),
-    (lambda text: "[]", "is not a JSON object"),
-])
+@pytest.mark.parametrize(
+    "damage, problem",
+    [
+        (lambda text: text[: len(text) // 2], "is not valid JSON"),
+        (lambda text: json.dumps({k: v for k, v in json.loads(text).items() if k != "files"}), "'files' is missing"),
+        (lambda text: json.dumps({**json.loads(text), "files": [{"rows": 1}]}), "an entry is malformed"),
+        (lambda text: "[]", "is not a JSON object"),
+    ],
+)
 def test_a_damaged_commit_manifest_is_named_with_the_fix(tmp_path, damage, problem):
     with Receiver() as receiver:
         config = config_for(tmp_path, receiver)
@@ -77,8 +106,15 @@ def test_test_transform_names_the_damaged_file_not_a_missing_stream(tmp_path):
         run_extract(config, "users")
     manifest = lake_file(tmp_path, "_commits")
     manifest.write_text(json.dumps({k: v for k, v in json.loads(manifest.read_text()).items() if k != "files"}))
-    cli = [sys.executable, "-m", "prequel_dagster.cli", "test-transform", "users-app", "--config",
-           str(tmp_path / "prequel.yaml")]
+    cli = [
+        sys.executable,
+        "-m",
+        "prequel_dagster.cli",
+        "test-transform",
+        "users-app",
+        "--config",
+        str(tmp_path / "prequel.yaml"),
+    ]
     done = subprocess.run(cli, capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "'files' is missing" in done.stderr and "no stream" not in done.stderr

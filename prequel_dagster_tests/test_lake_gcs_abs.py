@@ -16,15 +16,28 @@ from .pg_helpers import create_provider_db, two_provider_config
 
 
 def gcs_lake(gcs, bucket, prefix="imports"):
-    return {"id": "lake", "name": "lake", "storage": "gcs",
-            "gcs": {"bucket_name": bucket, "prefix": prefix, "endpoint": gcs["endpoint"]}}
+    return {
+        "id": "lake",
+        "name": "lake",
+        "storage": "gcs",
+        "gcs": {"bucket_name": bucket, "prefix": prefix, "endpoint": gcs["endpoint"]},
+    }
 
 
 def abs_lake(azurite, container, prefix="imports"):
-    return {"id": "lake", "name": "lake", "storage": "abs", "abs": {
-        "bucket_name": container, "storage_account_name": azurite["account"], "prefix": prefix,
-        "endpoint": azurite["endpoint"], "auth_method": "azure_storage_account_key",
-        "azure_storage_account_key": {"account_key": "${AZURE_KEY}"}}}
+    return {
+        "id": "lake",
+        "name": "lake",
+        "storage": "abs",
+        "abs": {
+            "bucket_name": container,
+            "storage_account_name": azurite["account"],
+            "prefix": prefix,
+            "endpoint": azurite["endpoint"],
+            "auth_method": "azure_storage_account_key",
+            "azure_storage_account_key": {"account_key": "${AZURE_KEY}"},
+        },
+    }
 
 
 @pytest.fixture
@@ -32,8 +45,9 @@ def gcs_bucket(gcs):
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import storage
 
-    client = storage.Client(project="test", credentials=AnonymousCredentials(),
-                            client_options={"api_endpoint": gcs["endpoint"]})
+    client = storage.Client(
+        project="test", credentials=AnonymousCredentials(), client_options={"api_endpoint": gcs["endpoint"]}
+    )
     name = "lake-" + os.urandom(4).hex()
     client.create_bucket(name)
     return name
@@ -79,8 +93,13 @@ def test_extract_load_and_exclusive_commits_through_the_real_protocol(kind, requ
 
 def test_bad_gcs_and_azure_settings_name_the_datalake(gcs, azurite, abs_container, monkeypatch, tmp_path):
     def fails(lake, match):
-        config = load_config({"datalakes": [lake], "providers": [
-            {"id": "acme", "name": "acme", "datalake_id": "lake", "products": ["all"]}]}, base_dir=str(tmp_path))
+        config = load_config(
+            {
+                "datalakes": [lake],
+                "providers": [{"id": "acme", "name": "acme", "datalake_id": "lake", "products": ["all"]}],
+            },
+            base_dir=str(tmp_path),
+        )
         with pytest.raises(PrequelError) as info:
             open_datalake(config.datalake("lake"), config)
         assert "datalake 'lake'" in str(info.value) and match in str(info.value), str(info.value)

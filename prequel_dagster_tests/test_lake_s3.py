@@ -16,8 +16,13 @@ from .pg_helpers import create_provider_db, two_provider_config
 
 
 def client(s3):
-    return boto3.client("s3", endpoint_url=s3["endpoint_url"], aws_access_key_id=s3["access_key"],
-                        aws_secret_access_key=s3["secret_key"], region_name=s3["region"])
+    return boto3.client(
+        "s3",
+        endpoint_url=s3["endpoint_url"],
+        aws_access_key_id=s3["access_key"],
+        aws_secret_access_key=s3["secret_key"],
+        region_name=s3["region"],
+    )
 
 
 @pytest.fixture
@@ -28,15 +33,29 @@ def bucket(s3, request):
 
 
 def s3_compatible(s3, bucket, prefix="imports/prod"):
-    return {"id": "lake", "name": "lake", "storage": "s3_compatible", "s3_compatible": {
-        "host": s3["host"], "port": s3["port"], "bucket_name": bucket, "prefix": prefix, "disable_ssl": True,
-        "aws_access_keys": {"access_key_id": s3["access_key"], "secret_access_key": "${LAKE_SECRET}"}}}
+    return {
+        "id": "lake",
+        "name": "lake",
+        "storage": "s3_compatible",
+        "s3_compatible": {
+            "host": s3["host"],
+            "port": s3["port"],
+            "bucket_name": bucket,
+            "prefix": prefix,
+            "disable_ssl": True,
+            "aws_access_keys": {"access_key_id": s3["access_key"], "secret_access_key": "${LAKE_SECRET}"},
+        },
+    }
 
 
 @pytest.fixture
 def providers(pg, monkeypatch, s3):
-    for k, v in {"ACME_PG_PASSWORD": "acme-s3", "GLOBEX_PG_PASSWORD": "globex-s3", "APP_TOKEN": "t",
-                 "LAKE_SECRET": s3["secret_key"]}.items():
+    for k, v in {
+        "ACME_PG_PASSWORD": "acme-s3",
+        "GLOBEX_PG_PASSWORD": "globex-s3",
+        "APP_TOKEN": "t",
+        "LAKE_SECRET": s3["secret_key"],
+    }.items():
         monkeypatch.setenv(k, v)
     create_provider_db(pg, "acme", users=45, domain="acme.test", password="acme-s3")
     create_provider_db(pg, "globex", users=7, domain="globex.test", password="globex-s3")
@@ -52,7 +71,8 @@ def test_extract_and_load_through_s3_with_the_local_layout(pg, s3, bucket, provi
     assert result.counts.records_loaded == 45
     keys = sorted(o["Key"] for o in client(s3).list_objects_v2(Bucket=bucket)["Contents"])
     assert f"imports/prod/lakehouse/acme/acme-users/_commits/{1:010d}.json" in keys or any(
-        k.startswith("imports/prod/lakehouse/acme/acme-users/_commits/") for k in keys)
+        k.startswith("imports/prod/lakehouse/acme/acme-users/_commits/") for k in keys
+    )
     assert any(k.startswith("imports/prod/lakehouse/acme/acme-users/data/") and k.endswith(".parquet") for k in keys)
     assert any(k.startswith("imports/prod/artifacts/acme/streams/acme-users-app/_deliveries/") for k in keys)
     assert not [k for k in keys if k.endswith("/")], keys  # no directory markers
@@ -62,14 +82,27 @@ def test_extract_and_load_through_s3_with_the_local_layout(pg, s3, bucket, provi
 
 
 def test_the_commit_point_is_exclusive_on_s3(s3, bucket):
-    assert_exclusive_commits(S3Store(bucket=bucket, prefix="p", region="us-east-1", access_key=s3["access_key"],
-                                       secret_key=s3["secret_key"], endpoint=s3["endpoint_url"]))
+    assert_exclusive_commits(
+        S3Store(
+            bucket=bucket,
+            prefix="p",
+            region="us-east-1",
+            access_key=s3["access_key"],
+            secret_key=s3["secret_key"],
+            endpoint=s3["endpoint_url"],
+        )
+    )
 
 
 def test_bad_lake_settings_name_the_datalake_and_the_fix(s3, bucket, monkeypatch, tmp_path):
     def fails(lake, match):
-        config = load_config({"datalakes": [lake], "providers": [
-            {"id": "acme", "name": "acme", "datalake_id": "lake", "products": ["all"]}]}, base_dir=str(tmp_path))
+        config = load_config(
+            {
+                "datalakes": [lake],
+                "providers": [{"id": "acme", "name": "acme", "datalake_id": "lake", "products": ["all"]}],
+            },
+            base_dir=str(tmp_path),
+        )
         with pytest.raises(PrequelError) as info:
             open_datalake(config.datalake("lake"), config)
         assert "datalake 'lake'" in str(info.value) and match in str(info.value), str(info.value)
@@ -84,26 +117,63 @@ def test_bad_lake_settings_name_the_datalake_and_the_fix(s3, bucket, monkeypatch
 
 
 def test_the_s3_kind_uses_the_default_credential_chain(s3, bucket, monkeypatch, tmp_path):
-    for k, v in {"AWS_ACCESS_KEY_ID": s3["access_key"], "AWS_SECRET_ACCESS_KEY": s3["secret_key"],
-                 "AWS_ENDPOINT_URL": s3["endpoint_url"]}.items():
+    for k, v in {
+        "AWS_ACCESS_KEY_ID": s3["access_key"],
+        "AWS_SECRET_ACCESS_KEY": s3["secret_key"],
+        "AWS_ENDPOINT_URL": s3["endpoint_url"],
+    }.items():
         monkeypatch.setenv(k, v)
-    config = load_config({"datalakes": [{"id": "lake", "name": "lake", "storage": "s3", "s3": {
-        "bucket_name": bucket, "prefix": "x", "bucket_region": "us-east-1", "auth_method": "default_credentials"}}],
-        "providers": [{"id": "acme", "name": "acme", "datalake_id": "lake", "products": ["all"]}]}, base_dir=str(tmp_path))
+    config = load_config(
+        {
+            "datalakes": [
+                {
+                    "id": "lake",
+                    "name": "lake",
+                    "storage": "s3",
+                    "s3": {
+                        "bucket_name": bucket,
+                        "prefix": "x",
+                        "bucket_region": "us-east-1",
+                        "auth_method": "default_credentials",
+                    },
+                }
+            ],
+            "providers": [{"id": "acme", "name": "acme", "datalake_id": "lake", "products": ["all"]}],
+        },
+        base_dir=str(tmp_path),
+    )
     storage = open_datalake(config.datalake("lake"), config)
     storage.create_exclusive("probe.json", b"{}")
     assert storage.read_bytes("probe.json") == b"{}" and storage.list_names("") == ["probe.json"]
 
 
 def test_an_iam_role_that_cannot_be_assumed_is_named(monkeypatch, tmp_path):
-    for name, value in {"AWS_ENDPOINT_URL_STS": "http://127.0.0.1:9", "AWS_MAX_ATTEMPTS": "1",
-                        "AWS_ACCESS_KEY_ID": "AKIATEST", "AWS_SECRET_ACCESS_KEY": "not-a-real-secret"}.items():
+    for name, value in {
+        "AWS_ENDPOINT_URL_STS": "http://127.0.0.1:9",
+        "AWS_MAX_ATTEMPTS": "1",
+        "AWS_ACCESS_KEY_ID": "AKIATEST",
+        "AWS_SECRET_ACCESS_KEY": "not-a-real-secret",
+    }.items():
         monkeypatch.setenv(name, value)
     role = "arn:aws:iam::123456789012:role/prequel-lake"
-    config = load_config({"datalakes": [{"id": "lake", "name": "lake", "storage": "s3", "s3": {
-        "bucket_name": "b", "auth_method": "aws_iam_role", "aws_iam_role": {"aws_iam_role_arn": role}}}],
-        "providers": [{"id": "acme", "name": "acme", "datalake_id": "lake", "products": ["all"]}]},
-        base_dir=str(tmp_path))
+    config = load_config(
+        {
+            "datalakes": [
+                {
+                    "id": "lake",
+                    "name": "lake",
+                    "storage": "s3",
+                    "s3": {
+                        "bucket_name": "b",
+                        "auth_method": "aws_iam_role",
+                        "aws_iam_role": {"aws_iam_role_arn": role},
+                    },
+                }
+            ],
+            "providers": [{"id": "acme", "name": "acme", "datalake_id": "lake", "products": ["all"]}],
+        },
+        base_dir=str(tmp_path),
+    )
     with pytest.raises(PrequelError, match=f"datalake 'lake': cannot assume aws_iam_role {role}.*trust policy") as info:
         open_datalake(config.datalake("lake"), config)
     assert "not-a-real-secret" not in str(info.value)

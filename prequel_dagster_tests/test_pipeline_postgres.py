@@ -14,8 +14,11 @@ ACME_USERS, GLOBEX_USERS = 50, 30
 
 @pytest.fixture
 def setup(pg, receiver, tmp_path, monkeypatch):
-    secrets = {"ACME_PG_PASSWORD": "acme-" + os.urandom(6).hex(), "GLOBEX_PG_PASSWORD": "globex-" + os.urandom(6).hex(),
-               "APP_TOKEN": "tok-" + os.urandom(8).hex()}
+    secrets = {
+        "ACME_PG_PASSWORD": "acme-" + os.urandom(6).hex(),
+        "GLOBEX_PG_PASSWORD": "globex-" + os.urandom(6).hex(),
+        "APP_TOKEN": "tok-" + os.urandom(8).hex(),
+    }
     for k, v in secrets.items():
         monkeypatch.setenv(k, v)
     create_provider_db(pg, "acme", users=ACME_USERS, domain="acme.test", password=secrets["ACME_PG_PASSWORD"])
@@ -57,14 +60,20 @@ def test_second_load_delivers_exactly_the_changes(setup, receiver, pg):
         cursor = BASE + dt.timedelta(seconds=ACME_USERS)  # the previous cursor: max(updated_at)
         later = BASE + dt.timedelta(hours=1)
         execute(pg, "acme", pw, "UPDATE users SET email = 'changed2@acme.test', updated_at = %s WHERE id = 2", (later,))
-        execute(pg, "acme", pw, "INSERT INTO users VALUES (51, 'u51@acme.test', 'New', 'Person', 1.00, %s, false)",
-                (later,))
+        execute(
+            pg, "acme", pw, "INSERT INTO users VALUES (51, 'u51@acme.test', 'New', 'Person', 1.00, %s, false)", (later,)
+        )
         execute(pg, "acme", pw, "UPDATE users SET is_deleted = true, updated_at = %s WHERE id = 3", (later,))
         # changed in the same second as the previous cursor: only a >= read with a lookback sees it
         execute(pg, "acme", pw, "UPDATE users SET last_name = 'Same-Second', updated_at = %s WHERE id = 10", (cursor,))
         # committed late, stamped 10 s before the cursor: inside the 30 s lookback, missed without it
-        execute(pg, "acme", pw, "UPDATE users SET last_name = 'Late', updated_at = %s WHERE id = 20",
-                (cursor - dt.timedelta(seconds=10),))
+        execute(
+            pg,
+            "acme",
+            pw,
+            "UPDATE users SET last_name = 'Late', updated_at = %s WHERE id = 20",
+            (cursor - dt.timedelta(seconds=10),),
+        )
         result = run_assets(setup["config"], instance, base_dir=str(setup["tmp"]))
     assert result.success
     second = [r for r in delivered(receiver, "acme-users-app") if r["batch_id"] not in first_batches]
@@ -78,7 +87,11 @@ def test_second_load_delivers_exactly_the_changes(setup, receiver, pg):
     }
     assert deletes == {"3": {"id": "3", "email": "u3@acme.test", "full_name": "First3 Last3", "balance": 3.5}}
     extract = metadata_of(result, "prequel/acme/acme-users")
-    assert (extract["records_new_inserted"], extract["records_existing_updated"], extract["records_existing_deleted"]) == (1, 3, 1)
+    assert (
+        extract["records_new_inserted"],
+        extract["records_existing_updated"],
+        extract["records_existing_deleted"],
+    ) == (1, 3, 1)
     assert extract["records_existing_unchanged"] > 0  # the lookback window re-read rows that did not change
     # globex had no changes: nothing new delivered, and its extract committed nothing
     assert metadata_of(result, "prequel/globex/streams/globex-users-app")["records_loaded"] == 0
@@ -87,7 +100,10 @@ def test_second_load_delivers_exactly_the_changes(setup, receiver, pg):
 def test_one_providers_rows_never_reach_another_providers_stream(setup, receiver):
     with dg.instance_for_test() as instance:
         assert run_assets(setup["config"], instance, base_dir=str(setup["tmp"])).success
-    for stream_id, provider, domain in (("acme-users-app", "acme", "acme.test"), ("globex-users-app", "globex", "globex.test")):
+    for stream_id, provider, domain in (
+        ("acme-users-app", "acme", "acme.test"),
+        ("globex-users-app", "globex", "globex.test"),
+    ):
         rows = delivered(receiver, stream_id)
         assert rows, stream_id
         assert all(r["provider_id"] == provider for r in rows)
@@ -104,8 +120,13 @@ def test_one_providers_rows_never_reach_another_providers_stream(setup, receiver
 def test_unreachable_source_and_wrong_password_fail_with_a_clear_message(setup, pg, monkeypatch):
     monkeypatch.setenv("ACME_PG_PASSWORD", "wrong-password-123")
     with dg.instance_for_test() as instance:
-        result = run_assets(setup["config"], instance, base_dir=str(setup["tmp"]), keys=["prequel/acme/acme-users"],
-                            raise_on_error=False)
+        result = run_assets(
+            setup["config"],
+            instance,
+            base_dir=str(setup["tmp"]),
+            keys=["prequel/acme/acme-users"],
+            raise_on_error=False,
+        )
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure)
     message = failure.step_failure_data.error.message
@@ -119,9 +140,13 @@ def test_full_read_dimension_and_sql_dataset_deliver_only_changes(setup, receive
     config = setup["config"]
     config["datasets"][0]["dimension"].pop("last_modified_column")
     config["datasets"][1] = {
-        "id": "globex-users", "name": "users", "source_id": "globex-pg", "method": "sql",
+        "id": "globex-users",
+        "name": "users",
+        "source_id": "globex-pg",
+        "method": "sql",
         "sql": {"query": 'SELECT id, email, first_name, last_name AS "Last Name", balance FROM users WHERE id <= 10'},
-        "type": "dimension", "dimension": {"primary_key_column": "id"},
+        "type": "dimension",
+        "dimension": {"primary_key_column": "id"},
     }
     config["streams"][1]["mappings"][2]["expression"]["expr"] = 'first_name + " " + `Last Name`'
     with dg.instance_for_test() as instance:
@@ -144,13 +169,22 @@ def test_full_read_dimension_and_sql_dataset_deliver_only_changes(setup, receive
 def test_a_vendor_whose_driver_is_missing_or_unreachable_fails_with_a_clear_message(setup, receiver):
     config = setup["config"]
     config["sources"][0] = {
-        "id": "acme-pg", "name": "acme-redshift", "vendor": "redshift", "provider_id": "acme",
-        "redshift": {"host": "example.invalid", "database": "acme", "username": "u",
-                     "auth_method": "password_auth", "password_auth": {"username": "u", "password": "${ACME_PG_PASSWORD}"}},
+        "id": "acme-pg",
+        "name": "acme-redshift",
+        "vendor": "redshift",
+        "provider_id": "acme",
+        "redshift": {
+            "host": "example.invalid",
+            "database": "acme",
+            "username": "u",
+            "auth_method": "password_auth",
+            "password_auth": {"username": "u", "password": "${ACME_PG_PASSWORD}"},
+        },
     }
     with dg.instance_for_test() as instance:
-        result = run_assets(config, instance, base_dir=str(setup["tmp"]), keys=["prequel/acme/acme-users"],
-                            raise_on_error=False)
+        result = run_assets(
+            config, instance, base_dir=str(setup["tmp"]), keys=["prequel/acme/acme-users"], raise_on_error=False
+        )
     failure = next(e for e in result.all_events if e.is_step_failure)
     message = failure.step_failure_data.error.message
     assert "source 'acme-pg'" in message
@@ -163,14 +197,32 @@ def test_test_transform_shows_records_and_violations(setup, receiver, tmp_path):
     import sys
 
     with dg.instance_for_test() as instance:
-        assert run_assets(setup["config"], instance, base_dir=str(setup["tmp"]), keys=["prequel/acme/acme-users"]).success
+        assert run_assets(
+            setup["config"], instance, base_dir=str(setup["tmp"]), keys=["prequel/acme/acme-users"]
+        ).success
     config = setup["config"]
-    config["streams"][0]["mappings"][1] = {"target_field": "email", "field_type": "expression",
-                                           "expression": {"expr": "id > 48 ? nil : email"}}
+    config["streams"][0]["mappings"][1] = {
+        "target_field": "email",
+        "field_type": "expression",
+        "expression": {"expr": "id > 48 ? nil : email"},
+    }
     path = setup["tmp"] / "prequel.yaml"
     path.write_text(json.dumps(config))  # JSON is YAML
-    proc = subprocess.run([sys.executable, "-m", "prequel_dagster.cli", "test-transform", "acme-users-app",
-                           "--limit", "50", "--config", str(path)], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "prequel_dagster.cli",
+            "test-transform",
+            "acme-users-app",
+            "--limit",
+            "50",
+            "--config",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 3, proc.stderr
     assert '{"id":"1","email":"u1@acme.test","full_name":"First1 Last1","balance":1.50}' in proc.stdout
     assert proc.stdout.count("INVALID") == 2 and "required field 'email' is null" in proc.stdout

@@ -24,8 +24,15 @@ from prequel_dagster.delivery.signing import (
 
 
 def envelope(batch_id: str = "b-1", **changes) -> dict:
-    data = {"provider_id": "acme", "stream_id": "users", "load_id": "l-1", "batch_id": batch_id,
-            "format": "json", "records": [{"id": "1"}], "deleted_records": []}
+    data = {
+        "provider_id": "acme",
+        "stream_id": "users",
+        "load_id": "l-1",
+        "batch_id": batch_id,
+        "format": "json",
+        "records": [{"id": "1"}],
+        "deleted_records": [],
+    }
     return {**data, **changes}
 
 
@@ -156,7 +163,7 @@ def test_stalled_connections_are_closed_after_the_read_timeout_and_others_are_se
         b"",  # connects and sends nothing
         b"POST / HTT",  # part of the request line
         b"POST / HTTP/1.1\r\nHost: x\r\nContent-Le",  # part of the headers
-        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"provider_id\"",  # part of the body
+        b'POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"provider_id"',  # part of the body
     ]
     with Receiver(read_timeout=1.0) as receiver:
         address = receiver.server.server_address[:2]
@@ -284,7 +291,7 @@ def test_verify_request_raises_signature_error_for_malformed_headers(keys, chang
 def test_verify_request_accepts_a_good_request_and_rejects_a_stale_one(keys):
     key, public = keys
     verify_request(public, sign_request(key, b"{}"), b"{}")
-    stale = sign_request(key, b"{}", now=dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=301))
+    stale = sign_request(key, b"{}", now=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=301))
     with pytest.raises(SignatureError, match="tolerance 300s"):
         verify_request(public, stale, b"{}")
 

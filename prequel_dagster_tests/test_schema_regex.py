@@ -19,13 +19,22 @@ def within(seconds: float, fn) -> bool:
 
 
 def test_nested_and_pattern_property_regexes_do_not_backtrack():
-    schema = {"type": "object", "properties": {
-        "profile": {"type": "object", "properties": {"handle": {"type": "string", "pattern": EVIL}},
-                    "patternProperties": {EVIL: {"type": "string"}}, "additionalProperties": False}}}
+    schema = {
+        "type": "object",
+        "properties": {
+            "profile": {
+                "type": "object",
+                "properties": {"handle": {"type": "string", "pattern": EVIL}},
+                "patternProperties": {EVIL: {"type": "string"}},
+                "additionalProperties": False,
+            }
+        },
+    }
     assert needs_json_schema_library(schema)  # the per-record path, not the vectorised one
     value = "a" * 40 + "!"  # Python's re: about 2**40 steps
-    table = pa.table({"profile": pa.array([{"handle": value}, {"handle": "aaa"}],
-                                          pa.struct([("handle", pa.string())]))})
+    table = pa.table(
+        {"profile": pa.array([{"handle": value}, {"handle": "aaa"}], pa.struct([("handle", pa.string())]))}
+    )
     out = {}
     assert within(60, lambda: out.update(result=validate_records(table, schema)))
     violations = out["result"].violations.to_pylist()

@@ -35,8 +35,9 @@ def test_secrets_never_leave_the_process(pg, receiver, tmp_path, monkeypatch, ca
         assert result.success
         # a failing run too: its error must not carry the password of the other source
         monkeypatch.setenv("GLOBEX_PG_PASSWORD", "wrong-" + pg_password)
-        failed = run_assets(config, instance, base_dir=str(tmp_path), keys=["prequel/globex/globex-users"],
-                            raise_on_error=False)
+        failed = run_assets(
+            config, instance, base_dir=str(tmp_path), keys=["prequel/globex/globex-users"], raise_on_error=False
+        )
         assert not failed.success
         events = [str(e) for r in (result, failed) for e in instance.all_logs(r.run_id)]
     assert receiver.store.records(stream_id="acme-users-app")  # the token was used...
@@ -68,8 +69,12 @@ def test_secret_values_are_masked_in_config_objects(monkeypatch):
 def test_url_signatures_are_masked_in_any_encoding():
     from prequel_dagster.config.secrets import redact
 
-    text = ("GET https://acct.blob.core.windows.net/c?se=2026-01-01&sp=rl&sig=AbC/d+e%3D&x=1 failed; "
-            "https://b.s3.amazonaws.com/k?X-Amz-Signature=deadbeef&X-Amz-Security-Token=tok/en")
+    text = (
+        "GET https://acct.blob.core.windows.net/c?se=2026-01-01&sp=rl&sig=AbC/d+e%3D&x=1 failed; "
+        "https://b.s3.amazonaws.com/k?X-Amz-Signature=deadbeef&X-Amz-Security-Token=tok/en"
+    )
     masked = redact(text)
-    assert masked == ("GET https://acct.blob.core.windows.net/c?se=2026-01-01&sp=rl&sig=***&x=1 failed; "
-                      "https://b.s3.amazonaws.com/k?X-Amz-Signature=***&X-Amz-Security-Token=***")
+    assert masked == (
+        "GET https://acct.blob.core.windows.net/c?se=2026-01-01&sp=rl&sig=***&x=1 failed; "
+        "https://b.s3.amazonaws.com/k?X-Amz-Signature=***&X-Amz-Security-Token=***"
+    )

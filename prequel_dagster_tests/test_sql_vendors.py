@@ -6,22 +6,27 @@ import datetime as dt
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy_bigquery import BigQueryDialect
 from snowflake.sqlalchemy.snowdialect import SnowflakeDialect
+from sqlalchemy_bigquery import BigQueryDialect
 from sqlalchemy_redshift.dialect import RedshiftDialect_psycopg2
 
 from prequel_dagster.config import load_config
 from prequel_dagster.config.errors import SourceError
 from prequel_dagster.sources.sql import engine_spec, select_changed, select_query
 
-BOUND = dt.datetime(2026, 11, 1, 12, 0, tzinfo=dt.timezone.utc)
+BOUND = dt.datetime(2026, 11, 1, 12, 0, tzinfo=dt.UTC)
 DIALECTS = {"redshift": RedshiftDialect_psycopg2(), "snowflake": SnowflakeDialect(), "bigquery": BigQueryDialect()}
 
 
 def odd_table(schema: str | None = "Sales Data") -> sa.Table:
-    return sa.Table("Order Lines", sa.MetaData(), sa.Column("ID", sa.BigInteger, primary_key=True),
-                    sa.Column("updated at", sa.DateTime(timezone=True)), sa.Column('say "hi"', sa.Text),
-                    schema=schema)
+    return sa.Table(
+        "Order Lines",
+        sa.MetaData(),
+        sa.Column("ID", sa.BigInteger, primary_key=True),
+        sa.Column("updated at", sa.DateTime(timezone=True)),
+        sa.Column('say "hi"', sa.Text),
+        schema=schema,
+    )
 
 
 @pytest.mark.parametrize("vendor", sorted(DIALECTS))
@@ -47,29 +52,51 @@ def test_sql_datasets_wrap_the_query_and_quote_the_cursor_column(vendor):
 
 
 def source_config(tmp_path, vendor, block):
-    return load_config({
-        "datalakes": [{"id": "lake", "name": "lake", "storage": "local", "local": {"path": "lake"}}],
-        "providers": [{"id": "acme", "name": "acme", "datalake_id": "lake", "products": ["all"]}],
-        "sources": [{"id": "acme-db", "name": "db", "vendor": vendor, "provider_id": "acme", vendor: block}],
-    }, base_dir=str(tmp_path))
+    return load_config(
+        {
+            "datalakes": [{"id": "lake", "name": "lake", "storage": "local", "local": {"path": "lake"}}],
+            "providers": [{"id": "acme", "name": "acme", "datalake_id": "lake", "products": ["all"]}],
+            "sources": [{"id": "acme-db", "name": "db", "vendor": vendor, "provider_id": "acme", vendor: block}],
+        },
+        base_dir=str(tmp_path),
+    )
 
 
 def test_connection_settings_are_honoured(tmp_path, monkeypatch):
     monkeypatch.setenv("DB_PASSWORD", "s3cret")
     for vendor in ("redshift", "redshift_serverless"):
         for disable_ssl, sslmode in ((True, "disable"), (False, "require")):
-            config = source_config(tmp_path, vendor, {
-                "host": "cluster.example.com", "database": "sales", "disable_ssl": disable_ssl,
-                "connection_timeout_in_seconds": 7, "auth_method": "password_auth",
-                "password_auth": {"username": "u", "password": "${DB_PASSWORD}"}})
+            config = source_config(
+                tmp_path,
+                vendor,
+                {
+                    "host": "cluster.example.com",
+                    "database": "sales",
+                    "disable_ssl": disable_ssl,
+                    "connection_timeout_in_seconds": 7,
+                    "auth_method": "password_auth",
+                    "password_auth": {"username": "u", "password": "${DB_PASSWORD}"},
+                },
+            )
             url, kwargs = engine_spec(config.source("acme-db"), config)
             assert url.drivername == "redshift+psycopg2" and url.port == 5439 and url.password == "s3cret"
             assert kwargs["connect_args"]["sslmode"] == sslmode and kwargs["connect_args"]["connect_timeout"] == 7
 
-    config = source_config(tmp_path, "snowflake", {
-        "host": "ab12345.eu-west-1.snowflakecomputing.com", "database": "SALES", "schema": "PUBLIC", "username": "u",
-        "warehouse": "LOAD_WH", "role": "READER", "connection_timeout_in_seconds": 9,
-        "auth_method": "password_auth", "password_auth": {"username": "u", "password": "${DB_PASSWORD}"}})
+    config = source_config(
+        tmp_path,
+        "snowflake",
+        {
+            "host": "ab12345.eu-west-1.snowflakecomputing.com",
+            "database": "SALES",
+            "schema": "PUBLIC",
+            "username": "u",
+            "warehouse": "LOAD_WH",
+            "role": "READER",
+            "connection_timeout_in_seconds": 9,
+            "auth_method": "password_auth",
+            "password_auth": {"username": "u", "password": "${DB_PASSWORD}"},
+        },
+    )
     url, kwargs = engine_spec(config.source("acme-db"), config)
     assert url.host == "ab12345.eu-west-1" and url.database == "SALES/PUBLIC"
     assert dict(url.query) == {"warehouse": "LOAD_WH", "role": "READER"}
@@ -79,26 +106,54 @@ def test_connection_settings_are_honoured(tmp_path, monkeypatch):
     from cryptography.hazmat.primitives.asymmetric import rsa
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    monkeypatch.setenv("SF_KEY", key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                   serialization.NoEncryption()).decode())
-    config = source_config(tmp_path, "snowflake", {
-        "host": "ab12345", "database": "SALES", "username": "u", "auth_method": "public_key_auth",
-        "public_key_auth": {"private_key": "${SF_KEY}"}})
+    monkeypatch.setenv(
+        "SF_KEY",
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ).decode(),
+    )
+    config = source_config(
+        tmp_path,
+        "snowflake",
+        {
+            "host": "ab12345",
+            "database": "SALES",
+            "username": "u",
+            "auth_method": "public_key_auth",
+            "public_key_auth": {"private_key": "${SF_KEY}"},
+        },
+    )
     url, kwargs = engine_spec(config.source("acme-db"), config)
     assert url.password is None and kwargs["connect_args"]["private_key"].startswith(b"0\x82")
 
     monkeypatch.setenv("BQ_KEY", '{"type": "service_account", "project_id": "p"}')
-    config = source_config(tmp_path, "bigquery", {
-        "project_id": "acme-analytics", "region": "EU", "auth_method": "gcp_service_account_key",
-        "gcp_service_account_key": {"service_account_key": "${BQ_KEY}"}})
+    config = source_config(
+        tmp_path,
+        "bigquery",
+        {
+            "project_id": "acme-analytics",
+            "region": "EU",
+            "auth_method": "gcp_service_account_key",
+            "gcp_service_account_key": {"service_account_key": "${BQ_KEY}"},
+        },
+    )
     url, kwargs = engine_spec(config.source("acme-db"), config)
-    assert url == "bigquery://acme-analytics" and kwargs == {"credentials_info": {"type": "service_account",
-                                                                                  "project_id": "p"}, "location": "EU"}
+    assert url == "bigquery://acme-analytics" and kwargs == {
+        "credentials_info": {"type": "service_account", "project_id": "p"},
+        "location": "EU",
+    }
 
 
 def test_unsupported_redshift_auth_is_named(tmp_path):
-    config = source_config(tmp_path, "redshift", {
-        "host": "h", "database": "d", "auth_method": "aws_access_keys",
-        "aws_access_keys": {"access_id": "a", "secret_key": "b"}})
+    config = source_config(
+        tmp_path,
+        "redshift",
+        {
+            "host": "h",
+            "database": "d",
+            "auth_method": "aws_access_keys",
+            "aws_access_keys": {"access_id": "a", "secret_key": "b"},
+        },
+    )
     with pytest.raises(SourceError, match="password_auth"):
         engine_spec(config.source("acme-db"), config)

@@ -14,16 +14,41 @@ from .pg_helpers import create_provider_db, two_provider_config
 
 
 def sftp_config(sshd, tmp_path, key_var="SFTP_KEY"):
-    return load_config({
-        "datalakes": [{"id": "lake", "name": "lake", "storage": "local", "local": {"path": str(tmp_path / "lake")}}],
-        "providers": [{"id": "acme", "name": "acme", "datalake_id": "lake", "products": ["all"]}],
-        "sources": [{"id": "acme-sftp", "name": "sftp", "vendor": "sftp", "provider_id": "acme", "sftp": {
-            "host": sshd["host"], "port": sshd["port"], "username": sshd["username"], "auth_method": "public_key_auth",
-            "public_key_auth": {"private_key": "${" + key_var + "}"}}}],
-        "datasets": [{"id": "users", "name": "users", "source_id": "acme-sftp", "method": "glob",
-                      "glob": {"pattern": "outbox/*.csv", "file_format": "csv"},
-                      "type": "dimension", "dimension": {"primary_key_column": "id"}}],
-    }, base_dir=str(tmp_path))
+    return load_config(
+        {
+            "datalakes": [
+                {"id": "lake", "name": "lake", "storage": "local", "local": {"path": str(tmp_path / "lake")}}
+            ],
+            "providers": [{"id": "acme", "name": "acme", "datalake_id": "lake", "products": ["all"]}],
+            "sources": [
+                {
+                    "id": "acme-sftp",
+                    "name": "sftp",
+                    "vendor": "sftp",
+                    "provider_id": "acme",
+                    "sftp": {
+                        "host": sshd["host"],
+                        "port": sshd["port"],
+                        "username": sshd["username"],
+                        "auth_method": "public_key_auth",
+                        "public_key_auth": {"private_key": "${" + key_var + "}"},
+                    },
+                }
+            ],
+            "datasets": [
+                {
+                    "id": "users",
+                    "name": "users",
+                    "source_id": "acme-sftp",
+                    "method": "glob",
+                    "glob": {"pattern": "outbox/*.csv", "file_format": "csv"},
+                    "type": "dimension",
+                    "dimension": {"primary_key_column": "id"},
+                }
+            ],
+        },
+        base_dir=str(tmp_path),
+    )
 
 
 def test_sftp_files_are_read_incrementally(sshd, tmp_path, monkeypatch):
@@ -51,14 +76,24 @@ def test_a_refused_sftp_key_is_named(sshd, tmp_path, monkeypatch):
 
 
 def test_postgres_through_an_ssh_tunnel(pg, sshd, tmp_path, monkeypatch):
-    for k, v in {"ACME_PG_PASSWORD": "acme-tunnel", "GLOBEX_PG_PASSWORD": "x", "APP_TOKEN": "t",
-                 "TUNNEL_KEY": sshd["private_key"]}.items():
+    for k, v in {
+        "ACME_PG_PASSWORD": "acme-tunnel",
+        "GLOBEX_PG_PASSWORD": "x",
+        "APP_TOKEN": "t",
+        "TUNNEL_KEY": sshd["private_key"],
+    }.items():
         monkeypatch.setenv(k, v)
     create_provider_db(pg, "acme", users=12, domain="acme.test", password="acme-tunnel")
     raw = two_provider_config(pg, str(tmp_path / "lake"), "http://127.0.0.1:9/unused")
-    raw["sources"][0]["postgres"].update(use_ssh_tunnel=True, ssh_tunnel={
-        "ssh_tunnel_host": sshd["host"], "ssh_tunnel_port": sshd["port"], "ssh_tunnel_username": sshd["username"],
-        "ssh_private_key": "${TUNNEL_KEY}"})
+    raw["sources"][0]["postgres"].update(
+        use_ssh_tunnel=True,
+        ssh_tunnel={
+            "ssh_tunnel_host": sshd["host"],
+            "ssh_tunnel_port": sshd["port"],
+            "ssh_tunnel_username": sshd["username"],
+            "ssh_private_key": "${TUNNEL_KEY}",
+        },
+    )
     forwarded = f"to {pg['host']} port {pg['port']}"
     before = Path(sshd["log"]).read_text(errors="replace").count(forwarded)
     result = run_extract(load_config(raw, base_dir=str(tmp_path)), "acme-users")

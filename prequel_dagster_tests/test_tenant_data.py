@@ -15,9 +15,9 @@ import pytest
 from prequel_dagster.config import load_config
 from prequel_dagster.config.errors import ConfigError, DeliveryError
 from prequel_dagster.delivery.receiver import Receiver
-from prequel_dagster.language.templates import TemplateError, parse_template
 from prequel_dagster.engine import run_extract, run_load
 from prequel_dagster.lake.deliveries import StreamState
+from prequel_dagster.language.templates import TemplateError, parse_template
 from prequel_dagster.stores import LocalStore
 
 from .pg_helpers import BASE, dsn
@@ -37,8 +37,10 @@ def tenants(pg, monkeypatch):
             admin.execute(f"CREATE ROLE \"{name}\" LOGIN PASSWORD '{password}'")
             admin.execute(f'CREATE DATABASE "{name}" OWNER "{name}"')
         with psycopg.connect(dsn(pg, name, name, password)) as conn:
-            conn.execute("CREATE TABLE accounts (id text PRIMARY KEY, name text, email text, meta text, "
-                         "code text, updated_at timestamptz NOT NULL)")
+            conn.execute(
+                "CREATE TABLE accounts (id text PRIMARY KEY, name text, email text, meta text, "
+                "code text, updated_at timestamptz NOT NULL)"
+            )
     monkeypatch.setenv("APP_TOKEN", "t0ken-value")
     return pg
 
@@ -48,57 +50,107 @@ def insert(pg, provider: str, rows: list[dict]) -> None:
     with psycopg.connect(dsn(pg, provider, provider, password)) as conn, conn.cursor() as cur:
         for i, row in enumerate(rows):
             full = {"name": "n", "email": "e@x.test", "meta": "{}", "code": "1", **row}
-            cur.execute("INSERT INTO accounts VALUES (%s,%s,%s,%s,%s,%s) ON CONFLICT (id) DO UPDATE SET "
-                        "name=excluded.name, email=excluded.email, meta=excluded.meta, code=excluded.code, "
-                        "updated_at=excluded.updated_at",
-                        (full["id"], full["name"], full["email"], full["meta"], full["code"],
-                         BASE.replace(minute=i % 60)))
+            cur.execute(
+                "INSERT INTO accounts VALUES (%s,%s,%s,%s,%s,%s) ON CONFLICT (id) DO UPDATE SET "
+                "name=excluded.name, email=excluded.email, meta=excluded.meta, code=excluded.code, "
+                "updated_at=excluded.updated_at",
+                (full["id"], full["name"], full["email"], full["meta"], full["code"], BASE.replace(minute=i % 60)),
+            )
 
 
 def tenant_config(pg, lake: Path, destination: dict) -> dict:
     def source(p):
-        return {"id": f"{p}-pg", "name": p, "vendor": "postgres", "provider_id": p,
-                "postgres": {"host": pg["host"], "port": pg["port"], "database": p, "auth_method": "password_auth",
-                             "password_auth": {"username": p, "password": "${" + p.upper() + "_PG_PASSWORD}"}}}
+        return {
+            "id": f"{p}-pg",
+            "name": p,
+            "vendor": "postgres",
+            "provider_id": p,
+            "postgres": {
+                "host": pg["host"],
+                "port": pg["port"],
+                "database": p,
+                "auth_method": "password_auth",
+                "password_auth": {"username": p, "password": "${" + p.upper() + "_PG_PASSWORD}"},
+            },
+        }
 
     def dataset(p):
-        return {"id": f"{p}-accounts", "name": "accounts", "source_id": f"{p}-pg", "method": "table",
-                "table": {"source_table_namespace": "public", "source_table_name": "accounts"},
-                "type": "dimension", "dimension": {"primary_key_column": "id", "last_modified_column": "updated_at"}}
+        return {
+            "id": f"{p}-accounts",
+            "name": "accounts",
+            "source_id": f"{p}-pg",
+            "method": "table",
+            "table": {"source_table_namespace": "public", "source_table_name": "accounts"},
+            "type": "dimension",
+            "dimension": {"primary_key_column": "id", "last_modified_column": "updated_at"},
+        }
 
     def stream(p):
-        return {"id": f"{p}-accounts-app", "name": "accounts", "dataset_id": f"{p}-accounts", "destination_id": "app",
-                "mappings": [{"target_field": f, "field_type": "field", "column": {"name": f}}
-                             for f in ("id", "name", "email", "meta")]}
+        return {
+            "id": f"{p}-accounts-app",
+            "name": "accounts",
+            "dataset_id": f"{p}-accounts",
+            "destination_id": "app",
+            "mappings": [
+                {"target_field": f, "field_type": "field", "column": {"name": f}}
+                for f in ("id", "name", "email", "meta")
+            ],
+        }
 
     return {
         "datalakes": [{"id": "lake", "name": "lake", "storage": "local", "local": {"path": str(lake)}}],
         "providers": [{"id": p, "name": p, "datalake_id": "lake", "products": ["all"]} for p in ("acme", "globex")],
         "sources": [source("acme"), source("globex")],
         "datasets": [dataset("acme"), dataset("globex")],
-        "destinations": [{"id": "app", "name": "app", "max_records_per_minute": 1_000_000,
-                          "record_schema": {"type": "object", "required": ["id"], "properties": {
-                              "id": {"type": "string"}, "name": {"type": "string"}, "email": {"type": "string"},
-                              "meta": {"type": "object"}}},
-                          **destination}],
+        "destinations": [
+            {
+                "id": "app",
+                "name": "app",
+                "max_records_per_minute": 1_000_000,
+                "record_schema": {
+                    "type": "object",
+                    "required": ["id"],
+                    "properties": {
+                        "id": {"type": "string"},
+                        "name": {"type": "string"},
+                        "email": {"type": "string"},
+                        "meta": {"type": "object"},
+                    },
+                },
+                **destination,
+            }
+        ],
         "streams": [stream("acme"), stream("globex")],
     }
 
 
 def batch_destination(receiver: Receiver, **webhook) -> dict:
-    return {"type": "webhook_batch", "webhook_batch": {
-        "request_template": {"uri": receiver.url + "/batches", "headers": {"Authorization": "Bearer ${APP_TOKEN}"}},
-        "max_records_per_batch": 4, "retry_initial_backoff_seconds": 0.01, "retry_max_backoff_seconds": 0.02,
-        "max_attempts": 2, **webhook}}
+    return {
+        "type": "webhook_batch",
+        "webhook_batch": {
+            "request_template": {"uri": receiver.url + "/batches", "headers": {"Authorization": "Bearer ${APP_TOKEN}"}},
+            "max_records_per_batch": 4,
+            "retry_initial_backoff_seconds": 0.01,
+            "retry_max_backoff_seconds": 0.02,
+            "max_attempts": 2,
+            **webhook,
+        },
+    }
 
 
 def record_destination(receiver: Receiver, uri: str, headers: dict | None = None, body: str | None = None) -> dict:
     template = {"method": "PUT", "uri": receiver.url + uri, "headers": headers or {}}
     if body is not None:
         template["body"] = body
-    return {"type": "webhook_record", "webhook_record": {
-        "request_template": template, "retry_initial_backoff_seconds": 0.01, "retry_max_backoff_seconds": 0.02,
-        "max_attempts": 2}}
+    return {
+        "type": "webhook_record",
+        "webhook_record": {
+            "request_template": template,
+            "retry_initial_backoff_seconds": 0.01,
+            "retry_max_backoff_seconds": 0.02,
+            "max_attempts": 2,
+        },
+    }
 
 
 def dead_letters(lake: Path, provider: str = "acme") -> list[dict]:
@@ -107,9 +159,18 @@ def dead_letters(lake: Path, provider: str = "acme") -> list[dict]:
 
 
 def test_json_text_cannot_forge_the_envelope_and_goes_to_the_dead_letter_alone(tenants, tmp_path):
-    insert(tenants, "acme", [{"id": "a1", "meta": '{"plan": "pro"}'}, {"id": "a2", "meta": FORGERY},
-                             {"id": "a3", "meta": "[1, 2]"}, {"id": "a4", "meta": "NaN"},
-                             {"id": "a5", "meta": '{"x": 1} {"y": 2}'}, {"id": "a6", "meta": ' {"ok": [true, null]} '}])
+    insert(
+        tenants,
+        "acme",
+        [
+            {"id": "a1", "meta": '{"plan": "pro"}'},
+            {"id": "a2", "meta": FORGERY},
+            {"id": "a3", "meta": "[1, 2]"},
+            {"id": "a4", "meta": "NaN"},
+            {"id": "a5", "meta": '{"x": 1} {"y": 2}'},
+            {"id": "a6", "meta": ' {"ok": [true, null]} '},
+        ],
+    )
     with Receiver() as receiver:
         config = load_config(tenant_config(tenants, tmp_path / "lake", batch_destination(receiver)))
         run_extract(config, "acme-accounts")
@@ -117,7 +178,10 @@ def test_json_text_cannot_forge_the_envelope_and_goes_to_the_dead_letter_alone(t
         bodies = [json.loads(r.body) for r in receiver.requests]
         stored = receiver.store.records()
     assert all(b["provider_id"] == "acme" for b in bodies) and receiver.store.records(provider_id="globex") == []
-    assert {r["record"]["id"]: r["record"]["meta"] for r in stored} == {"a1": {"plan": "pro"}, "a6": {"ok": [True, None]}}
+    assert {r["record"]["id"]: r["record"]["meta"] for r in stored} == {
+        "a1": {"plan": "pro"},
+        "a6": {"ok": [True, None]},
+    }
     dead = {d["record_id"]: d["reason"] for d in dead_letters(tmp_path / "lake")}
     assert set(dead) == {"a2", "a3", "a4", "a5"}
     assert all("'meta' is not a valid JSON object" in why for why in dead.values())
@@ -145,15 +209,28 @@ def test_a_dead_letter_that_cannot_be_written_fails_the_load_and_keeps_the_batch
     assert state.open_plan() is None
 
 
-HOSTILE_IDS = ["../../admin/delete?all=true#", "42?provider_id=globex&deleted=true&x=", "@evil.test:80/x",
-               "a/b", "%2e%2e", "line\r\nbreak", "José", " sp ace", "#frag", "plain"]
+HOSTILE_IDS = [
+    "../../admin/delete?all=true#",
+    "42?provider_id=globex&deleted=true&x=",
+    "@evil.test:80/x",
+    "a/b",
+    "%2e%2e",
+    "line\r\nbreak",
+    "José",
+    " sp ace",
+    "#frag",
+    "plain",
+]
 
 
 def test_record_values_fill_one_uri_segment_or_query_value_and_never_move_the_request(tenants, tmp_path):
     insert(tenants, "acme", [{"id": i} for i in HOSTILE_IDS])
     with Receiver() as receiver:
-        dest = record_destination(receiver, "/{{.ProviderID}}/users/{{.Record.id}}?provider_id={{.ProviderID}}"
-                                            "&deleted={{.IsDeleted}}&id={{.Record.id}}")
+        dest = record_destination(
+            receiver,
+            "/{{.ProviderID}}/users/{{.Record.id}}?provider_id={{.ProviderID}}"
+            "&deleted={{.IsDeleted}}&id={{.Record.id}}",
+        )
         config = load_config(tenant_config(tenants, tmp_path / "lake", dest))
         run_extract(config, "acme-accounts")
         result = run_load(config, "acme-accounts-app")
@@ -174,24 +251,44 @@ def test_record_values_fill_one_uri_segment_or_query_value_and_never_move_the_re
 
 
 def test_template_actions_may_not_fill_the_scheme_host_or_port(tenants, tmp_path):
-    for uri in ("http://127.0.0.1:8900{{.Record.id}}", "http://{{.Record.id}}/x", "{{.Record.id}}://h/x",
-                "http://h:{{.Record.id}}/x"):
+    for uri in (
+        "http://127.0.0.1:8900{{.Record.id}}",
+        "http://{{.Record.id}}/x",
+        "{{.Record.id}}://h/x",
+        "http://h:{{.Record.id}}/x",
+    ):
         with pytest.raises(TemplateError, match="scheme, host or port"):
             parse_template(uri, allow_record=True, allow_records=False, place="uri")
-    raw = tenant_config(tenants, tmp_path / "lake",
-                        {"type": "webhook_record", "webhook_record": {"request_template": {
-                            "uri": "http://127.0.0.1:8900{{.Record.id}}"}}})
+    raw = tenant_config(
+        tenants,
+        tmp_path / "lake",
+        {
+            "type": "webhook_record",
+            "webhook_record": {"request_template": {"uri": "http://127.0.0.1:8900{{.Record.id}}"}},
+        },
+    )
     with pytest.raises(ConfigError, match="scheme, host or port"):
         load_config(raw)
 
 
 def test_a_value_a_header_cannot_carry_is_refused_alone_and_the_stream_moves_on(tenants, tmp_path):
-    insert(tenants, "acme", [{"id": "ok1", "email": "a@x.test"}, {"id": "crlf", "email": "a@x.test\r\nX-Admin: 1"},
-                             {"id": "jose", "email": "José@x.test"}, {"id": "nul", "email": "tab\there"},
-                             {"id": "ok2", "email": "b@x.test"}])
+    insert(
+        tenants,
+        "acme",
+        [
+            {"id": "ok1", "email": "a@x.test"},
+            {"id": "crlf", "email": "a@x.test\r\nX-Admin: 1"},
+            {"id": "jose", "email": "José@x.test"},
+            {"id": "nul", "email": "tab\there"},
+            {"id": "ok2", "email": "b@x.test"},
+        ],
+    )
     with Receiver() as receiver:
-        dest = record_destination(receiver, "/u/{{.Record.id}}?provider_id={{.ProviderID}}",
-                                  headers={"X-Email": "{{.Record.email}}", "Authorization": "Bearer ${APP_TOKEN}"})
+        dest = record_destination(
+            receiver,
+            "/u/{{.Record.id}}?provider_id={{.ProviderID}}",
+            headers={"X-Email": "{{.Record.email}}", "Authorization": "Bearer ${APP_TOKEN}"},
+        )
         config = load_config(tenant_config(tenants, tmp_path / "lake", dest))
         run_extract(config, "acme-accounts")
         first = run_load(config, "acme-accounts-app")
@@ -209,8 +306,9 @@ def test_a_value_that_makes_an_expression_fail_is_refused_alone(tenants, tmp_pat
     with Receiver() as receiver:
         raw = tenant_config(tenants, tmp_path / "lake", batch_destination(receiver))
         raw["destinations"][0]["record_schema"]["properties"]["code"] = {"type": "integer"}
-        raw["streams"][0]["mappings"].append({"target_field": "code", "field_type": "expression",
-                                              "expression": {"expr": "int(code)"}})
+        raw["streams"][0]["mappings"].append(
+            {"target_field": "code", "field_type": "expression", "expression": {"expr": "int(code)"}}
+        )
         config = load_config(raw)
         run_extract(config, "acme-accounts")
         result = run_load(config, "acme-accounts-app")
@@ -233,12 +331,17 @@ def test_a_header_secret_is_never_read_as_a_template(tenants, tmp_path, monkeypa
 def test_body_template_values_are_json_encoded_for_their_place(tenants, tmp_path):
     insert(tenants, "acme", [{"id": 'q"}, "admin": true, "x": "', "name": "\\\n\u2028", "meta": '{"k": "v"}'}])
     with Receiver() as receiver:
-        dest = record_destination(receiver, "/u?provider_id={{.ProviderID}}",
-                                  body='{"id": "{{.Record.id}}", "name": {{.Record.name}}, "all": {{.Record.AsJson}}}')
+        dest = record_destination(
+            receiver,
+            "/u?provider_id={{.ProviderID}}",
+            body='{"id": "{{.Record.id}}", "name": {{.Record.name}}, "all": {{.Record.AsJson}}}',
+        )
         config = load_config(tenant_config(tenants, tmp_path / "lake", dest))
         run_extract(config, "acme-accounts")
         run_load(config, "acme-accounts-app")
         body = json.loads(receiver.requests[0].body)
-    assert body == {"id": 'q"}, "admin": true, "x": "', "name": "\\\n\u2028",
-                    "all": {"id": 'q"}, "admin": true, "x": "', "name": "\\\n\u2028", "email": "e@x.test",
-                            "meta": {"k": "v"}}}
+    assert body == {
+        "id": 'q"}, "admin": true, "x": "',
+        "name": "\\\n\u2028",
+        "all": {"id": 'q"}, "admin": true, "x": "', "name": "\\\n\u2028", "email": "e@x.test", "meta": {"k": "v"}},
+    }

@@ -17,21 +17,59 @@ import pytest
 from prequel_dagster.config import load_config
 from prequel_dagster.delivery.receiver import Receiver
 from prequel_dagster.engine import run_extract, run_load
+from prequel_dagster.engine.preview import preview_stream
 from prequel_dagster.lake.deliveries import StreamState
 from prequel_dagster.stores import LocalStore
-from prequel_dagster.engine.preview import preview_stream
 
 HOSTILE = [
-    '"', "'", "\\", "{", "}", "[", "]", '{}}],"provider_id":"globex","records":[{"id":"x"', "\r\n", "\n", "\r",
-    "\x00", "\x01\x1f\x7f", "..", "../..", "/", "?", "#", "&", "=", "%", "%00", "%2e%2e", "@", ":", " ",
-    "José", "日本語", "\u2028\u2029", "\U0001F600", "{{.ProviderID}}", "{{.Record.id}}", "${APP_TOKEN}",
-    "NaN", "Infinity", "null", "true", "1e999", "<script>", "a" * 5000,
+    '"',
+    "'",
+    "\\",
+    "{",
+    "}",
+    "[",
+    "]",
+    '{}}],"provider_id":"globex","records":[{"id":"x"',
+    "\r\n",
+    "\n",
+    "\r",
+    "\x00",
+    "\x01\x1f\x7f",
+    "..",
+    "../..",
+    "/",
+    "?",
+    "#",
+    "&",
+    "=",
+    "%",
+    "%00",
+    "%2e%2e",
+    "@",
+    ":",
+    " ",
+    "José",
+    "日本語",
+    "\u2028\u2029",
+    "\U0001f600",
+    "{{.ProviderID}}",
+    "{{.Record.id}}",
+    "${APP_TOKEN}",
+    "NaN",
+    "Infinity",
+    "null",
+    "true",
+    "1e999",
+    "<script>",
+    "a" * 5000,
 ]
 PROVIDERS = ("acme", "globex")
 
 
 def hostile_text(rng: random.Random) -> str:
-    pieces = [rng.choice(HOSTILE) if rng.random() < 0.6 else chr(rng.randint(1, 0x2FFF)) for _ in range(rng.randint(0, 6))]
+    pieces = [
+        rng.choice(HOSTILE) if rng.random() < 0.6 else chr(rng.randint(1, 0x2FFF)) for _ in range(rng.randint(0, 6))
+    ]
     return "".join(pieces)
 
 
@@ -45,9 +83,15 @@ def hostile_meta(rng: random.Random) -> str:
 
 
 def rows_for(provider: str, rng: random.Random, n: int) -> list[dict]:
-    return [{"id": f"{provider}{i}{hostile_text(rng)}", "name": hostile_text(rng),
-             "email": rng.choice([f"u{i}@{provider}.test", hostile_text(rng)]), "meta": hostile_meta(rng)}
-            for i in range(n)]
+    return [
+        {
+            "id": f"{provider}{i}{hostile_text(rng)}",
+            "name": hostile_text(rng),
+            "email": rng.choice([f"u{i}@{provider}.test", hostile_text(rng)]),
+            "meta": hostile_meta(rng),
+        }
+        for i in range(n)
+    ]
 
 
 def is_json_object(text: str) -> bool:
@@ -63,31 +107,78 @@ def header_safe(text: str) -> bool:
 
 def fuzz_config(tmp_path: Path, receiver: Receiver) -> dict:
     retry = {"retry_initial_backoff_seconds": 0.01, "retry_max_backoff_seconds": 0.02, "max_attempts": 2}
-    schema = {"type": "object", "required": ["id"], "properties": {
-        "id": {"type": "string"}, "name": {"type": "string"}, "email": {"type": "string"}, "meta": {"type": "object"}}}
-    mappings = [{"target_field": f, "field_type": "field", "column": {"name": f}} for f in ("id", "name", "email", "meta")]
+    schema = {
+        "type": "object",
+        "required": ["id"],
+        "properties": {
+            "id": {"type": "string"},
+            "name": {"type": "string"},
+            "email": {"type": "string"},
+            "meta": {"type": "object"},
+        },
+    }
+    mappings = [
+        {"target_field": f, "field_type": "field", "column": {"name": f}} for f in ("id", "name", "email", "meta")
+    ]
     return {
         "datalakes": [{"id": "lake", "name": "lake", "storage": "local", "local": {"path": "lake"}}],
         "providers": [{"id": p, "name": p, "datalake_id": "lake", "products": ["all"]} for p in PROVIDERS],
-        "sources": [{"id": f"{p}-files", "name": p, "vendor": "local", "provider_id": p, "local": {"path": f"drop/{p}"}}
-                    for p in PROVIDERS],
-        "datasets": [{"id": f"{p}-rows", "name": "rows", "source_id": f"{p}-files", "method": "glob",
-                      "glob": {"pattern": "*.jsonl", "file_format": "json"},
-                      "type": "dimension", "dimension": {"primary_key_column": "id"}} for p in PROVIDERS],
-        "destinations": [
-            {"id": "batch", "name": "batch", "type": "webhook_batch", "max_records_per_minute": 10_000_000,
-             "record_schema": schema, "webhook_batch": {
-                 "request_template": {"uri": receiver.url + "/batches", "headers": {"X-First": "{{.Records[0].email}}"}},
-                 "max_records_per_batch": 7, **retry}},
-            {"id": "record", "name": "record", "type": "webhook_record", "max_records_per_minute": 10_000_000,
-             "record_schema": schema, "webhook_record": {"max_concurrency": 2, "request_template": {
-                 "method": "PUT", "uri": receiver.url + "/{{.ProviderID}}/r/{{.Record.id}}?provider_id={{.ProviderID}}"
-                                                       "&stream_id=s-{{.ProviderID}}&key={{.Record.id}}",
-                 "headers": {"X-Email": "{{.Record.email}}"},
-                 "body": '{"id": "{{.Record.id}}", "name": {{.Record.name}}, "rec": {{.Record.AsJson}}}'}, **retry}},
+        "sources": [
+            {"id": f"{p}-files", "name": p, "vendor": "local", "provider_id": p, "local": {"path": f"drop/{p}"}}
+            for p in PROVIDERS
         ],
-        "streams": [{"id": f"{p}-{d}", "name": d, "dataset_id": f"{p}-rows", "destination_id": d, "mappings": mappings}
-                    for p in PROVIDERS for d in ("batch", "record")],
+        "datasets": [
+            {
+                "id": f"{p}-rows",
+                "name": "rows",
+                "source_id": f"{p}-files",
+                "method": "glob",
+                "glob": {"pattern": "*.jsonl", "file_format": "json"},
+                "type": "dimension",
+                "dimension": {"primary_key_column": "id"},
+            }
+            for p in PROVIDERS
+        ],
+        "destinations": [
+            {
+                "id": "batch",
+                "name": "batch",
+                "type": "webhook_batch",
+                "max_records_per_minute": 10_000_000,
+                "record_schema": schema,
+                "webhook_batch": {
+                    "request_template": {
+                        "uri": receiver.url + "/batches",
+                        "headers": {"X-First": "{{.Records[0].email}}"},
+                    },
+                    "max_records_per_batch": 7,
+                    **retry,
+                },
+            },
+            {
+                "id": "record",
+                "name": "record",
+                "type": "webhook_record",
+                "max_records_per_minute": 10_000_000,
+                "record_schema": schema,
+                "webhook_record": {
+                    "max_concurrency": 2,
+                    "request_template": {
+                        "method": "PUT",
+                        "uri": receiver.url + "/{{.ProviderID}}/r/{{.Record.id}}?provider_id={{.ProviderID}}"
+                        "&stream_id=s-{{.ProviderID}}&key={{.Record.id}}",
+                        "headers": {"X-Email": "{{.Record.email}}"},
+                        "body": '{"id": "{{.Record.id}}", "name": {{.Record.name}}, "rec": {{.Record.AsJson}}}',
+                    },
+                    **retry,
+                },
+            },
+        ],
+        "streams": [
+            {"id": f"{p}-{d}", "name": d, "dataset_id": f"{p}-rows", "destination_id": d, "mappings": mappings}
+            for p in PROVIDERS
+            for d in ("batch", "record")
+        ],
     }
 
 
@@ -100,7 +191,7 @@ def test_every_hostile_record_is_delivered_as_mapped_under_its_provider_or_dead_
         folder = tmp_path / "drop" / p
         folder.mkdir(parents=True)
         for k, name in enumerate(names):  # the same hostile file names in both folders
-            (folder / name).write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows[p][k::len(names)]))
+            (folder / name).write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows[p][k :: len(names)]))
 
     with Receiver() as receiver:
         config = load_config(fuzz_config(tmp_path, receiver), base_dir=str(tmp_path))

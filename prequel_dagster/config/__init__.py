@@ -2,7 +2,7 @@
 
 from .errors import ConfigError, ConfigIssue, DeliveryError, PrequelError, SourceError
 from .loading import find_config_path, load_config
-from .models import Dataset, Datalake, Destination, Mapping, PrequelConfig, Provider, Source, Stream
+from .models import Datalake, Dataset, Destination, Mapping, PrequelConfig, Provider, Source, Stream
 from .secrets import Secret, redact
 
 __all__ = [

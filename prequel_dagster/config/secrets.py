@@ -72,7 +72,8 @@ _PUBLIC_PARAMETERS = {"sv", "skv", "spr", "sp", "ss", "srt", "sr", "sks", "sip",
 # delegation SAS name the signing principal and key
 _SIGNATURE_PARAMETER = re.compile(
     r"(?i)\b(sig|signature|x-amz-signature|x-goog-signature|x-amz-security-token"
-    r"|skoid|sktid|skt|ske|saoid|suoid|scid)=[^&\s'\"]+")
+    r"|skoid|sktid|skt|ske|saoid|suoid|scid)=[^&\s'\"]+"
+)
 
 
 def redact(text: str) -> str:

@@ -99,8 +99,13 @@ class ReceiverStore:
                 self.db.execute(
                     "INSERT INTO batches VALUES (?,?,?,?,?,?,?)",
                     (
-                        envelope["batch_id"], envelope["provider_id"], envelope["stream_id"], envelope["load_id"],
-                        len(envelope["records"]), len(envelope["deleted_records"]), time.time(),
+                        envelope["batch_id"],
+                        envelope["provider_id"],
+                        envelope["stream_id"],
+                        envelope["load_id"],
+                        len(envelope["records"]),
+                        len(envelope["deleted_records"]),
+                        time.time(),
                     ),
                 )
             except sqlite3.IntegrityError:
@@ -176,11 +181,13 @@ def gunzip(data: bytes, limit: int) -> bytes:
                     raise Rejected(400, "the gzip body is truncated; send the whole compressed body")
                 out += chunk
                 if len(out) > limit:
-                    raise Rejected(413, f"the body decompresses to more than max_body_bytes ({limit}); "
-                                        "send smaller batches")
+                    raise Rejected(
+                        413, f"the body decompresses to more than max_body_bytes ({limit}); send smaller batches"
+                    )
         except zlib.error as exc:
-            raise Rejected(400, f"the body is not valid gzip ({exc}); compress it with gzip, "
-                                "or drop Content-Encoding") from None
+            raise Rejected(
+                400, f"the body is not valid gzip ({exc}); compress it with gzip, or drop Content-Encoding"
+            ) from None
         data = inflater.unused_data
         if not data:
             return bytes(out)
@@ -197,9 +204,13 @@ def record_request_envelope(method: str, path: str, headers: dict[str, str], rec
     deleted = method == "DELETE" or query.get("deleted") == "true"
     key = {k.lower(): v for k, v in headers.items()}.get("idempotency-key") or f"record-{time.time_ns()}"
     return {
-        "provider_id": query.get("provider_id", ""), "stream_id": query.get("stream_id", ""), "load_id": "",
-        "batch_id": key, "format": "json",
-        "records": [] if deleted else [record], "deleted_records": [record] if deleted else [],
+        "provider_id": query.get("provider_id", ""),
+        "stream_id": query.get("stream_id", ""),
+        "load_id": "",
+        "batch_id": key,
+        "format": "json",
+        "records": [] if deleted else [record],
+        "deleted_records": [record] if deleted else [],
     }
 
 
@@ -216,10 +227,18 @@ class Receiver:
     keeps every request in ``requests`` (for tests; turn it off for a long-running server).
     """
 
-    def __init__(self, store: ReceiverStore | None = None, *, host: str = "127.0.0.1", port: int = 0,
-                 fault: Fault | None = None, public_key: bytes | None = None,
-                 max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, read_timeout: float = DEFAULT_READ_TIMEOUT,
-                 keep_requests: bool = True):
+    def __init__(
+        self,
+        store: ReceiverStore | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        fault: Fault | None = None,
+        public_key: bytes | None = None,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        read_timeout: float = DEFAULT_READ_TIMEOUT,
+        keep_requests: bool = True,
+    ):
         if max_body_bytes < 1 or read_timeout <= 0:
             raise ValueError("max_body_bytes and read_timeout must be positive")
         self.store = store or ReceiverStore()
@@ -254,8 +273,12 @@ class Receiver:
                 except Rejected as exc:
                     self.close_connection = self.close_connection or exc.hang_up
                     with contextlib.suppress(OSError):
-                        self._answer(req, exc.status, {"status": "error", "message": exc.message},
-                                     {"Connection": "close"} if exc.hang_up else None)
+                        self._answer(
+                            req,
+                            exc.status,
+                            {"status": "error", "message": exc.message},
+                            {"Connection": "close"} if exc.hang_up else None,
+                        )
                         if exc.hang_up:
                             self._hang_up()
                 except OSError:  # the client went away or stalled mid-answer
@@ -276,8 +299,9 @@ class Receiver:
                 lengths = self.headers.get_all("Content-Length") or []
                 if "Transfer-Encoding" in self.headers:
                     if lengths:
-                        raise Rejected(400, "both Transfer-Encoding and Content-Length; send only Content-Length",
-                                       hang_up=True)
+                        raise Rejected(
+                            400, "both Transfer-Encoding and Content-Length; send only Content-Length", hang_up=True
+                        )
                     raise Rejected(411, "chunked bodies are not accepted; send a Content-Length", hang_up=True)
                 if not lengths:
                     raise Rejected(411, "Content-Length is required", hang_up=True)
@@ -285,8 +309,12 @@ class Receiver:
                 if len(lengths) > 1 or not (value.isascii() and value.isdigit()):
                     raise Rejected(400, "send exactly one Content-Length, a number of bytes", hang_up=True)
                 if int(value) > receiver.max_body_bytes:
-                    raise Rejected(413, f"the body is {value} bytes, over max_body_bytes "
-                                        f"({receiver.max_body_bytes}); send smaller batches", hang_up=True)
+                    raise Rejected(
+                        413,
+                        f"the body is {value} bytes, over max_body_bytes "
+                        f"({receiver.max_body_bytes}); send smaller batches",
+                        hang_up=True,
+                    )
                 return int(value)
 
             def _process(self, req: ReceivedRequest) -> None:
@@ -297,8 +325,9 @@ class Receiver:
                     message = f"the body did not arrive within read_timeout ({receiver.read_timeout}s)"
                     raise Rejected(408, message, hang_up=True) from None
                 if len(body) < length:
-                    raise Rejected(400, f"the body ended after {len(body)} of {length} bytes (Content-Length)",
-                                   hang_up=True)
+                    raise Rejected(
+                        400, f"the body ended after {len(body)} of {length} bytes (Content-Length)", hang_up=True
+                    )
                 req.body = body
                 action = receiver.fault(req) if receiver.fault else None
                 if action == "drop":
@@ -405,8 +434,9 @@ class Receiver:
 
 def serve(db_path: Path, host: str, port: int, public_key: bytes | None = None, **options: Any) -> None:
     """Run the reference receiver in the foreground until interrupted; ``options`` go to :class:`Receiver`."""
-    receiver = Receiver(ReceiverStore(str(db_path)), host=host, port=port, public_key=public_key,
-                        keep_requests=False, **options)
+    receiver = Receiver(
+        ReceiverStore(str(db_path)), host=host, port=port, public_key=public_key, keep_requests=False, **options
+    )
     checks = "verifying signatures, " if public_key else ""
     print(f"prequel receiver listening on {receiver.url} — {checks}storing batches in {db_path}", flush=True)
     try:

@@ -53,12 +53,18 @@ class RequestTemplates:
                 col = mapped.column(name).combine_chunks()
                 if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
                     bad = pc.match_substring_regex(col, HEADER_UNSAFE_PATTERN)
-                    checks.append((bad, f"'{name}' holds a character header '{header}' cannot carry "
-                                        "(only printable ASCII is sent in headers)"))
+                    checks.append(
+                        (
+                            bad,
+                            f"'{name}' holds a character header '{header}' cannot carry "
+                            "(only printable ASCII is sent in headers)",
+                        )
+                    )
         return checks
 
-    def render(self, batch: Batch, *, per_record: bool, provider_id: str, stream_id: str, load_id: str,
-               batch_id: str) -> tuple[str, dict[str, str], bytes]:
+    def render(
+        self, batch: Batch, *, per_record: bool, provider_id: str, stream_id: str, load_id: str, batch_id: str
+    ) -> tuple[str, dict[str, str], bytes]:
         """The uri, headers and body of one request; raises ``UnsafeValue`` for a value that cannot go there."""
         if per_record:
             _, record, is_deleted = batch.records()[0]

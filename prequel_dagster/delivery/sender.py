@@ -14,8 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 import orjson
 
 from ..config.models import Destination
-from ..language.templates import UnsafeValue
 from ..lake.deliveries import LoadPlan, StreamState
+from ..language.templates import UnsafeValue
 from .counts import LoadCounts
 from .requests import RequestTemplates
 from .webhook import WebhookClient
@@ -27,10 +27,27 @@ PLAN_SAVE_INTERVAL_SECONDS = 0.5
 class BatchSender:
     """Sends the batches of one load to one destination for one provider and stream."""
 
-    def __init__(self, destination: Destination, client: WebhookClient, plan: LoadPlan, state: StreamState, *,
-                 provider_id: str, stream_id: str, counts: LoadCounts, log: Callable[[str], None], persist: bool):
+    def __init__(
+        self,
+        destination: Destination,
+        client: WebhookClient,
+        plan: LoadPlan,
+        state: StreamState,
+        *,
+        provider_id: str,
+        stream_id: str,
+        counts: LoadCounts,
+        log: Callable[[str], None],
+        persist: bool,
+    ):
         self.destination, self.client, self.plan, self.state = destination, client, plan, state
-        self.provider_id, self.stream_id, self.counts, self.log, self.persist = provider_id, stream_id, counts, log, persist
+        self.provider_id, self.stream_id, self.counts, self.log, self.persist = (
+            provider_id,
+            stream_id,
+            counts,
+            log,
+            persist,
+        )
         self.settings = destination.webhook
         self.templates = RequestTemplates.of(destination, reveal=True)
         concurrency = destination.concurrency
@@ -79,8 +96,13 @@ class BatchSender:
         batch_id = batch_id_for(self.plan.load_id, batch.key)
         try:
             uri, headers, body = self.templates.render(
-                batch, per_record=self.destination.type == "webhook_record", provider_id=self.provider_id,
-                stream_id=self.stream_id, load_id=self.plan.load_id, batch_id=batch_id)
+                batch,
+                per_record=self.destination.type == "webhook_record",
+                provider_id=self.provider_id,
+                stream_id=self.stream_id,
+                load_id=self.plan.load_id,
+                batch_id=batch_id,
+            )
         except (UnsafeValue, orjson.JSONDecodeError) as exc:  # a record's value cannot go where the template puts it
             self._reject(batch, batch_id, f"not sent: {exc}")
             return
@@ -112,8 +134,14 @@ class BatchSender:
         """Keep a batch's records in the dead letter, then mark it done: in that order, so a failure
         to write the dead letter fails the load and leaves the batch pending, never lost."""
         rows = [
-            {"record_id": rid, "record": text, "is_deleted": is_del, "reason": reason,
-             "load_id": self.plan.load_id, "batch_id": batch_id}
+            {
+                "record_id": rid,
+                "record": text,
+                "is_deleted": is_del,
+                "reason": reason,
+                "load_id": self.plan.load_id,
+                "batch_id": batch_id,
+            }
             for rid, text, is_del in batch.record_texts()
         ]
         path = self.state.write_dead_letter(f"{self.plan.load_id}-{batch.key.replace('.', '_')}", rows)

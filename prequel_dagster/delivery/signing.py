@@ -49,7 +49,7 @@ def load_private_key(pem: str | bytes) -> rsa.RSAPrivateKey:
 
 
 def sign_request(key: rsa.RSAPrivateKey, body: bytes, *, now: dt.datetime | None = None) -> dict[str, str]:
-    timestamp = (now or dt.datetime.now(dt.timezone.utc)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    timestamp = (now or dt.datetime.now(dt.UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
     signature = key.sign(timestamp.encode() + b"." + body, padding.PKCS1v15(), hashes.SHA256())
     return {
         TIMESTAMP_HEADER: timestamp,
@@ -88,7 +88,7 @@ def verify_request(
     if sent.tzinfo is None:
         raise SignatureError("timestamp has no timezone; end it with Z or an offset such as +00:00")
     try:
-        age = abs(((now or dt.datetime.now(dt.timezone.utc)) - sent).total_seconds())
+        age = abs(((now or dt.datetime.now(dt.UTC)) - sent).total_seconds())
     except OverflowError:
         raise SignatureError("timestamp is out of range") from None
     if age > tolerance_seconds:

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import httpx
 
+from ..config.errors import DeliveryError
 from ..config.models import Destination
 from ..config.secrets import MissingEnvironmentVariable, redact
-from ..config.errors import DeliveryError
 from .signing import load_private_key, sign_request
 
 RETRYABLE_STATUS = {408, 425, 429}
@@ -90,7 +90,9 @@ class WebhookClient:
         self.settings = destination.webhook
         self.method = self.settings.request_template.method
         try:
-            self.header_values = {name: value.reveal() for name, value in self.settings.request_template.headers.items()}
+            self.header_values = {
+                name: value.reveal() for name, value in self.settings.request_template.headers.items()
+            }
             self.signing_key = (
                 load_private_key(destination.signing.private_key.reveal()) if destination.signing else None
             )

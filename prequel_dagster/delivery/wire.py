@@ -20,8 +20,9 @@ LOAD_ID_LENGTH, BATCH_ID_LENGTH = 24, 32
 
 def envelope_overhead(provider_id: str, stream_id: str) -> int:
     """Bytes of a batch body around its records (ids included), so batches fit ``max_bytes_per_batch``."""
-    empty = Batch("").body(provider_id=provider_id, stream_id=stream_id, load_id="0" * LOAD_ID_LENGTH,
-                           batch_id="0" * BATCH_ID_LENGTH)
+    empty = Batch("").body(
+        provider_id=provider_id, stream_id=stream_id, load_id="0" * LOAD_ID_LENGTH, batch_id="0" * BATCH_ID_LENGTH
+    )
     return len(empty)
 
 
@@ -57,7 +58,9 @@ class Part:
         return self.keys.cast(pa.string())
 
     def slice(self, start: int, length: int) -> "Part":
-        return Part(self.encoded.slice(start, length), self.deleted.slice(start, length), self.keys.slice(start, length))
+        return Part(
+            self.encoded.slice(start, length), self.deleted.slice(start, length), self.keys.slice(start, length)
+        )
 
 
 @dataclass
@@ -94,8 +97,13 @@ class Batch:
 
     def body(self, *, provider_id: str, stream_id: str, load_id: str, batch_id: str) -> bytes:
         head = orjson.dumps(
-            {"provider_id": provider_id, "stream_id": stream_id, "load_id": load_id, "batch_id": batch_id,
-             "format": "json"}
+            {
+                "provider_id": provider_id,
+                "stream_id": stream_id,
+                "load_id": load_id,
+                "batch_id": batch_id,
+                "format": "json",
+            }
         )
         pieces: list = [head[:-1], b',"records":[']
         pieces += _comma_separated(self._chunks(deleted=False))
@@ -109,8 +117,10 @@ class Batch:
         out = []
         for p in self.parts:
             texts = p.encoded.to_pylist()
-            out += [(rid, text[:-1], is_del) for rid, text, is_del in
-                    zip(p.record_ids.to_pylist(), texts, p.deleted.to_pylist())]
+            out += [
+                (rid, text[:-1], is_del)
+                for rid, text, is_del in zip(p.record_ids.to_pylist(), texts, p.deleted.to_pylist())
+            ]
         return out
 
     def records(self) -> list[tuple[str, dict, bool]]:
@@ -125,10 +135,16 @@ class Batch:
 
     def split(self) -> tuple["Batch", "Batch"]:
         """Halves (after a 413); their keys extend this batch's key, so ids stay deterministic."""
-        whole = Part(pa.concat_arrays([p.encoded for p in self.parts]), pa.concat_arrays([p.deleted for p in self.parts]),
-                     pa.concat_arrays([p.keys for p in self.parts]))
+        whole = Part(
+            pa.concat_arrays([p.encoded for p in self.parts]),
+            pa.concat_arrays([p.deleted for p in self.parts]),
+            pa.concat_arrays([p.keys for p in self.parts]),
+        )
         half = len(whole) // 2
-        return (Batch(f"{self.key}.0", [whole.slice(0, half)]), Batch(f"{self.key}.1", [whole.slice(half, len(whole) - half)]))
+        return (
+            Batch(f"{self.key}.0", [whole.slice(0, half)]),
+            Batch(f"{self.key}.1", [whole.slice(half, len(whole) - half)]),
+        )
 
 
 def _comma_separated(chunks: list[pa.Buffer]) -> list:

@@ -43,8 +43,14 @@ def write_demo_data(directory: Path, *, users: int = 400, orders: int = 1500, cu
     acme.executemany(
         "INSERT INTO users VALUES (?,?,?,?,?,?,0)",
         [
-            (i, f"user{i}@acme.example", rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES), rng.random() < 0.2,
-             _ts(BASE_TIME + dt.timedelta(minutes=i)))
+            (
+                i,
+                f"user{i}@acme.example",
+                rng.choice(FIRST_NAMES),
+                rng.choice(LAST_NAMES),
+                rng.random() < 0.2,
+                _ts(BASE_TIME + dt.timedelta(minutes=i)),
+            )
             for i in range(1, users + 1)
         ],
     )
@@ -66,8 +72,13 @@ def write_demo_data(directory: Path, *, users: int = 400, orders: int = 1500, cu
     globex.executemany(
         "INSERT INTO customers VALUES (?,?,?,?,?,0)",
         [
-            (i, f"c{i}@globex.example", rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES),
-             _ts(BASE_TIME + dt.timedelta(minutes=2 * i)))
+            (
+                i,
+                f"c{i}@globex.example",
+                rng.choice(FIRST_NAMES),
+                rng.choice(LAST_NAMES),
+                _ts(BASE_TIME + dt.timedelta(minutes=2 * i)),
+            )
             for i in range(1, customers + 1)
         ],
     )
@@ -90,9 +101,7 @@ def apply_changes(directory: Path) -> dict[str, str]:
         [(n + i, f"new{i}@acme.example", "New", "User", later) for i in range(1, 6)],
     )
     m = acme.execute("SELECT MAX(order_id) FROM orders").fetchone()[0]
-    acme.executemany(
-        "INSERT INTO orders VALUES (?,?,?,?)", [(m + i, 1, 120.0 + i, later) for i in range(1, 21)]
-    )
+    acme.executemany("INSERT INTO orders VALUES (?,?,?,?)", [(m + i, 1, 120.0 + i, later) for i in range(1, 21)])
     acme.commit()
     acme.close()
     globex = sqlite3.connect(directory / "globex.db")

@@ -13,10 +13,18 @@ import pyarrow.dataset as pads
 
 from ..config.errors import SourceError
 from ..config.models import PrequelConfig
-from ..lake.changes import Classified, ExtractCounts, KeySnapshot, classify, classify_newer, dedupe_last, latest_versions
+from ..lake.changes import (
+    Classified,
+    ExtractCounts,
+    KeySnapshot,
+    classify,
+    classify_newer,
+    dedupe_last,
+    latest_versions,
+)
 from ..lake.commits import OP_COLUMN, Commit, DatasetLog
-from ..stores import Store, open_datalake
 from ..sources import check_columns, lookback_seconds, open_reader, read_ahead
+from ..stores import Store, open_datalake
 
 Log = Callable[[str], None]
 PROGRESS_EVERY_SECONDS = 5.0
@@ -84,8 +92,11 @@ class _Classifier:
             self._snapshot = _BACKGROUND.submit(KeySnapshot, lake, self.key)
 
     def _options(self) -> dict[str, Any]:
-        return {"key": self.key, "deleted_column": self.dataset.is_deleted_column,
-                "append_only": self.dataset.type == "fact"}
+        return {
+            "key": self.key,
+            "deleted_column": self.dataset.is_deleted_column,
+            "append_only": self.dataset.type == "fact",
+        }
 
     def classify(self, table: pa.Table, *, keys_unique: bool) -> Classified:
         if self.lake is None:
@@ -114,12 +125,15 @@ class _Classifier:
         window = pads.field(self.dataset.cursor_column) >= self.bound if self.bound is not None else None
         keys = table.column(self.key).combine_chunks()
         previous = latest_versions(self.lake, keys, self.key, also=window)
-        in_window = pc.is_in(keys, value_set=previous.column(self.key)) if previous is not None \
-            else pa.repeat(False, len(keys))
-        return Classified.combine([
-            classify(table.filter(in_window), previous, keys_unique=True, **self._options()),
-            self._classify_changed(table.filter(pc.invert(in_window))),
-        ])
+        in_window = (
+            pc.is_in(keys, value_set=previous.column(self.key)) if previous is not None else pa.repeat(False, len(keys))
+        )
+        return Classified.combine(
+            [
+                classify(table.filter(in_window), previous, keys_unique=True, **self._options()),
+                self._classify_changed(table.filter(pc.invert(in_window))),
+            ]
+        )
 
     def _compare(self, table: pa.Table, also: Any) -> Classified:
         previous = latest_versions(self.lake, table.column(self.key).combine_chunks(), self.key, also=also)
@@ -175,8 +189,13 @@ def run_extract(
         bound = lower_bound(previous_cursor, lookback_seconds(source, dataset)) if dataset.cursor_column else None
     log(
         f"extracting dataset '{dataset.id}' of provider '{provider.id}' from source '{source.id}' "
-        + ("(new or changed files)" if glob else
-           f"(rows with {dataset.cursor_column} >= {bound})" if bound is not None else "(full read)")
+        + (
+            "(new or changed files)"
+            if glob
+            else f"(rows with {dataset.cursor_column} >= {bound})"
+            if bound is not None
+            else "(full read)"
+        )
     )
     counts = ExtractCounts()
     if not latest:
@@ -207,8 +226,11 @@ def run_extract(
                 check_columns(source, dataset, table.schema.names)
                 checked_names = table.schema.names
             if guard is not None and counts.records_processed + table.num_rows > guard:
-                fix = (f"fill {dataset.cursor_column} (dimension.last_modified_column, NULL in every row so far)"
-                       if stuck else "set dimension.last_modified_column")
+                fix = (
+                    f"fill {dataset.cursor_column} (dimension.last_modified_column, NULL in every row so far)"
+                    if stuck
+                    else "set dimension.last_modified_column"
+                )
                 raise SourceError(
                     f"dataset '{dataset.id}': more than {guard:,} rows to read in full and compare row by row on "
                     f"every extract; {fix} so extracts read only changes, or raise dimension.max_full_read_rows; "
@@ -226,8 +248,10 @@ def run_extract(
             if time.monotonic() - last_report >= PROGRESS_EVERY_SECONDS:
                 last_report = time.monotonic()
                 rate = counts.records_processed / max(1e-9, last_report - started)
-                log(f"  {counts.records_processed:,} rows read ({megabytes:,.0f} MB), {writer.rows:,} changed, "
-                    f"{rate:,.0f} rows/s")
+                log(
+                    f"  {counts.records_processed:,} rows read ({megabytes:,.0f} MB), {writer.rows:,} changed, "
+                    f"{rate:,.0f} rows/s"
+                )
         if glob:
             cursor = reader.cursor
         if hard_deletes:

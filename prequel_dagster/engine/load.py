@@ -55,8 +55,15 @@ class LoadResult:
 class _Load:
     """Shared state of one load: config objects, lake, state, mapper, client, counters."""
 
-    def __init__(self, config: PrequelConfig, stream: Stream, storage: Store | None,
-                 transport: httpx.BaseTransport | None, sleep: Callable[[float], None], log: Log):
+    def __init__(
+        self,
+        config: PrequelConfig,
+        stream: Stream,
+        storage: Store | None,
+        transport: httpx.BaseTransport | None,
+        sleep: Callable[[float], None],
+        log: Log,
+    ):
         self.stream = stream
         self.dataset = config.dataset(stream.dataset_id)
         self.provider = config.provider_of_dataset(self.dataset)
@@ -96,8 +103,9 @@ class _Load:
         except ExpressionError as exc:
             raise DeliveryError(f"{exc} — fix the mapping; the records stay pending for the next load") from None
         if mapped_rows is not None:  # rows whose own values make a mapping fail: dead letter, alone
-            invalid += self._dead_rows(table.filter(pc.invert(mapped_rows)), load_id,
-                                       [f"mapping: {failed[i]}" for i in sorted(failed)])
+            invalid += self._dead_rows(
+                table.filter(pc.invert(mapped_rows)), load_id, [f"mapping: {failed[i]}" for i in sorted(failed)]
+            )
             table = table.filter(mapped_rows)
         n = table.num_rows
         counts.records_transformed = mapped.num_rows
@@ -120,8 +128,9 @@ class _Load:
         counts.records_errored = len(invalid)
         return part, invalid, counts
 
-    def _dead_rows(self, rows: pa.Table, load_id: str, reasons: list[str], *,
-                   shown: pa.Table | None = None) -> list[dict[str, Any]]:
+    def _dead_rows(
+        self, rows: pa.Table, load_id: str, reasons: list[str], *, shown: pa.Table | None = None
+    ) -> list[dict[str, Any]]:
         """Dead-letter rows for records refused before sending; ``shown`` is what each record would have
         been (by default, the source values the mappings read)."""
         if shown is None:
@@ -129,8 +138,17 @@ class _Load:
         texts = encode_records(shown, required=set()).to_pylist()
         keys = rows.column(self.dataset.primary_key).cast(pa.string()).to_pylist()
         deleted = pc.fill_null(pc.equal(rows.column(OP_COLUMN), "delete"), False).to_pylist()
-        return [{"record_id": rid, "record": text[:-1], "is_deleted": is_del, "reason": why, "load_id": load_id,
-                 "batch_id": None} for rid, text, is_del, why in zip(keys, texts, deleted, reasons)]
+        return [
+            {
+                "record_id": rid,
+                "record": text[:-1],
+                "is_deleted": is_del,
+                "reason": why,
+                "load_id": load_id,
+                "batch_id": None,
+            }
+            for rid, text, is_del, why in zip(keys, texts, deleted, reasons)
+        ]
 
     def prepared(self, tables: Iterable[pa.Table], load_id: str) -> Iterator[tuple[Part, list[dict[str, Any]]]]:
         """``prepare`` on PREPARE_THREADS threads (Arrow compute releases the GIL), in order, a few tables ahead."""
@@ -145,20 +163,35 @@ class _Load:
 
     def _take(self, prepared: tuple[Part, list[dict[str, Any]], LoadCounts]) -> tuple[Part, list[dict[str, Any]]]:
         part, invalid, counts = prepared
-        self.counts.add(**{name: getattr(counts, name) for name in
-                           ("records_processed", "records_transformed", "records_valid", "records_errored")})
+        self.counts.add(
+            **{
+                name: getattr(counts, name)
+                for name in ("records_processed", "records_transformed", "records_valid", "records_errored")
+            }
+        )
         return part, invalid
 
     def deliver(self, tables: Iterable[pa.Table], plan: LoadPlan, *, persist: bool) -> None:
         """Send every record of ``tables``; invalid ones go to the dead letter."""
         settings = self.destination.webhook
         per_record = self.destination.type == "webhook_record"
-        batcher = Batcher(1 if per_record else settings.max_records_per_batch,
-                          10**12 if per_record else settings.max_bytes_per_batch,
-                          envelope_overhead(self.provider.id, self.stream.id))
+        batcher = Batcher(
+            1 if per_record else settings.max_records_per_batch,
+            10**12 if per_record else settings.max_bytes_per_batch,
+            envelope_overhead(self.provider.id, self.stream.id),
+        )
         client = WebhookClient(self.destination, self.provider.id, transport=self.transport, sleep=self.sleep)
-        sender = BatchSender(self.destination, client, plan, self.state, provider_id=self.provider.id,
-                             stream_id=self.stream.id, counts=self.counts, log=self.log, persist=persist)
+        sender = BatchSender(
+            self.destination,
+            client,
+            plan,
+            self.state,
+            provider_id=self.provider.id,
+            stream_id=self.stream.id,
+            counts=self.counts,
+            log=self.log,
+            persist=persist,
+        )
         invalid: list[dict[str, Any]] = []
         try:
             for part, bad in self.prepared(tables, plan.load_id):
@@ -218,10 +251,12 @@ def run_load(
         start, end = load.state.delivered_through(), latest.seq if latest else 0
         if end <= start:
             log(f"stream '{stream_id}': nothing pending (delivered through commit {start})")
-            return LoadResult(stream_id, load.provider.id, None, start, end, False, load.counts,
-                              time.monotonic() - started)
-        plan = LoadPlan(load_id_for(lake_id(load.storage), load.provider.id, stream_id, start, end,
-                                    latest.token), start, end)
+            return LoadResult(
+                stream_id, load.provider.id, None, start, end, False, load.counts, time.monotonic() - started
+            )
+        plan = LoadPlan(
+            load_id_for(lake_id(load.storage), load.provider.id, stream_id, start, end, latest.token), start, end
+        )
     else:
         log(f"stream '{stream_id}': resuming load {plan.load_id} ({len(plan.acked)} batches already acknowledged)")
 
@@ -233,14 +268,26 @@ def run_load(
         f"commits {plan.from_commit + 1}..{plan.to_commit}, load {plan.load_id}"
     )
     columns = list(dict.fromkeys([*load.mapper.source_columns, load.dataset.primary_key, OP_COLUMN]))
-    tables = (pa.Table.from_batches([b]) for b in load.lake.scan(commits, columns=columns, use_threads=False)
-              if b.num_rows)
+    tables = (
+        pa.Table.from_batches([b]) for b in load.lake.scan(commits, columns=columns, use_threads=False) if b.num_rows
+    )
     load.deliver(tables, plan, persist=True)
     load.state.finish(plan, load.counts.as_dict())
     c = load.counts
-    log(f"stream '{stream_id}': {c.records_loaded} records delivered in {c.batches_sent} batches, {c.records_errored} errored")
-    return LoadResult(stream_id, load.provider.id, plan.load_id, plan.from_commit, plan.to_commit, resumed, c,
-                      time.monotonic() - started, load.dead_letters)
+    log(
+        f"stream '{stream_id}': {c.records_loaded} records delivered in {c.batches_sent} batches, {c.records_errored} errored"
+    )
+    return LoadResult(
+        stream_id,
+        load.provider.id,
+        plan.load_id,
+        plan.from_commit,
+        plan.to_commit,
+        resumed,
+        c,
+        time.monotonic() - started,
+        load.dead_letters,
+    )
 
 
 def _redeliver(load: _Load, record_ids: list[str], dead_letters: bool, started: float) -> LoadResult:
@@ -255,8 +302,17 @@ def _redeliver(load: _Load, record_ids: list[str], dead_letters: bool, started: 
     schema = load.lake.schema()
     if not ids or latest is None or schema is None:
         load.state.remove_dead_letters(sources)
-        return LoadResult(load.stream.id, load.provider.id, None, 0, 0, False, load.counts,
-                          time.monotonic() - started, redelivery=True)
+        return LoadResult(
+            load.stream.id,
+            load.provider.id,
+            None,
+            0,
+            0,
+            False,
+            load.counts,
+            time.monotonic() - started,
+            redelivery=True,
+        )
     key = load.dataset.primary_key
     try:
         keys = pa.array(ids, pa.string()).cast(schema.field(key).type)
@@ -267,14 +323,28 @@ def _redeliver(load: _Load, record_ids: list[str], dead_letters: bool, started: 
     if load.counts.records_not_found:
         load.log(f"  {load.counts.records_not_found} record ids are not in dataset '{load.dataset.id}'")
     load.check_mappings(schema)
-    plan = LoadPlan(load_id_for(lake_id(load.storage), load.provider.id, load.stream.id, "redeliver", latest.seq,
-                                latest.token, *sorted(ids)), 0, latest.seq)
+    plan = LoadPlan(
+        load_id_for(
+            lake_id(load.storage), load.provider.id, load.stream.id, "redeliver", latest.seq, latest.token, *sorted(ids)
+        ),
+        0,
+        latest.seq,
+    )
     load.log(f"redelivering {len(ids)} records of stream '{load.stream.id}' (load {plan.load_id})")
     columns = list(dict.fromkeys([*load.mapper.source_columns, key, OP_COLUMN]))
     load.deliver([found.select(columns)] if found is not None and found.num_rows else [], plan, persist=False)
     load.state.remove_dead_letters([p for p in sources if p not in load.dead_letters])
     c = load.counts
     load.log(f"redelivered {c.records_loaded} records, {c.records_errored} errored")
-    return LoadResult(load.stream.id, load.provider.id, plan.load_id, 0, latest.seq, False, c,
-                      time.monotonic() - started, load.dead_letters, redelivery=True)
-
+    return LoadResult(
+        load.stream.id,
+        load.provider.id,
+        plan.load_id,
+        0,
+        latest.seq,
+        False,
+        c,
+        time.monotonic() - started,
+        load.dead_letters,
+        redelivery=True,
+    )

@@ -34,8 +34,14 @@ class Preview:
         return sum(r.violation is not None for r in self.rows)
 
 
-def preview_stream(config: PrequelConfig, stream_id: str, *, limit: int = 10,
-                   record_ids: list[str] | None = None, storage: Store | None = None) -> Preview:
+def preview_stream(
+    config: PrequelConfig,
+    stream_id: str,
+    *,
+    limit: int = 10,
+    record_ids: list[str] | None = None,
+    storage: Store | None = None,
+) -> Preview:
     """Records of the stream's dataset (the latest ``limit``, or the given ids), transformed and checked.
 
     Nothing is sent. This is Prequel's test-transform.
@@ -81,6 +87,4 @@ def _check(config: PrequelConfig, destination_id: str, mapper: StreamMapper, tab
     mapped = mapper.apply(table.drop_columns([OP_COLUMN]))
     checked = validate_records(mapped, schema)
     shown = encode_records(converted_table(mapped, schema), required=set())
-    return Preview(
-        [PreviewRow(text[:-1], why) for text, why in zip(shown.to_pylist(), checked.violations.to_pylist())]
-    )
+    return Preview([PreviewRow(text[:-1], why) for text, why in zip(shown.to_pylist(), checked.violations.to_pylist())])

@@ -61,8 +61,9 @@ def dedupe_last(table: pa.Table, key: str) -> pa.Table:
     return table.take(pc.take(last.column(f"{ordinal}_max"), keep))
 
 
-def latest_versions(log: DatasetLog, keys: pa.Array, key: str, *,
-                    also: pads.Expression | None = None) -> pa.Table | None:
+def latest_versions(
+    log: DatasetLog, keys: pa.Array, key: str, *, also: pads.Expression | None = None
+) -> pa.Table | None:
     """The latest committed version of each of ``keys`` (None when the lake has no commits).
 
     ``also`` narrows the scan further (a cursor range, so row groups are skipped by their statistics).
@@ -116,7 +117,7 @@ class KeySnapshot:
             if self._present is not None:
                 self._present[self._offsets(keys.to_numpy())] = True
             elif self._sorted is not None:
-                self._sorted[filled:filled + len(keys)] = keys.to_numpy()
+                self._sorted[filled : filled + len(keys)] = keys.to_numpy()
                 filled += len(keys)
             else:
                 chunks.append(keys)
@@ -178,14 +179,18 @@ class KeySnapshot:
         return pc.is_in(keys, value_set=self.keys), deleted
 
 
-def classify_newer(batch: pa.Table, snapshot: KeySnapshot, *, key: str, deleted_column: str | None,
-                   append_only: bool) -> Classified:
+def classify_newer(
+    batch: pa.Table, snapshot: KeySnapshot, *, key: str, deleted_column: str | None, append_only: bool
+) -> Classified:
     """Rows whose cursor is past the previous extract's: changed by definition, so only their op is
     looked up (new, updated, deleted), from the key snapshot instead of whole previous rows."""
     n = batch.num_rows
     counts = ExtractCounts(records_processed=n)
-    deleted = (pc.fill_null(batch.column(deleted_column).cast(pa.bool_()), False).combine_chunks()
-               if deleted_column and deleted_column in batch.column_names else pa.repeat(False, n))
+    deleted = (
+        pc.fill_null(batch.column(deleted_column).cast(pa.bool_()), False).combine_chunks()
+        if deleted_column and deleted_column in batch.column_names
+        else pa.repeat(False, n)
+    )
     exists, prev_deleted = snapshot.lookup(batch.column(key).combine_chunks())
     is_new = pc.invert(exists)
     changed = is_new if append_only else pa.repeat(True, n)
@@ -215,7 +220,12 @@ def _same(a: pa.ChunkedArray | pa.Array, b: pa.ChunkedArray | pa.Array) -> pa.Ar
 
 
 def classify(
-    batch: pa.Table, previous: pa.Table | None, *, key: str, deleted_column: str | None, append_only: bool,
+    batch: pa.Table,
+    previous: pa.Table | None,
+    *,
+    key: str,
+    deleted_column: str | None,
+    append_only: bool,
     keys_unique: bool = False,
 ) -> Classified:
     """Compare extracted rows with their previous versions; keep only changes, tagged with their op.

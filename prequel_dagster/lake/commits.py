@@ -18,9 +18,9 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
+from ..stores import Store
 from . import layout
 from .lake_files import corrupt, read_json_object
-from ..stores import Store
 
 OP_COLUMN = "_prequel_op"
 """Per-row change kind in the lake: ``insert``, ``update`` or ``delete``."""
@@ -158,7 +158,7 @@ class CommitWriter:
         manifest = {
             "seq": self.seq,
             "token": self.token,
-            "committed_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+            "committed_at": dt.datetime.now(dt.UTC).isoformat(),
             "files": [{"path": f.path, "rows": f.rows} for f in self.files],
             "cursor": encode_cursor(cursor),
             "schema": schema_to_b64(self.schema) if self.schema is not None else None,
@@ -200,10 +200,13 @@ class DatasetLog:
         return self._cache
 
     def _read_manifest(self, path: str) -> Commit:
-        fix = ("Restore it from a backup, or move it (and every later manifest) aside: the next extract then "
-               "continues from the commit before it.")
-        data = read_json_object(self.storage, path, what="commit manifest", fix=fix,
-                                keys={"seq": int, "files": list, "committed_at": str})
+        fix = (
+            "Restore it from a backup, or move it (and every later manifest) aside: the next extract then "
+            "continues from the commit before it."
+        )
+        data = read_json_object(
+            self.storage, path, what="commit manifest", fix=fix, keys={"seq": int, "files": list, "committed_at": str}
+        )
         try:
             return Commit.from_json(data)
         except (KeyError, TypeError, ValueError) as exc:
@@ -234,8 +237,9 @@ class DatasetLog:
         for commit in self.commits():
             for path in commit.files:
                 with self.storage.fs.open_input_file(self.storage.full_path(path)) as handle:
-                    for batch in pq.ParquetFile(handle).iter_batches(columns=columns, batch_size=batch_size,
-                                                                     use_threads=False):
+                    for batch in pq.ParquetFile(handle).iter_batches(
+                        columns=columns, batch_size=batch_size, use_threads=False
+                    ):
                         yield batch if batch.schema == target else batch.cast(target)
 
     def column_range(self, column: str) -> tuple[Any, Any] | None:

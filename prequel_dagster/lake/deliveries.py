@@ -15,9 +15,9 @@ from typing import Any, BinaryIO
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..stores import Store
 from . import layout
 from .lake_files import corrupt, read_json_object
-from ..stores import Store
 
 BATCH_KEY = re.compile(r"^\d+(\.[01])*$")
 """A batch key: its position in the load, then ``.0``/``.1`` per halving after a 413."""
@@ -41,7 +41,7 @@ class LoadPlan:
     to_commit: int
     acked: set[str] = field(default_factory=set)
     rejected: set[str] = field(default_factory=set)
-    started_at: str = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc).isoformat())
+    started_at: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat())
 
     def done(self, batch_key: str) -> bool:
         """Acknowledged or dead-lettered, itself or (after a 413) both of its halves."""
@@ -116,7 +116,9 @@ class StreamState:
         if not markers:
             return 0
         data = read_json_object(
-            self.storage, f"{self.directory}/_deliveries/{layout.seq_name(markers[-1])}", what="delivery marker",
+            self.storage,
+            f"{self.directory}/_deliveries/{layout.seq_name(markers[-1])}",
+            what="delivery marker",
             keys={"through_commit": int},
             fix="Restore it, or move it aside: the stream then delivers again from the marker before it.",
         )
@@ -130,8 +132,20 @@ class StreamState:
         if not self.storage.exists(self.plan_path):
             return None
         fix = "Delete it to start the load again (batches it acknowledged are then sent again)."
-        data = read_json_object(self.storage, self.plan_path, what="pending load plan", fix=fix, keys={
-            "load_id": str, "from_commit": int, "to_commit": int, "acked": list, "rejected": list, "started_at": str})
+        data = read_json_object(
+            self.storage,
+            self.plan_path,
+            what="pending load plan",
+            fix=fix,
+            keys={
+                "load_id": str,
+                "from_commit": int,
+                "to_commit": int,
+                "acked": list,
+                "rejected": list,
+                "started_at": str,
+            },
+        )
         plan = LoadPlan.from_json(data)
         log = self.ack_log_path(plan.load_id)
         if self.storage.exists(log):
@@ -144,8 +158,13 @@ class StreamState:
         lines = self.storage.read_bytes(path).decode("utf-8", errors="replace").split("\n")
         for number, line in enumerate(lines[:-1], 1):
             if not BATCH_KEY.match(line):
-                raise corrupt(self.storage, path, "ack log", f"line {number} ({line[:40]!r}) is not a batch key",
-                              "Remove that line (its batch is then sent again, with the same id).")
+                raise corrupt(
+                    self.storage,
+                    path,
+                    "ack log",
+                    f"line {number} ({line[:40]!r}) is not a batch key",
+                    "Remove that line (its batch is then sent again, with the same id).",
+                )
         return lines[:-1]
 
     def open_ack_log(self, plan: LoadPlan) -> BinaryIO | None:
@@ -163,10 +182,12 @@ class StreamState:
             "through_commit": plan.to_commit,
             "from_commit": plan.from_commit,
             "load_id": plan.load_id,
-            "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+            "finished_at": dt.datetime.now(dt.UTC).isoformat(),
             "counts": counts,
         }
-        self.storage.create_exclusive(f"{self.directory}/_deliveries/{layout.seq_name(seq)}", json.dumps(marker).encode())
+        self.storage.create_exclusive(
+            f"{self.directory}/_deliveries/{layout.seq_name(seq)}", json.dumps(marker).encode()
+        )
         self.storage.delete(self.plan_path)
         self.storage.delete(self.ack_log_path(plan.load_id))
 

@@ -8,8 +8,8 @@ for different records.
 import json
 import uuid
 
-from .lake_files import read_json_object
 from ..stores import CommitConflict, Store
+from .lake_files import read_json_object
 
 IDENTITY_FILE = "_prequel_lake.json"
 
@@ -21,6 +21,11 @@ def lake_id(storage: Store) -> str:
             storage.create_exclusive(IDENTITY_FILE, json.dumps({"lake_id": uuid.uuid4().hex}).encode())
         except CommitConflict:
             pass  # another run created it first: use theirs
-    data = read_json_object(storage, IDENTITY_FILE, what="lake identity", keys={"lake_id": str},
-                            fix="Restore it; a new one would make the next loads' ids differ from those already sent.")
+    data = read_json_object(
+        storage,
+        IDENTITY_FILE,
+        what="lake identity",
+        keys={"lake_id": str},
+        fix="Restore it; a new one would make the next loads' ids differ from those already sent.",
+    )
     return data["lake_id"]

@@ -16,8 +16,9 @@ class CorruptLakeFile(PrequelError):
     """A lake file that prequel_dagster did not write as it is: the message names it and the fix."""
 
 
-def read_json_object(storage: Store, path: str, *, what: str, keys: dict[str, type | tuple[type, ...]],
-                     fix: str) -> dict[str, Any]:
+def read_json_object(
+    storage: Store, path: str, *, what: str, keys: dict[str, type | tuple[type, ...]], fix: str
+) -> dict[str, Any]:
     """The JSON object in ``path`` with ``keys`` of the given types, or :class:`CorruptLakeFile`."""
     raw = storage.read_bytes(path)
     try:

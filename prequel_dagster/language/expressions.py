@@ -450,8 +450,9 @@ def _rfc3339_us(v: Value) -> Value:
     seconds = pc.divide(within_day, 1_000_000)
     fraction = pc.subtract(within_day, pc.multiply(seconds, 1_000_000))
     distinct_days = pc.unique(days)
-    day_texts = pc.strftime(pc.cast(pc.multiply(distinct_days, _MICROS_PER_DAY), pa.timestamp("us", "UTC")),
-                            format="%Y-%m-%d")
+    day_texts = pc.strftime(
+        pc.cast(pc.multiply(distinct_days, _MICROS_PER_DAY), pa.timestamp("us", "UTC")), format="%Y-%m-%d"
+    )
     dates = pc.take(day_texts, pc.index_in(days, value_set=distinct_days))
     clocks = pc.take(_clock_texts(), seconds)
     if pc.max(fraction).as_py() == 0:
@@ -468,8 +469,21 @@ def _rfc3339_parts(v: Value) -> Value:
 
     micros = pc.add(pc.multiply(pc.millisecond(v), 1000), pc.microsecond(v))
     return pc.binary_join_element_wise(
-        padded(pc.year(v), 4), "-", padded(pc.month(v)), "-", padded(pc.day(v)), "T", padded(pc.hour(v)), ":",
-        padded(pc.minute(v)), ":", padded(pc.second(v)), ".", padded(micros, 6), "Z", "",
+        padded(pc.year(v), 4),
+        "-",
+        padded(pc.month(v)),
+        "-",
+        padded(pc.day(v)),
+        "T",
+        padded(pc.hour(v)),
+        ":",
+        padded(pc.minute(v)),
+        ":",
+        padded(pc.second(v)),
+        ".",
+        padded(micros, 6),
+        "Z",
+        "",
     )
 
 
@@ -505,7 +519,14 @@ def _compare(op: str, a: Value, b: Value, pos: int) -> Value:
         else:
             raise ExpressionError(f"'{op}' at column {pos + 1} compares {ta} with {tb}; convert one side first")
     a, b = _align_decimal(a, b)
-    fn = {"==": pc.equal, "!=": pc.not_equal, "<": pc.less, ">": pc.greater, "<=": pc.less_equal, ">=": pc.greater_equal}
+    fn = {
+        "==": pc.equal,
+        "!=": pc.not_equal,
+        "<": pc.less,
+        ">": pc.greater,
+        "<=": pc.less_equal,
+        ">=": pc.greater_equal,
+    }
     return fn[op](a, b)
 
 
@@ -530,7 +551,9 @@ class _Evaluator:
                 return self.batch.column(node.name)
             except KeyError:
                 names = ", ".join(self.batch.schema.names)
-                raise ExpressionError(f"unknown column '{node.name}' at column {node.pos + 1} (columns: {names})") from None
+                raise ExpressionError(
+                    f"unknown column '{node.name}' at column {node.pos + 1} (columns: {names})"
+                ) from None
         if isinstance(node, Unary):
             v = self.eval(node.operand)
             if node.op == "!":
@@ -553,7 +576,9 @@ class _Evaluator:
                 return fn(self, node, *args)
             except TypeError as exc:
                 if "positional argument" in str(exc):
-                    raise ExpressionError(f"{node.name}() at column {node.pos + 1}: wrong number of arguments") from None
+                    raise ExpressionError(
+                        f"{node.name}() at column {node.pos + 1}: wrong number of arguments"
+                    ) from None
                 raise
         assert isinstance(node, Binary)
         # A left-assoc chain (a + b + c ...) is a deep left spine: walk it in a loop, not by recursion.
@@ -701,7 +726,7 @@ assert FUNCTIONS.keys() == SIGNATURES.keys(), "every function needs its signatur
 
 def evaluate(node: Node, batch: pa.RecordBatch | pa.Table, *, now: dt.datetime | None = None) -> pa.Array:
     """Evaluate over every row of ``batch``; the result has one value per row."""
-    value = _Evaluator(batch, now or dt.datetime.now(dt.timezone.utc)).eval(node)
+    value = _Evaluator(batch, now or dt.datetime.now(dt.UTC)).eval(node)
     if isinstance(value, pa.ChunkedArray):
         value = value.combine_chunks()
     if isinstance(value, pa.Scalar):

@@ -19,7 +19,9 @@ from urllib.parse import quote, urlsplit
 import orjson
 
 _ACTION = re.compile(r"\{\{\s*(.*?)\s*\}\}")
-_VARIABLE = re.compile(r"^\.(?:(Record)\.([A-Za-z_][A-Za-z0-9_-]*)|(IsDeleted)|(ProviderID)|(Records)\[(\d+)\]\.([A-Za-z_][A-Za-z0-9_-]*))$")
+_VARIABLE = re.compile(
+    r"^\.(?:(Record)\.([A-Za-z_][A-Za-z0-9_-]*)|(IsDeleted)|(ProviderID)|(Records)\[(\d+)\]\.([A-Za-z_][A-Za-z0-9_-]*))$"
+)
 HEADER_UNSAFE_PATTERN = r"[^\x20-\x7e]"
 """What a header value may not hold: anything but printable ASCII (CR/LF would split the header)."""
 _HEADER_UNSAFE = re.compile(HEADER_UNSAFE_PATTERN)
@@ -73,8 +75,14 @@ class Template:
         parts = tuple(_Part(literal=resolve(p.literal)) if p.literal is not None else p for p in self.parts)
         return Template(self.source, parts, self.place)
 
-    def render(self, *, provider_id: str, record: dict[str, Any] | None = None, is_deleted: bool = False,
-               records: list[dict[str, Any]] | None = None) -> str:
+    def render(
+        self,
+        *,
+        provider_id: str,
+        record: dict[str, Any] | None = None,
+        is_deleted: bool = False,
+        records: list[dict[str, Any]] | None = None,
+    ) -> str:
         """The text with every action replaced by its encoded value; raises :class:`UnsafeValue`."""
         out = []
         for p in self.parts:
@@ -117,8 +125,10 @@ def _encode(value: Any, part: _Part) -> str:
         return quote(text, safe="")
     bad = _HEADER_UNSAFE.search(text)
     if bad:
-        raise UnsafeValue(f"the value of {_name(part)} holds {bad.group()!r} (U+{ord(bad.group()):04X}), "
-                          "which a header cannot carry; only printable ASCII is sent in headers")
+        raise UnsafeValue(
+            f"the value of {_name(part)} holds {bad.group()!r} (U+{ord(bad.group()):04X}), "
+            "which a header cannot carry; only printable ASCII is sent in headers"
+        )
     return text
 
 
@@ -139,8 +149,10 @@ def check_same_origin(template_source: str, rendered: str) -> None:
     """Refuse a rendered uri whose scheme, host or port differ from the template's own."""
     expected = _origin(_ACTION.sub("", template_source))
     if _origin(rendered) != expected or any(c in rendered for c in "\r\n\x00 "):
-        raise UnsafeValue(f"the rendered uri does not stay on {expected[0]}://{expected[1]}:{expected[2] or ''}; "
-                          "record values may only fill path segments and query values")
+        raise UnsafeValue(
+            f"the rendered uri does not stay on {expected[0]}://{expected[1]}:{expected[2] or ''}; "
+            "record values may only fill path segments and query values"
+        )
 
 
 def _uri_contexts(source: str, actions: list[re.Match[str]]) -> list[Context]:

@@ -1,6 +1,5 @@
 """Sources: readers that turn a provider's database tables or queries into Arrow record batches."""
 
-from ..config.errors import SourceError
 from ..config.models import Dataset, PrequelConfig, Source
 from .errors import check_columns
 from .files import GlobReader
@@ -27,5 +26,12 @@ def lookback_seconds(source: Source, dataset: Dataset) -> int:
     return DEFAULT_LOOKBACK_SECONDS.get(source.vendor, 300)
 
 
-__all__ = ["GlobReader", "PostgresReader", "SqlReader", "check_columns", "lookback_seconds", "open_reader",
-           "read_ahead"]
+__all__ = [
+    "GlobReader",
+    "PostgresReader",
+    "SqlReader",
+    "check_columns",
+    "lookback_seconds",
+    "open_reader",
+    "read_ahead",
+]

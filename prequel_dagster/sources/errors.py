@@ -8,12 +8,25 @@ from ..config.models import Dataset, Source
 from ..config.secrets import redact
 
 _FIXES = [  # first match wins
-    (("password authentication failed", "authentication failed", "invalid password", "access denied"),
-     "check password_auth.username and the password's environment variable"),
+    (
+        ("password authentication failed", "authentication failed", "invalid password", "access denied"),
+        "check password_auth.username and the password's environment variable",
+    ),
     (('database "',), "check the source's database name"),
-    (("connection refused", "could not connect", "timeout", "timed out", "name or service", "could not translate host",
-      "no route to host", "network is unreachable", "failed to connect"),
-     "check host and port, and that the database accepts connections from this machine"),
+    (
+        (
+            "connection refused",
+            "could not connect",
+            "timeout",
+            "timed out",
+            "name or service",
+            "could not translate host",
+            "no route to host",
+            "network is unreachable",
+            "failed to connect",
+        ),
+        "check host and port, and that the database accepts connections from this machine",
+    ),
     (("permission denied", "insufficient privilege"), "grant the source user SELECT on the table"),
     (("does not exist", "no such table", "not found"), "check the dataset's table (namespace and name) or its query"),
     (("syntax error",), "check the dataset's sql.query"),
@@ -33,8 +46,11 @@ def describe_failure(source: Source, dataset: Dataset, exc: BaseException) -> So
 def dataset_columns(dataset: Dataset) -> list[tuple[str, str]]:
     """The source columns a dataset's config names, as ``(setting, column)``: key, cursor, deleted flag."""
     block = "dimension" if dataset.dimension else "fact"
-    named = [("primary_key_column", dataset.primary_key), ("last_modified_column" if dataset.dimension
-             else "created_at_column", dataset.cursor_column), ("is_deleted_column", dataset.is_deleted_column)]
+    named = [
+        ("primary_key_column", dataset.primary_key),
+        ("last_modified_column" if dataset.dimension else "created_at_column", dataset.cursor_column),
+        ("is_deleted_column", dataset.is_deleted_column),
+    ]
     return [(f"{block}.{setting}", column) for setting, column in named if column]
 
 
@@ -49,6 +65,7 @@ def check_columns(source: Source, dataset: Dataset, columns: Sequence[str]) -> N
             shown = ", ".join(columns[:50]) + (f", ... ({len(columns) - 50} more)" if len(columns) > 50 else "")
             raise SourceError(
                 f"dataset '{dataset.id}': {setting} '{column}' is not a column of source '{source.id}' "
-                f"(its columns: {shown or 'none'})" + (f"; did you mean '{near[0]}'?" if near else "")
+                f"(its columns: {shown or 'none'})"
+                + (f"; did you mean '{near[0]}'?" if near else "")
                 + f" — fix {setting} in the dataset's config; nothing was committed"
             )

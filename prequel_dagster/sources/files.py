@@ -61,13 +61,14 @@ class BucketFiles:
         return self.storage.uri(path)
 
     def list(self, base: str) -> list[FileState]:
-        selector = pafs.FileSelector(self.storage.full_path(base) if base else self.storage.root,
-                                     recursive=True, allow_not_found=True)
+        selector = pafs.FileSelector(
+            self.storage.full_path(base) if base else self.storage.root, recursive=True, allow_not_found=True
+        )
         root = self.storage.root.rstrip("/") + "/"
         out = []
         for info in self.storage.fs.get_file_info(selector):
             if info.type == pafs.FileType.File and not info.path.endswith("/"):
-                relative = info.path[len(root):] if info.path.startswith(root) else info.path
+                relative = info.path[len(root) :] if info.path.startswith(root) else info.path
                 out.append(FileState(relative, info.size or 0, info.mtime.isoformat() if info.mtime else ""))
         return out
 
@@ -86,7 +87,7 @@ class PathOutsideSource(Exception):
         self.path = path
 
 
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 def _modified(info: os.stat_result) -> str:
@@ -162,13 +163,21 @@ class SftpFiles:
         key = passphrase = password = None
         if b.auth_method == "public_key_auth" and b.public_key_auth and b.public_key_auth.private_key:
             key = b.public_key_auth.private_key.reveal()
-            passphrase = b.public_key_auth.private_key_passphrase.reveal() \
-                if b.public_key_auth.private_key_passphrase else None
+            passphrase = (
+                b.public_key_auth.private_key_passphrase.reveal() if b.public_key_auth.private_key_passphrase else None
+            )
         elif b.auth_method == "password_auth" and b.password_auth and "password" in b.password_auth:
             password = b.password_auth["password"].reveal()
         self.host = b.host
-        self.client = connect(f"source '{source.id}'", host=b.host, port=b.port, username=b.username,
-                              private_key=key, passphrase=passphrase, password=password)
+        self.client = connect(
+            f"source '{source.id}'",
+            host=b.host,
+            port=b.port,
+            username=b.username,
+            private_key=key,
+            passphrase=passphrase,
+            password=password,
+        )
         self.sftp = self.client.open_sftp()
 
     def describe(self, path: str) -> str:
@@ -210,7 +219,7 @@ class SftpFiles:
                 elif stat.S_ISDIR(mode):
                     folders.append(path)
                     continue
-                modified = dt.datetime.fromtimestamp(entry.st_mtime or 0, dt.timezone.utc).isoformat()
+                modified = dt.datetime.fromtimestamp(entry.st_mtime or 0, dt.UTC).isoformat()
                 out.append(FileState(path, entry.st_size or 0, modified))
         return out
 
@@ -230,8 +239,10 @@ def open_files(source: Source, config: PrequelConfig) -> "BucketFiles | LocalFil
     if source.vendor == "local":
         folder = config.resolve_path(source.local.path)  # type: ignore[union-attr]
         if not folder.is_dir():
-            raise SourceError(f"source '{source.id}': folder {folder} does not exist; check local.path "
-                              "(relative paths start at the config file's folder)")
+            raise SourceError(
+                f"source '{source.id}': folder {folder} does not exist; check local.path "
+                "(relative paths start at the config file's folder)"
+            )
         return LocalFiles(str(folder))
     return BucketFiles(open_source_bucket(source))
 
@@ -290,24 +301,29 @@ class GlobReader:
         except PathOutsideSource as exc:
             raise self._outside(exc.path) from None
         except OSError as exc:
-            raise SourceError(f"source '{self.source.id}' (dataset '{self.dataset.id}'): cannot list "
-                              f"{self.files.describe(base)}: {_first_line(exc)} — "
-                              "check the bucket (or folder) and the credentials") from None
-        matched = sorted((f for f in listed if fnmatch.fnmatchcase(f.path, self.pattern)),
-                         key=lambda f: (f.modified, f.path))
+            raise SourceError(
+                f"source '{self.source.id}' (dataset '{self.dataset.id}'): cannot list "
+                f"{self.files.describe(base)}: {_first_line(exc)} — "
+                "check the bucket (or folder) and the credentials"
+            ) from None
+        matched = sorted(
+            (f for f in listed if fnmatch.fnmatchcase(f.path, self.pattern)), key=lambda f: (f.modified, f.path)
+        )
         for f in matched:
             if {".", ".."} & set(_SEGMENTS.split(f.path)):
                 raise SourceError(
                     f"source '{self.source.id}' (dataset '{self.dataset.id}'): file {_shown(f.path)} has a '.' or "
                     "'..' segment in its name, which some stores resolve to another folder or bucket; it is not "
-                    "read — rename or remove it; nothing was committed")
+                    "read — rename or remove it; nothing was committed"
+                )
         return matched
 
     def _outside(self, path: str) -> SourceError:
         return SourceError(
             f"source '{self.source.id}' (dataset '{self.dataset.id}'): {_shown(path)} is a link that leads outside "
             "the source's folder; links are followed only inside it — put the file itself there, or remove the "
-            "link; nothing was committed")
+            "link; nothing was committed"
+        )
 
     def pending(self, previous: dict[str, str] | None) -> list[FileState]:
         """Files new or changed since ``previous`` (a cursor of fingerprints)."""
@@ -351,5 +367,14 @@ class GlobReader:
             self.close()
 
 
-__all__ = ["FILE_SOURCE_VENDORS", "BucketFiles", "FileState", "GlobReader", "LocalFiles", "PathOutsideSource",
-           "SftpFiles", "glob_pattern_problem", "open_files"]
+__all__ = [
+    "FILE_SOURCE_VENDORS",
+    "BucketFiles",
+    "FileState",
+    "GlobReader",
+    "LocalFiles",
+    "PathOutsideSource",
+    "SftpFiles",
+    "glob_pattern_problem",
+    "open_files",
+]

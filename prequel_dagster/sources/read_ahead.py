@@ -43,8 +43,10 @@ def interleave(sources: list[Iterable[T]], depth: int = 4) -> Iterator[T]:
             if close is not None:
                 close()
 
-    threads = [threading.Thread(target=produce, args=(s,), name=f"prequel-read-{i}", daemon=True)
-               for i, s in enumerate(sources)]
+    threads = [
+        threading.Thread(target=produce, args=(s,), name=f"prequel-read-{i}", daemon=True)
+        for i, s in enumerate(sources)
+    ]
     for thread in threads:
         thread.start()
     running = len(threads)

@@ -26,8 +26,17 @@ def load_private_key(pem: str, passphrase: str | None = None) -> Any:
     raise SourceError("the SSH private key is not a readable Ed25519, ECDSA or RSA key (or its passphrase is wrong)")
 
 
-def connect(where: str, *, host: str, port: int, username: str, private_key: str | None = None,
-            passphrase: str | None = None, password: str | None = None, timeout: float = 30) -> Any:
+def connect(
+    where: str,
+    *,
+    host: str,
+    port: int,
+    username: str,
+    private_key: str | None = None,
+    passphrase: str | None = None,
+    password: str | None = None,
+    timeout: float = 30,
+) -> Any:
     """A connected ``paramiko.SSHClient``; failures become a SourceError naming ``where`` and the fix.
 
     Host keys are accepted on first use (the config has no known-hosts field); the connection is
@@ -38,16 +47,29 @@ def connect(where: str, *, host: str, port: int, username: str, private_key: str
     client = paramiko.SSHClient()
     client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
     try:
-        client.connect(host, port=port, username=username, pkey=load_private_key(private_key, passphrase)
-                       if private_key else None, password=password, timeout=timeout, banner_timeout=timeout,
-                       auth_timeout=timeout, allow_agent=False, look_for_keys=False)
+        client.connect(
+            host,
+            port=port,
+            username=username,
+            pkey=load_private_key(private_key, passphrase) if private_key else None,
+            password=password,
+            timeout=timeout,
+            banner_timeout=timeout,
+            auth_timeout=timeout,
+            allow_agent=False,
+            look_for_keys=False,
+        )
     except paramiko.AuthenticationException:
-        raise SourceError(f"{where}: SSH login as '{username}' to {host}:{port} was refused — add the public key "
-                          "to the user's authorized_keys (or check the password)") from None
+        raise SourceError(
+            f"{where}: SSH login as '{username}' to {host}:{port} was refused — add the public key "
+            "to the user's authorized_keys (or check the password)"
+        ) from None
     except (OSError, paramiko.SSHException) as exc:
-        raise SourceError(f"{where}: cannot reach the SSH server {host}:{port} ({type(exc).__name__}: "
-                          f"{str(exc).splitlines()[0] if str(exc) else 'no answer'}) — check the host, port and "
-                          "firewall") from None
+        raise SourceError(
+            f"{where}: cannot reach the SSH server {host}:{port} ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else 'no answer'}) — check the host, port and "
+            "firewall"
+        ) from None
     return client
 
 

@@ -8,5 +8,17 @@ from .gcs import GcsStore
 from .local import LocalStore
 from .s3 import S3Store, s3_credentials
 
-__all__ = ["BUCKET_KINDS", "AbsStore", "CommitConflict", "GcsStore", "LocalStore", "ObjectStore", "S3Store", "Store",
-           "open_bucket_store", "open_datalake", "open_source_bucket", "s3_credentials"]
+__all__ = [
+    "BUCKET_KINDS",
+    "AbsStore",
+    "CommitConflict",
+    "GcsStore",
+    "LocalStore",
+    "ObjectStore",
+    "S3Store",
+    "Store",
+    "open_bucket_store",
+    "open_datalake",
+    "open_source_bucket",
+    "s3_credentials",
+]

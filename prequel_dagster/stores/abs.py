@@ -12,8 +12,16 @@ class AbsStore(ObjectStore):
 
     kind = "abs"
 
-    def __init__(self, *, account: str, container: str, prefix: str, account_key: str | None = None,
-                 sas_token: str | None = None, endpoint: str | None = None):
+    def __init__(
+        self,
+        *,
+        account: str,
+        container: str,
+        prefix: str,
+        account_key: str | None = None,
+        sas_token: str | None = None,
+        endpoint: str | None = None,
+    ):
         from azure.storage.blob import ContainerClient
 
         account_url = (endpoint or f"https://{account}.blob.core.windows.net").rstrip("/")
@@ -23,9 +31,13 @@ class AbsStore(ObjectStore):
         if sas_token:  # Arrow appends the token to URLs as given; the Azure SDK takes it with or without "?"
             sas_token = "?" + sas_token.lstrip("?")
         fs = pafs.AzureFileSystem(
-            account, account_key=account_key, sas_token=sas_token,
-            blob_storage_authority=authority if custom else None, blob_storage_scheme=scheme if custom else None,
-            dfs_storage_authority=authority if custom else None, dfs_storage_scheme=scheme if custom else None,
+            account,
+            account_key=account_key,
+            sas_token=sas_token,
+            blob_storage_authority=authority if custom else None,
+            blob_storage_scheme=scheme if custom else None,
+            dfs_storage_authority=authority if custom else None,
+            dfs_storage_scheme=scheme if custom else None,
         )
         prefix = prefix.strip("/")
         super().__init__(fs, f"{container}/{prefix}" if prefix else container)
@@ -61,14 +73,20 @@ class AbsStore(ObjectStore):
         try:  # List Blobs: a container SAS may list, but may never read the container's properties
             next(self.container.list_blobs(name_starts_with=self._key(""), results_per_page=1).by_page(), None)
         except ResourceNotFoundError:
-            raise PrequelError(f"datalake '{datalake_id}': container '{self.container_name}' does not exist; "
-                               "create it or fix bucket_name") from None
+            raise PrequelError(
+                f"datalake '{datalake_id}': container '{self.container_name}' does not exist; "
+                "create it or fix bucket_name"
+            ) from None
         except (ClientAuthenticationError, HttpResponseError) as exc:
             if isinstance(exc, HttpResponseError) and exc.status_code not in (401, 403):
-                raise PrequelError(f"datalake '{datalake_id}': Azure answered {exc.status_code}; "
-                                   "check the account and container") from None
-            raise PrequelError(f"datalake '{datalake_id}': access denied; check the account key or the "
-                               "shared access signature") from None
+                raise PrequelError(
+                    f"datalake '{datalake_id}': Azure answered {exc.status_code}; check the account and container"
+                ) from None
+            raise PrequelError(
+                f"datalake '{datalake_id}': access denied; check the account key or the shared access signature"
+            ) from None
         except Exception as exc:
-            raise PrequelError(f"datalake '{datalake_id}': cannot reach Azure ({type(exc).__name__}); "
-                               "check storage_account_name and endpoint") from None
+            raise PrequelError(
+                f"datalake '{datalake_id}': cannot reach Azure ({type(exc).__name__}); "
+                "check storage_account_name and endpoint"
+            ) from None

@@ -15,8 +15,9 @@ from .local import LocalStore
 BUCKET_KINDS = ("s3", "s3_compatible", "gcs", "abs")
 
 
-def open_bucket_store(kind: str, block: Any, *, prefix: str, where: str,
-                      error: type[PrequelError] = PrequelError) -> Store:
+def open_bucket_store(
+    kind: str, block: Any, *, prefix: str, where: str, error: type[PrequelError] = PrequelError
+) -> Store:
     """The store for a bucket block of ``kind`` (s3, s3_compatible, gcs, abs); ``where`` names the config
     entry in errors."""
     try:
@@ -29,38 +30,65 @@ def open_bucket_store(kind: str, block: Any, *, prefix: str, where: str,
                 region = getattr(block, "bucket_region", None) or getattr(block, "region", None)
             else:
                 endpoint = f"{'http' if block.disable_ssl else 'https'}://{block.host}" + (
-                    f":{block.port}" if block.port else "")
+                    f":{block.port}" if block.port else ""
+                )
                 region = block.region
-            return S3Store(bucket=block.bucket_name, prefix=prefix, region=region, endpoint=endpoint,
-                           **s3_credentials(block, where))
+            return S3Store(
+                bucket=block.bucket_name,
+                prefix=prefix,
+                region=region,
+                endpoint=endpoint,
+                **s3_credentials(block, where),
+            )
         if kind == "gcs":
             from .gcs import GcsStore
 
             if block.auth_method == "gcs_hmac_keys":
-                raise error(f"{where}: gcs auth_method gcs_hmac_keys is not supported yet; use "
-                            "gcp_service_account_key, or the machine's own Google credentials")
-            key = block.gcp_service_account_key.service_account_key.reveal() \
-                if block.auth_method == "gcp_service_account_key" and block.gcp_service_account_key else None
+                raise error(
+                    f"{where}: gcs auth_method gcs_hmac_keys is not supported yet; use "
+                    "gcp_service_account_key, or the machine's own Google credentials"
+                )
+            key = (
+                block.gcp_service_account_key.service_account_key.reveal()
+                if block.auth_method == "gcp_service_account_key" and block.gcp_service_account_key
+                else None
+            )
             try:
-                return GcsStore(bucket=block.bucket_name, prefix=prefix, service_account_key=key, endpoint=block.endpoint)
+                return GcsStore(
+                    bucket=block.bucket_name, prefix=prefix, service_account_key=key, endpoint=block.endpoint
+                )
             except Exception as exc:  # json, google.auth (malformed key, refused refresh) and transport errors
                 from ..config.secrets import redact
 
                 detail = redact(str(exc)).splitlines()[0][:200] if str(exc) else ""
-                raise error(f"{where}: gcp_service_account_key is not a usable service account key "
-                            f"({type(exc).__name__}: {detail}); paste the whole JSON key file of a service "
-                            "account with access to the bucket") from None
+                raise error(
+                    f"{where}: gcp_service_account_key is not a usable service account key "
+                    f"({type(exc).__name__}: {detail}); paste the whole JSON key file of a service "
+                    "account with access to the bucket"
+                ) from None
         if kind == "abs":
             from .abs import AbsStore
 
             method = getattr(block, "auth_method", "azure_service_shared_access_signature")
-            account_key = block.azure_storage_account_key.account_key.reveal() \
-                if method == "azure_storage_account_key" and getattr(block, "azure_storage_account_key", None) else None
+            account_key = (
+                block.azure_storage_account_key.account_key.reveal()
+                if method == "azure_storage_account_key" and getattr(block, "azure_storage_account_key", None)
+                else None
+            )
             sas_block = getattr(block, "azure_service_shared_access_signature", None)
-            sas = sas_block.shared_access_signature_token.reveal() \
-                if method == "azure_service_shared_access_signature" and sas_block else None
-            return AbsStore(account=block.storage_account_name, container=block.bucket_name, prefix=prefix,
-                            account_key=account_key, sas_token=sas, endpoint=block.endpoint)
+            sas = (
+                sas_block.shared_access_signature_token.reveal()
+                if method == "azure_service_shared_access_signature" and sas_block
+                else None
+            )
+            return AbsStore(
+                account=block.storage_account_name,
+                container=block.bucket_name,
+                prefix=prefix,
+                account_key=account_key,
+                sas_token=sas,
+                endpoint=block.endpoint,
+            )
     except MissingEnvironmentVariable as exc:
         raise error(f"{where}: {exc}") from None
     except PrequelError as exc:

@@ -14,8 +14,9 @@ class GcsStore(ObjectStore):
 
     kind = "gcs"
 
-    def __init__(self, *, bucket: str, prefix: str, service_account_key: str | None = None,
-                 endpoint: str | None = None):
+    def __init__(
+        self, *, bucket: str, prefix: str, service_account_key: str | None = None, endpoint: str | None = None
+    ):
         from google.auth.credentials import AnonymousCredentials
         from google.cloud import storage
 
@@ -25,21 +26,28 @@ class GcsStore(ObjectStore):
             from google.oauth2 import service_account
 
             credentials = service_account.Credentials.from_service_account_info(
-                json.loads(service_account_key), scopes=["https://www.googleapis.com/auth/devstorage.read_write"])
+                json.loads(service_account_key), scopes=["https://www.googleapis.com/auth/devstorage.read_write"]
+            )
             credentials.refresh(google.auth.transport.requests.Request())
             token, expiry = credentials.token, credentials.expiry
         scheme, _, host = (endpoint or "").rpartition("://")
         anonymous = bool(endpoint) and credentials is None  # an emulator or a private endpoint without keys
-        fs = pafs.GcsFileSystem(anonymous=anonymous, access_token=token, credential_token_expiration=expiry,
-                                scheme=scheme or None, endpoint_override=host or None)
+        fs = pafs.GcsFileSystem(
+            anonymous=anonymous,
+            access_token=token,
+            credential_token_expiration=expiry,
+            scheme=scheme or None,
+            endpoint_override=host or None,
+        )
         prefix = prefix.strip("/")
         super().__init__(fs, f"{bucket}/{prefix}" if prefix else bucket)
         self.bucket_name, self.prefix = bucket, prefix
         if anonymous:
             credentials = AnonymousCredentials()
         options = {"api_endpoint": endpoint} if endpoint else None
-        self.client = storage.Client(project="prequel" if anonymous else None, credentials=credentials,
-                                     client_options=options)
+        self.client = storage.Client(
+            project="prequel" if anonymous else None, credentials=credentials, client_options=options
+        )
         self.bucket = self.client.bucket(bucket)
 
     def uri(self, path: str = "") -> str:
@@ -70,11 +78,14 @@ class GcsStore(ObjectStore):
         try:
             self.client.get_bucket(self.bucket_name)
         except exceptions.NotFound:
-            raise PrequelError(f"datalake '{datalake_id}': bucket '{self.bucket_name}' does not exist; "
-                               "create it or fix bucket_name") from None
+            raise PrequelError(
+                f"datalake '{datalake_id}': bucket '{self.bucket_name}' does not exist; create it or fix bucket_name"
+            ) from None
         except (exceptions.Forbidden, exceptions.Unauthorized):
-            raise PrequelError(f"datalake '{datalake_id}': access denied; check the service account key "
-                               "and its roles on the bucket") from None
+            raise PrequelError(
+                f"datalake '{datalake_id}': access denied; check the service account key and its roles on the bucket"
+            ) from None
         except Exception as exc:  # transport errors come from several libraries
-            raise PrequelError(f"datalake '{datalake_id}': cannot reach GCS ({type(exc).__name__}); "
-                               "check the endpoint") from None
+            raise PrequelError(
+                f"datalake '{datalake_id}': cannot reach GCS ({type(exc).__name__}); check the endpoint"
+            ) from None

@@ -62,8 +62,9 @@ def json_text(col: pa.Array, *, raw_json: bool = False) -> tuple[pa.Array, bool]
     if pa.types.is_timestamp(t) or pa.types.is_date(t):
         return to_string(col), True  # RFC 3339 text needs no escaping
     if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t):
-        return pa.array([None if v is None else base64.b64encode(v).decode() for v in col.to_pylist()],
-                        pa.string()), True  # bytes travel as base64 text
+        return pa.array(
+            [None if v is None else base64.b64encode(v).decode() for v in col.to_pylist()], pa.string()
+        ), True  # bytes travel as base64 text
     return _python_json(col), False
 
 
@@ -94,8 +95,10 @@ def encode_records(table: pa.Table, *, required: set[str], raw_json_fields: set[
         columns.append((key, values, quoted, values.null_count == 0))
     anchor = max((i for i, c in enumerate(columns) if c[3]), default=None)
     if anchor is None:  # every field optional and sometimes null: comma before each, then drop the first
-        fragments = [pc.fill_null(pc.binary_join_element_wise("," + key + ('"' if q else ""), v, '"' if q else "", ""), "")
-                     for key, v, q, _ in columns]
+        fragments = [
+            pc.fill_null(pc.binary_join_element_wise("," + key + ('"' if q else ""), v, '"' if q else "", ""), "")
+            for key, v, q, _ in columns
+        ]
         body = pc.utf8_slice_codeunits(pc.binary_join_element_wise(*fragments, ""), start=1, stop=2**31 - 1)
         return pc.binary_join_element_wise("{", body, "},", "")
 

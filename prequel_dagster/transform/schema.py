@@ -13,8 +13,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..language.expressions import to_string
-from .json_text import invalid_json
 from ..language.linear_regex import linear_validator_class
+from .json_text import invalid_json
 
 _JSON_TYPES = ("string", "integer", "number", "boolean", "object", "array", "null")
 
@@ -72,11 +72,35 @@ def _convert(col: pa.Array, types: set[str], field: str) -> tuple[pa.Array, str 
 
 
 VECTORISED_KEYWORDS = {
-    "type", "enum", "const", "format", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",
-    "minLength", "maxLength", "pattern", "description", "title", "default", "examples", "$comment",
+    "type",
+    "enum",
+    "const",
+    "format",
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "minLength",
+    "maxLength",
+    "pattern",
+    "description",
+    "title",
+    "default",
+    "examples",
+    "$comment",
 }
-TOP_LEVEL_KEYWORDS = {"type", "properties", "required", "additionalProperties", "$schema", "$id", "title",
-                      "description", "$comment", "definitions"}
+TOP_LEVEL_KEYWORDS = {
+    "type",
+    "properties",
+    "required",
+    "additionalProperties",
+    "$schema",
+    "$id",
+    "title",
+    "description",
+    "$comment",
+    "definitions",
+}
 FORMATS = {
     "date-time": r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$",
     "date": r"^\d{4}-\d{2}-\d{2}$",
@@ -113,13 +137,20 @@ def _keyword_checks(name: str, col: pa.Array, prop: dict[str, Any], *, formatted
     is_text = pa.types.is_string(t) or pa.types.is_large_string(t)
     is_number = pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t)
     if "const" in prop:
-        out.append((pc.not_equal(col, pa.scalar(prop["const"]).cast(t, safe=False)), f"'{name}' must be {prop['const']!r}"))
+        out.append(
+            (pc.not_equal(col, pa.scalar(prop["const"]).cast(t, safe=False)), f"'{name}' must be {prop['const']!r}")
+        )
     if is_text:
         fmt = prop.get("format")
         if fmt in FORMATS and not formatted_by_us:  # timestamps we formatted are RFC 3339 by construction
             out.append((pc.invert(pc.match_substring_regex(col, FORMATS[fmt])), f"'{name}' is not a valid {fmt}"))
         if "pattern" in prop:
-            out.append((pc.invert(pc.match_substring_regex(col, prop["pattern"])), f"'{name}' does not match {prop['pattern']!r}"))
+            out.append(
+                (
+                    pc.invert(pc.match_substring_regex(col, prop["pattern"])),
+                    f"'{name}' does not match {prop['pattern']!r}",
+                )
+            )
         if "minLength" in prop or "maxLength" in prop:
             length = pc.utf8_length(col)
             if "minLength" in prop:
@@ -127,9 +158,12 @@ def _keyword_checks(name: str, col: pa.Array, prop: dict[str, Any], *, formatted
             if "maxLength" in prop:
                 out.append((pc.greater(length, prop["maxLength"]), f"'{name}' is longer than {prop['maxLength']}"))
     if is_number:
-        for keyword, fn, words in (("minimum", pc.less, "less than"), ("maximum", pc.greater, "greater than"),
-                                   ("exclusiveMinimum", pc.less_equal, "at most"),
-                                   ("exclusiveMaximum", pc.greater_equal, "at least")):
+        for keyword, fn, words in (
+            ("minimum", pc.less, "less than"),
+            ("maximum", pc.greater, "greater than"),
+            ("exclusiveMinimum", pc.less_equal, "at most"),
+            ("exclusiveMaximum", pc.greater_equal, "at least"),
+        ):
             if keyword in prop and not isinstance(prop[keyword], bool):
                 out.append((fn(col, prop[keyword]), f"'{name}' is {words} {prop[keyword]}"))
     return out
@@ -175,7 +209,9 @@ def validate_records(table: pa.Table, record_schema: dict[str, Any], extra_check
     for mask, _ in checks:
         mask = pc.fill_null(mask, False)
         bad = mask if bad is None else pc.or_(bad, mask)
-    library = _library_messages(converted_all, record_schema) if n and needs_json_schema_library(record_schema) else None
+    library = (
+        _library_messages(converted_all, record_schema) if n and needs_json_schema_library(record_schema) else None
+    )
     if library is not None:
         bad = pc.is_valid(library) if bad is None else pc.or_(bad, pc.is_valid(library))
     if bad is None or not pc.any(bad).as_py():
@@ -203,8 +239,11 @@ def _library_messages(table: pa.Table, record_schema: dict[str, Any]) -> pa.Arra
     out = []
     for text in encode_records(table, required=set(record_schema.get("required", []))).to_pylist():
         errors = sorted(
-            (e for e in validator.iter_errors(orjson.loads(text[:-1]))
-             if len(e.path) != 1 or e.validator not in VECTORISED_KEYWORDS),  # those are reported above
+            (
+                e
+                for e in validator.iter_errors(orjson.loads(text[:-1]))
+                if len(e.path) != 1 or e.validator not in VECTORISED_KEYWORDS
+            ),  # those are reported above
             key=lambda e: list(map(str, e.path)),
         )
         out.append("; ".join(f"{'/'.join(map(str, e.path)) or 'record'}: {e.message}" for e in errors) or None)
