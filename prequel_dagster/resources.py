@@ -7,6 +7,7 @@ them to a config; override any of them in ``build_definitions(resources={...})``
 Resources page shows each with its non-secret configuration and the assets that use it.
 """
 
+import contextlib
 import itertools
 import threading
 import time
@@ -76,9 +77,9 @@ class PrequelDatalakeResource(_BoundResource):
         if cached is None:
             config = self.prequel_config
             with _as_failure():
-                cached = open_datalake(config.datalake(datalake_id), config)
+                opened = open_datalake(config.datalake(datalake_id), config)
             with _LOCK:
-                cached = _STORAGES.setdefault(key, cached)
+                cached = _STORAGES.setdefault(key, opened)
         return cached
 
     def storage_for_provider(self, provider_id: str) -> Store:
@@ -240,16 +241,13 @@ def table_schema(schema: pa.Schema | None) -> dg.TableSchema:
     return dg.TableSchema(columns=[dg.TableColumn(name=f.name, type=str(f.type)) for f in fields])
 
 
-class _as_failure:
+@contextlib.contextmanager
+def _as_failure() -> Iterator[None]:
     """Turn product errors into a Dagster Failure with a readable message and no traceback noise."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
-        if isinstance(exc, PrequelError):
-            raise dg.Failure(description=redact(str(exc)), allow_retries=True) from None
-        return False
+    try:
+        yield
+    except PrequelError as exc:
+        raise dg.Failure(description=redact(str(exc)), allow_retries=True) from None
 
 
 def extract_metadata(result: ExtractResult) -> dict[str, Any]:

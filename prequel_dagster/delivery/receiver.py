@@ -120,7 +120,8 @@ class ReceiverStore:
             return True
 
     def records(self, *, stream_id: str | None = None, provider_id: str | None = None) -> list[dict[str, Any]]:
-        sql, args = "SELECT provider_id, stream_id, is_deleted, record, batch_id FROM records WHERE 1=1", []
+        sql = "SELECT provider_id, stream_id, is_deleted, record, batch_id FROM records WHERE 1=1"
+        args: list[Any] = []
         if stream_id:
             sql, args = sql + " AND stream_id = ?", [*args, stream_id]
         if provider_id:
@@ -339,11 +340,11 @@ class Receiver:
                         pass
                     return
                 if isinstance(action, tuple) and action and action[0] == "sleep":
-                    time.sleep(action[1])
+                    time.sleep(float(action[1]))  # type: ignore[arg-type]
                     action = None
                 if action is not None:
                     status, headers = action if isinstance(action, tuple) else (action, {})
-                    self._answer(req, status, {"status": "error", "message": "injected"}, headers)
+                    self._answer(req, int(status), {"status": "error", "message": "injected"}, headers)
                     return
                 if receiver.public_key is not None:
                     try:  # verified over the raw body, before decompressing or parsing it
@@ -414,7 +415,7 @@ class Receiver:
     @property
     def url(self) -> str:
         host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host.decode() if isinstance(host, bytes) else host}:{port}"
 
     def start(self) -> "Receiver":
         self.thread = threading.Thread(target=self.server.serve_forever, name="prequel-receiver", daemon=True)

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..config.errors import DeliveryError
-from ..config.models import PrequelConfig, Stream
+from ..config.models import PrequelConfig, Stream, WebhookBatch
 from ..delivery.counts import LoadCounts
 from ..delivery.requests import RequestTemplates
 from ..delivery.sender import BatchSender
@@ -174,10 +174,10 @@ class _Load:
     def deliver(self, tables: Iterable[pa.Table], plan: LoadPlan, *, persist: bool) -> None:
         """Send every record of ``tables``; invalid ones go to the dead letter."""
         settings = self.destination.webhook
-        per_record = self.destination.type == "webhook_record"
+        per_record = not isinstance(settings, WebhookBatch)
         batcher = Batcher(
-            1 if per_record else settings.max_records_per_batch,
-            10**12 if per_record else settings.max_bytes_per_batch,
+            1 if per_record else settings.max_records_per_batch,  # type: ignore[union-attr]
+            10**12 if per_record else settings.max_bytes_per_batch,  # type: ignore[union-attr]
             envelope_overhead(self.provider.id, self.stream.id),
         )
         client = WebhookClient(self.destination, self.provider.id, transport=self.transport, sleep=self.sleep)
@@ -249,7 +249,7 @@ def run_load(
     if plan is None:
         latest = load.lake.latest()
         start, end = load.state.delivered_through(), latest.seq if latest else 0
-        if end <= start:
+        if latest is None or end <= start:
             log(f"stream '{stream_id}': nothing pending (delivered through commit {start})")
             return LoadResult(
                 stream_id, load.provider.id, None, start, end, False, load.counts, time.monotonic() - started

@@ -10,7 +10,7 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeAlias
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -391,7 +391,7 @@ def referenced_columns(node: Node) -> list[str]:
 
 # ---------------------------------------------------------------------------- evaluation
 
-Value = pa.Array | pa.ChunkedArray | pa.Scalar
+Value: TypeAlias = pa.Array | pa.ChunkedArray | pa.Scalar
 
 
 def _type(v: Value) -> pa.DataType:

@@ -27,7 +27,7 @@ def open_bucket_store(
             if kind == "s3":
                 host = getattr(block, "bucket_host", None)
                 endpoint = f"https://{host}" if host else None
-                region = getattr(block, "bucket_region", None) or getattr(block, "region", None)
+                region = getattr(block, "bucket_region", None) or getattr(block, "region", None) or "us-east-1"
             else:
                 endpoint = f"{'http' if block.disable_ssl else 'https'}://{block.host}" + (
                     f":{block.port}" if block.port else ""

@@ -8,6 +8,7 @@ shape already (see ``transform.schema``). Nested values (lists, structs) fall ba
 """
 
 import base64
+from collections.abc import Collection
 
 import orjson
 import pyarrow as pa
@@ -74,7 +75,7 @@ def json_values(col: pa.Array, *, raw_json: bool = False) -> pa.Array:
     return pc.binary_join_element_wise('"', values, '"', "") if quoted else values
 
 
-def encode_records(table: pa.Table, *, required: set[str], raw_json_fields: set[str] = frozenset()) -> pa.Array:
+def encode_records(table: pa.Table, *, required: set[str], raw_json_fields: Collection[str] = frozenset()) -> pa.Array:
     """One ``{...},`` string per row of ``table``.
 
     Fields always present (no nulls, or required: written as ``null``) are joined straight in; an

@@ -6,6 +6,7 @@ required field that is null, makes that record invalid with a message that says 
 fields without a value are left out of the delivered record (see ``delivery.wire``).
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -169,7 +170,7 @@ def _keyword_checks(name: str, col: pa.Array, prop: dict[str, Any], *, formatted
     return out
 
 
-def validate_records(table: pa.Table, record_schema: dict[str, Any], extra_checks: list[Check] = ()) -> Validated:
+def validate_records(table: pa.Table, record_schema: dict[str, Any], extra_checks: Sequence[Check] = ()) -> Validated:
     """Check every record against ``record_schema`` (and ``extra_checks``); return the valid ones in
     JSON-ready types.
 
