@@ -28,6 +28,14 @@ fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
 
+if [ "$#" -eq 0 ]; then  # the whole suite: the layer contracts, lint, format and types first
+  echo "checks: import contracts, ruff, mypy"
+  .venv/bin/lint-imports --no-cache >/dev/null || { .venv/bin/lint-imports --no-cache; exit 1; }
+  .venv/bin/ruff check -q prequel_dagster prequel_dagster_tests benchmarks
+  .venv/bin/ruff format -q --check prequel_dagster prequel_dagster_tests benchmarks
+  .venv/bin/mypy prequel_dagster
+fi
+
 set +e
 .venv/bin/python -m pytest -q "$@"
 rc=$?
