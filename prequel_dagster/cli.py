@@ -29,9 +29,18 @@ def _config_path(args: argparse.Namespace) -> Path:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from .config.loading import load_config
+    """Exit 0 if the config is valid, 1 if not, or if there is no config to check."""
+    from .config.loading import CONFIG_ENV_VAR, DEFAULT_CONFIG_NAME, find_config_path, load_config
 
-    path = _config_path(args)
+    path = find_config_path(args.config)
+    if path is None:
+        print(
+            f"error: no config found: no CONFIG argument, {CONFIG_ENV_VAR} is not set, and there is no "
+            f"{Path.cwd() / DEFAULT_CONFIG_NAME}; pass the config's path (prequel-dagster validate path/to/"
+            f"{DEFAULT_CONFIG_NAME}) or set {CONFIG_ENV_VAR}",
+            file=sys.stderr,
+        )
+        return 1
     try:
         config = load_config(path)
     except ConfigError as exc:
@@ -99,8 +108,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
             if not result.success:
                 for event in result.all_events:
                     if event.is_step_failure:
-                        print(f"error in {event.step_key}: {event.step_failure_data.error.message.strip()}",
-                              file=sys.stderr)
+                        print(
+                            f"error in {event.step_key}: {event.step_failure_data.error.message.strip()}",
+                            file=sys.stderr,
+                        )
                 print(f"run {result.run_id} failed; see it with `dagster dev -w workspace.yaml`", file=sys.stderr)
                 return 1
             _print_round(round_name, result)
@@ -165,7 +176,7 @@ def cmd_keys_generate(args: argparse.Namespace) -> int:
     print(
         f"wrote {private_path} (keep it secret) and {public_path} (give it to your endpoint).\n"
         f'Sign deliveries:   export PREQUEL_SIGNING_KEY="$(cat {private_path})"\n'
-        "                   and in the destination: signing: {private_key: \"${PREQUEL_SIGNING_KEY}\"}\n"
+        '                   and in the destination: signing: {private_key: "${PREQUEL_SIGNING_KEY}"}\n'
         f"Verify at the receiver: prequel-dagster receiver --public-key {public_path}"
     )
     return 0
@@ -181,8 +192,9 @@ def cmd_redeliver(args: argparse.Namespace) -> int:
     if args.stream_id not in {s.id for s in config.streams}:
         print(f"error: no stream with id '{args.stream_id}'", file=sys.stderr)
         return 1
-    result = run_load(config, args.stream_id, record_ids=args.record_id or None,
-                      redeliver_dead_letters=args.dead_letters, log=print)
+    result = run_load(
+        config, args.stream_id, record_ids=args.record_id or None, redeliver_dead_letters=args.dead_letters, log=print
+    )
     c = result.counts
     print(f"{c.records_loaded} records delivered, {c.records_errored} errored, {c.records_not_found} ids not found")
     return 0 if c.records_errored == 0 else 3

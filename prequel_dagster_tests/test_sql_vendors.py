@@ -11,7 +11,6 @@ from sqlalchemy_bigquery import BigQueryDialect
 from sqlalchemy_redshift.dialect import RedshiftDialect_psycopg2
 
 from prequel_dagster.config import load_config
-from prequel_dagster.config.errors import SourceError
 from prequel_dagster.sources.sql import engine_spec, select_changed, select_query
 
 BOUND = dt.datetime(2026, 11, 1, 12, 0, tzinfo=dt.UTC)
@@ -142,18 +141,3 @@ def test_connection_settings_are_honoured(tmp_path, monkeypatch):
         "credentials_info": {"type": "service_account", "project_id": "p"},
         "location": "EU",
     }
-
-
-def test_unsupported_redshift_auth_is_named(tmp_path):
-    config = source_config(
-        tmp_path,
-        "redshift",
-        {
-            "host": "h",
-            "database": "d",
-            "auth_method": "aws_access_keys",
-            "aws_access_keys": {"access_id": "a", "secret_key": "b"},
-        },
-    )
-    with pytest.raises(SourceError, match="password_auth"):
-        engine_spec(config.source("acme-db"), config)

@@ -3,6 +3,7 @@
 import os
 from collections import Counter
 from collections.abc import Mapping as MappingABC
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ from pydantic import ValidationError
 
 from .errors import ConfigError, ConfigIssue, format_path
 from .models import FILE_SOURCE_VENDORS, PrequelConfig, sanitize_name
+from .secrets import MissingEnvironmentVariable, interpolate
 
 DEFAULT_CONFIG_NAME = "prequel.yaml"
 CONFIG_ENV_VAR = "PREQUEL_CONFIG"
@@ -44,7 +46,11 @@ def load_config(
     try:
         config = PrequelConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(origin, _pydantic_issues(exc)) from None
+        # Every problem in one pass: the field errors, then the cross-reference checks (of the valid
+        # entries in full, of the others as far as their ids and references are valid).
+        issues = _pydantic_issues(exc)
+        issues += _references_despite_field_errors(raw, exc)
+        raise ConfigError(origin, issues) from None
     config._base_dir = root.resolve()
     config._origin = origin
 
@@ -61,7 +67,9 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise ConfigError(str(path), [ConfigIssue("", "file not found; pass a config path or set PREQUEL_CONFIG")]) from None
+        raise ConfigError(
+            str(path), [ConfigIssue("", "file not found; pass a config path or set PREQUEL_CONFIG")]
+        ) from None
     except OSError as exc:
         raise ConfigError(str(path), [ConfigIssue("", f"cannot read the file: {exc.strerror or exc}")]) from None
     try:
@@ -69,10 +77,15 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
-        raise ConfigError(str(path), [ConfigIssue(
-            f"line {line}, column {column}",
-            f"not UTF-8 text: byte 0x{data[exc.start]:02x} at byte offset {exc.start}; save the file as UTF-8",
-        )]) from None
+        raise ConfigError(
+            str(path),
+            [
+                ConfigIssue(
+                    f"line {line}, column {column}",
+                    f"not UTF-8 text: byte 0x{data[exc.start]:02x} at byte offset {exc.start}; save the file as UTF-8",
+                )
+            ],
+        ) from None
     return parse_yaml(text, str(path))
 
 
@@ -106,8 +119,10 @@ def parse_yaml(text: str, origin: str = "<config>", *, pure_python: bool = False
 
 
 def _too_deep_message() -> str:
-    return (f"nests deeper than {MAX_CONFIG_DEPTH} levels of lists and mappings; a config needs far fewer: "
-            "look for unclosed or runaway brackets")
+    return (
+        f"nests deeper than {MAX_CONFIG_DEPTH} levels of lists and mappings; a config needs far fewer: "
+        "look for unclosed or runaway brackets"
+    )
 
 
 class _TooDeep(yaml.MarkedYAMLError):
@@ -136,11 +151,13 @@ def _config_loader(base: type) -> type:
                         continue
                     line = key.start_mark.line + 1
                     if (key.tag, key.value) in first:
-                        self.duplicates.append(ConfigIssue(
-                            f"line {line}",
-                            f"duplicate key '{key.value}' (first at line {first[key.tag, key.value]}); YAML would "
-                            "keep only the last one: remove or rename one",
-                        ))
+                        self.duplicates.append(
+                            ConfigIssue(
+                                f"line {line}",
+                                f"duplicate key '{key.value}' (first at line {first[key.tag, key.value]}); YAML would "
+                                "keep only the last one: remove or rename one",
+                            )
+                        )
                     else:
                         first[key.tag, key.value] = line
             super().flatten_mapping(node)
@@ -201,16 +218,24 @@ def shape_issues(data: Any) -> list[ConfigIssue]:
             if h > MAX_CONFIG_DEPTH:
                 return [ConfigIssue(_short_path(value, parent), _too_deep_message())]
             if n > MAX_CONFIG_VALUES:
-                return [ConfigIssue(_short_path(value, parent),
-                                    f"expands to more than {MAX_CONFIG_VALUES:,} values (each use of a YAML alias "
-                                    "*name counts its anchor again); use fewer aliases")]
+                return [
+                    ConfigIssue(
+                        _short_path(value, parent),
+                        f"expands to more than {MAX_CONFIG_VALUES:,} values (each use of a YAML alias "
+                        "*name counts its anchor again); use fewer aliases",
+                    )
+                ]
             height[key], size[key] = h, n
             continue
         if key in height:
             continue
         if key in open_ids:
-            return [ConfigIssue(_short_path(value, parent),
-                                "contains itself (a YAML alias *name inside its own &name); remove the alias")]
+            return [
+                ConfigIssue(
+                    _short_path(value, parent),
+                    "contains itself (a YAML alias *name inside its own &name); remove the alias",
+                )
+            ]
         open_ids.add(key)
         labelled = value.items() if isinstance(value, MappingABC) else enumerate(value)
         children = []
@@ -252,93 +277,238 @@ def _pydantic_issues(exc: ValidationError) -> list[ConfigIssue]:
     return issues
 
 
+KINDS = ("datalakes", "providers", "products", "sources", "datasets", "destinations", "streams")
+
+_REFERENCE_FIELDS = {
+    "datalakes": (),
+    "providers": ("datalake_id", "products"),
+    "products": ("name", "destinations"),
+    "sources": ("provider_id", "vendor"),
+    "datasets": ("source_id", "method"),
+    "destinations": (),
+    "streams": ("dataset_id", "destination_id"),
+}
+"""What the cross-reference checks read of each entry (besides ``id``): enough to check an entry
+that has field errors elsewhere."""
+_LIST_FIELDS = {"products", "destinations"}
+_DEFAULTS = {"method": "table"}
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """One entry as the cross-reference checks see it: ``model`` is None when it has field errors, and
+    ``fields`` then holds only its reference fields that are valid on their own."""
+
+    path: str
+    id: str | None
+    model: Any
+    fields: dict[str, Any]
+
+
 def check_references(config: PrequelConfig) -> list[ConfigIssue]:
     """Cross-reference checks that need the whole file: ids exist, products allow, schema covered.
 
     Linear in the size of the config: ids are looked up in sets and dicts, never by scanning.
     """
+    entries = {
+        kind: [
+            _Entry(f"{kind}[{i}]", e.id, e, {f: getattr(e, f) for f in _REFERENCE_FIELDS[kind]})
+            for i, e in enumerate(getattr(config, kind))
+        ]
+        for kind in KINDS
+    }
+    return _check_references(entries, set())
+
+
+def _references_despite_field_errors(raw: dict[str, Any], exc: ValidationError) -> list[ConfigIssue]:
+    """The cross-reference checks of a config with field errors: the valid entries in full, and the
+    reference fields (ids, products, destinations) of the others that are valid on their own.
+
+    The valid entries are validated again (each validates on its own): this runs only for a config
+    with errors.
+    """
+    failed: dict[str, set[int]] = {kind: set() for kind in KINDS}
+    bad_fields: set[tuple[str, int, str]] = set()
+    malformed: set[str] = set()  # kinds that are not a list: none of their entries can be read
+    for err in exc.errors(include_url=False):
+        loc = err["loc"]
+        if not loc or loc[0] not in failed:
+            continue
+        if len(loc) > 1 and isinstance(loc[1], int):
+            failed[loc[0]].add(loc[1])
+            if len(loc) > 2:
+                bad_fields.add((loc[0], loc[1], str(loc[2])))
+        else:
+            malformed.add(str(loc[0]))
+    valid: dict[str, list[Any]] = {}
+    for kind in KINDS:
+        items = raw.get(kind)
+        valid[kind] = (
+            []
+            if kind in malformed or not isinstance(items, list)
+            else [item for i, item in enumerate(items) if i not in failed[kind]]
+        )
+    try:
+        config = PrequelConfig.model_validate(valid)
+    except ValidationError:  # not expected: entries validate on their own
+        return []
+    entries: dict[str, list[_Entry]] = {}
+    for kind in KINDS:
+        models = iter(getattr(config, kind))
+        listed = raw.get(kind)
+        written: list[Any] = listed if kind not in malformed and isinstance(listed, list) else []
+        entries[kind] = []
+        for i, item in enumerate(written):
+            path = f"{kind}[{i}]"
+            if i not in failed[kind]:
+                model = next(models)
+                fields = {f: getattr(model, f) for f in _REFERENCE_FIELDS[kind]}
+                entries[kind].append(_Entry(path, model.id, model, fields))
+            elif isinstance(item, MappingABC):
+                readable = {
+                    f: _raw_reference(item, f)
+                    for f in ("id", *_REFERENCE_FIELDS[kind])
+                    if (kind, i, f) not in bad_fields
+                }
+                readable = {f: v for f, v in readable.items() if v is not None}
+                entries[kind].append(_Entry(path, readable.pop("id", None), None, readable))
+    return _check_references(entries, malformed)
+
+
+def _raw_reference(item: MappingABC[str, Any], field: str) -> Any:
+    """A reference field as written, if it has the type a valid one would (``${VAR}`` resolved)."""
+    value = item.get(field, _DEFAULTS.get(field))
+    try:
+        if field in _LIST_FIELDS:
+            ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+            return [interpolate(v) for v in value] if ok else None
+        return interpolate(value) if isinstance(value, str) else None
+    except MissingEnvironmentVariable:
+        return None
+
+
+def _check_references(entries: dict[str, list[_Entry]], malformed: set[str]) -> list[ConfigIssue]:
     from ..language.expressions import ExpressionError, parse_expression
 
     issues: list[ConfigIssue] = []
 
-    ids: dict[str, set[str]] = {}
-    for kind in ("datalakes", "providers", "products", "sources", "datasets", "destinations", "streams"):
-        entries = getattr(config, kind)
-        counts = Counter(e.id for e in entries)
-        ids[kind] = set(counts)
-        for i, entry in enumerate(entries):
-            if counts[entry.id] > 1:
-                issues.append(ConfigIssue(f"{kind}[{i}].id", f"duplicate id '{entry.id}' among {kind}"))
+    ids: dict[str, dict[str, _Entry]] = {}
+    for kind in KINDS:
+        counts = Counter(e.id for e in entries[kind] if e.id is not None)
+        ids[kind] = {}
+        for e in reversed(entries[kind]):  # the first one wins
+            if e.id is not None:
+                ids[kind][e.id] = e
+        for e in entries[kind]:
+            if e.id is not None and counts[e.id] > 1:
+                issues.append(ConfigIssue(f"{e.path}.id", f"duplicate id '{e.id}' among {kind}"))
 
-    def exists(kind: str, id: str) -> bool:
-        return id in ids[kind]
+    def missing(kind: str, id: str) -> bool:
+        return id not in ids[kind] and kind not in malformed
+
+    def entry(kind: str, id: Any) -> _Entry | None:
+        return ids[kind].get(id) if isinstance(id, str) else None
 
     bad_schemas: set[str] = set()
-    for i, dest in enumerate(config.destinations):
-        issues.extend(_template_issues(f"destinations[{i}].{dest.type}.request_template", dest))
-        schema_issues = record_schema_issues(f"destinations[{i}].record_schema", dest.record_schema)
+    for dest in entries["destinations"]:
+        if dest.model is None:
+            continue  # its record_schema or templates have field errors
+        issues.extend(_template_issues(f"{dest.path}.{dest.model.type}.request_template", dest.model))
+        schema_issues = record_schema_issues(f"{dest.path}.record_schema", dest.model.record_schema)
         if schema_issues:
             issues.extend(schema_issues)
-            bad_schemas.add(dest.id)
+            bad_schemas.add(dest.model.id)
 
-    product_names = {p.id for p in config.products} | {p.name for p in config.products}
-    for i, p in enumerate(config.providers):
-        if not exists("datalakes", p.datalake_id):
-            issues.append(ConfigIssue(f"providers[{i}].datalake_id", f"no datalake with id '{p.datalake_id}'"))
-        for j, name in enumerate(p.products):
-            if name != "all" and name not in product_names:
+    product_names: dict[str, _Entry] = {}
+    for prod in entries["products"]:
+        for name in (prod.id, prod.fields.get("name")):
+            if name is not None:
+                product_names.setdefault(name, prod)
+    for p in entries["providers"]:
+        if "datalake_id" in p.fields and missing("datalakes", p.fields["datalake_id"]):
+            issues.append(ConfigIssue(f"{p.path}.datalake_id", f"no datalake with id '{p.fields['datalake_id']}'"))
+        for j, name in enumerate(p.fields.get("products", ())):
+            if name != "all" and name not in product_names and "products" not in malformed:
                 issues.append(
-                    ConfigIssue(f"providers[{i}].products[{j}]", f"no product '{name}' (use 'all' or a product id)")
+                    ConfigIssue(f"{p.path}.products[{j}]", f"no product '{name}' (use 'all' or a product id)")
                 )
-    for i, prod in enumerate(config.products):
+    for prod in entries["products"]:
         if prod.id == "all":
-            issues.append(ConfigIssue(f"products[{i}].id", "'all' is the built-in product; choose another id"))
-        for j, dest in enumerate(prod.destinations):
-            if not exists("destinations", dest):
-                issues.append(ConfigIssue(f"products[{i}].destinations[{j}]", f"no destination with id '{dest}'"))
-    for i, s in enumerate(config.sources):
-        if not exists("providers", s.provider_id):
-            issues.append(ConfigIssue(f"sources[{i}].provider_id", f"no provider with id '{s.provider_id}'"))
+            issues.append(ConfigIssue(f"{prod.path}.id", "'all' is the built-in product; choose another id"))
+        for j, dest_id in enumerate(prod.fields.get("destinations", ())):
+            if missing("destinations", dest_id):
+                issues.append(ConfigIssue(f"{prod.path}.destinations[{j}]", f"no destination with id '{dest_id}'"))
+    for s in entries["sources"]:
+        if "provider_id" in s.fields and missing("providers", s.fields["provider_id"]):
+            issues.append(ConfigIssue(f"{s.path}.provider_id", f"no provider with id '{s.fields['provider_id']}'"))
     op_names: dict[str, str] = {}
-    for i, d in enumerate(config.datasets):
-        if not exists("sources", d.source_id):
-            issues.append(ConfigIssue(f"datasets[{i}].source_id", f"no source with id '{d.source_id}'"))
+    for d in entries["datasets"]:
+        source_id = d.fields.get("source_id")
+        if source_id is None:
             continue
-        source = config.source(d.source_id)
-        vendor = source.vendor
-        if d.method == "glob" and vendor not in FILE_SOURCE_VENDORS:
-            issues.append(ConfigIssue(f"datasets[{i}].method",
-                                      f"glob datasets need a bucket, sftp or local source, not {vendor}"))
-        if d.method != "glob" and vendor in FILE_SOURCE_VENDORS:
-            issues.append(ConfigIssue(f"datasets[{i}].method", f"a {vendor} source is read with method: glob"))
-        issues.extend(_op_name_clash(op_names, f"datasets[{i}].id", "extract", source.provider_id, d.id))
+        if missing("sources", source_id):
+            issues.append(ConfigIssue(f"{d.path}.source_id", f"no source with id '{source_id}'"))
+            continue
+        source = entry("sources", source_id)
+        vendor, method = (source.fields.get("vendor") if source else None), d.fields.get("method")
+        if vendor is not None and method is not None:
+            if method == "glob" and vendor not in FILE_SOURCE_VENDORS:
+                issues.append(
+                    ConfigIssue(f"{d.path}.method", f"glob datasets need a bucket, sftp or local source, not {vendor}")
+                )
+            if method != "glob" and vendor in FILE_SOURCE_VENDORS:
+                issues.append(ConfigIssue(f"{d.path}.method", f"a {vendor} source is read with method: glob"))
+        if source is not None and d.id is not None and "provider_id" in source.fields:
+            issues.extend(_op_name_clash(op_names, f"{d.path}.id", "extract", source.fields["provider_id"], d.id))
 
-    destinations_of = _destinations_by_product(config)
-    for i, st in enumerate(config.streams):
-        where = f"streams[{i}]"
-        ok = True
-        if not exists("datasets", st.dataset_id):
-            issues.append(ConfigIssue(f"{where}.dataset_id", f"no dataset with id '{st.dataset_id}'"))
-            ok = False
-        if not exists("destinations", st.destination_id):
-            issues.append(ConfigIssue(f"{where}.destination_id", f"no destination with id '{st.destination_id}'"))
-            ok = False
-        if ok and exists("sources", config.dataset(st.dataset_id).source_id):
-            source = config.source(config.dataset(st.dataset_id).source_id)
-            if exists("providers", source.provider_id):
-                provider = config.provider(source.provider_id)
+    destinations_of: dict[str, set[str] | None] = {}  # None: a product whose destinations could not be read
+    for prod in entries["products"]:
+        for name in (prod.id, prod.fields.get("name")):
+            if name is None:
+                continue
+            listed = prod.fields.get("destinations")
+            known = destinations_of.setdefault(name, set())
+            if listed is None or known is None:
+                destinations_of[name] = None
+            else:
+                known.update(listed)
+    for st in entries["streams"]:
+        where = st.path
+        dataset_id, destination_id = st.fields.get("dataset_id"), st.fields.get("destination_id")
+        if dataset_id is not None and missing("datasets", dataset_id):
+            issues.append(ConfigIssue(f"{where}.dataset_id", f"no dataset with id '{dataset_id}'"))
+        if destination_id is not None and missing("destinations", destination_id):
+            issues.append(ConfigIssue(f"{where}.destination_id", f"no destination with id '{destination_id}'"))
+        dataset = entry("datasets", dataset_id)
+        source = entry("sources", dataset.fields.get("source_id")) if dataset else None
+        provider = entry("providers", source.fields.get("provider_id")) if source else None
+        if (
+            provider is not None
+            and provider.id is not None
+            and not (destination_id is not None and missing("destinations", destination_id))
+        ):
+            if st.id is not None:
                 issues.extend(_op_name_clash(op_names, f"{where}.id", "load", provider.id, st.id))
-                if not _allowed(destinations_of, provider.products, st.destination_id):
-                    issues.append(
-                        ConfigIssue(
-                            f"{where}.destination_id",
-                            f"destination '{st.destination_id}' is not in any product of provider "
-                            f"'{provider.id}' (products: {', '.join(provider.products)}); add it to one of "
-                            "those products or give the provider the product 'all'",
-                        )
+            products = provider.fields.get("products")
+            if (
+                products is not None
+                and destination_id is not None
+                and entry("destinations", destination_id) is not None
+                and "products" not in malformed
+                and not _allowed_or_unknown(destinations_of, products, destination_id)
+            ):
+                issues.append(
+                    ConfigIssue(
+                        f"{where}.destination_id",
+                        f"destination '{destination_id}' is not in any product of provider "
+                        f"'{provider.id}' (products: {', '.join(products)}); add it to one of "
+                        "those products or give the provider the product 'all'",
                     )
-        targets = Counter(m.target_field for m in st.mappings)
-        for j, m in enumerate(st.mappings):
+                )
+        if st.model is None:
+            continue  # its mappings have field errors
+        targets = Counter(m.target_field for m in st.model.mappings)
+        for j, m in enumerate(st.model.mappings):
             if targets[m.target_field] > 1:
                 issues.append(ConfigIssue(f"{where}.mappings[{j}].target_field", f"'{m.target_field}' is mapped twice"))
             if m.expression is not None:
@@ -346,8 +516,9 @@ def check_references(config: PrequelConfig) -> list[ConfigIssue]:
                     parse_expression(m.expression.expr)
                 except ExpressionError as exc:
                     issues.append(ConfigIssue(f"{where}.mappings[{j}].expression.expr", str(exc)))
-        if exists("destinations", st.destination_id) and st.destination_id not in bad_schemas:
-            schema = config.destination(st.destination_id).record_schema
+        destination = entry("destinations", destination_id)
+        if destination is not None and destination.model is not None and destination_id not in bad_schemas:
+            schema = destination.model.record_schema
             props = schema.get("properties", {})
             for field in schema.get("required", []):
                 if field not in targets:
@@ -355,15 +526,26 @@ def check_references(config: PrequelConfig) -> list[ConfigIssue]:
                         ConfigIssue(f"{where}.mappings", f"required record_schema field '{field}' is not mapped")
                     )
             if schema.get("additionalProperties") is False:
-                for j, m in enumerate(st.mappings):
+                for j, m in enumerate(st.model.mappings):
                     if m.target_field not in props:
                         issues.append(
                             ConfigIssue(
                                 f"{where}.mappings[{j}].target_field",
-                                f"'{m.target_field}' is not a property of destination '{st.destination_id}'",
+                                f"'{m.target_field}' is not a property of destination '{destination_id}'",
                             )
                         )
     return issues
+
+
+def _allowed_or_unknown(destinations_of: dict[str, set[str] | None], products: list[str], destination_id: str) -> bool:
+    """Whether a product allows the destination, or may (a product whose destinations have field errors)."""
+    for name in products:
+        if name == "all":
+            return True
+        listed = destinations_of.get(name, set())
+        if listed is None or destination_id in listed:
+            return True
+    return False
 
 
 def _op_name_clash(seen: dict[str, str], where: str, prefix: str, provider_id: str, entry_id: str) -> list[ConfigIssue]:
@@ -373,8 +555,13 @@ def _op_name_clash(seen: dict[str, str], where: str, prefix: str, provider_id: s
     other = seen.setdefault(name, where)
     if other == where:
         return []
-    return [ConfigIssue(where, f"gives the same Dagster op name '{name}' as {other}; Dagster names allow only "
-                               "letters, digits and _ (so - becomes _): rename one of the two")]
+    return [
+        ConfigIssue(
+            where,
+            f"gives the same Dagster op name '{name}' as {other}; Dagster names allow only "
+            "letters, digits and _ (so - becomes _): rename one of the two",
+        )
+    ]
 
 
 def _destinations_by_product(config: PrequelConfig) -> dict[str, set[str]]:
@@ -398,8 +585,11 @@ def record_schema_issues(where: str, schema: dict[str, Any]) -> list[ConfigIssue
     issues = []
     props = schema.get("properties", {})
     if not isinstance(props, dict):
-        issues.append(ConfigIssue(f"{where}.properties", "must be a mapping of field name to its schema, such as "
-                                                         "{id: {type: string}}"))
+        issues.append(
+            ConfigIssue(
+                f"{where}.properties", "must be a mapping of field name to its schema, such as {id: {type: string}}"
+            )
+        )
         props = {}
     for name, prop in props.items():
         at = f"{where}.properties.{name}"
@@ -408,37 +598,54 @@ def record_schema_issues(where: str, schema: dict[str, Any]) -> list[ConfigIssue
         elif not isinstance(prop, dict):
             issues.append(ConfigIssue(at, f"must be an object such as {{type: string}}, not {_shown(prop)}"))
         elif "type" in prop and not _is_json_type(prop["type"]):
-            issues.append(ConfigIssue(f"{at}.type", f"must be one of {', '.join(JSON_TYPES)}, or a list of them "
-                                                    f"such as [string, null]; not {_shown(prop['type'])}"))
+            issues.append(
+                ConfigIssue(
+                    f"{at}.type",
+                    f"must be one of {', '.join(JSON_TYPES)}, or a list of them "
+                    f"such as [string, null]; not {_shown(prop['type'])}",
+                )
+            )
     required = schema.get("required", [])
     if not isinstance(required, list) or not all(isinstance(r, str) for r in required):
-        issues.append(ConfigIssue(f"{where}.required", f"must be a list of property names, such as [id]; "
-                                                       f"not {_shown(required)}"))
+        issues.append(
+            ConfigIssue(f"{where}.required", f"must be a list of property names, such as [id]; not {_shown(required)}")
+        )
     if issues:
         return issues
 
     import jsonschema
 
-    meta = jsonschema.Draft7Validator(jsonschema.Draft7Validator.META_SCHEMA,
-                                      format_checker=jsonschema.Draft7Validator.FORMAT_CHECKER)
+    meta = jsonschema.Draft7Validator(
+        jsonschema.Draft7Validator.META_SCHEMA, format_checker=jsonschema.Draft7Validator.FORMAT_CHECKER
+    )
     for error in sorted(meta.iter_errors(schema), key=lambda e: [str(p) for p in e.absolute_path]):
-        issues.append(ConfigIssue(format_path([where, *error.absolute_path]),
-                                  f"not valid JSON Schema: {error.message[:300]}"))
+        issues.append(
+            ConfigIssue(format_path([where, *error.absolute_path]), f"not valid JSON Schema: {error.message[:300]}")
+        )
     from ..language.linear_regex import schema_patterns, unsupported
 
     for pattern in schema_patterns(schema):  # tenant values are matched in linear time, so RE2 syntax only
         why = unsupported(pattern)
         if why:
-            issues.append(ConfigIssue(where, f"regular expression {pattern!r} is not supported ({why}); "
-                                             "use RE2 syntax: no backreferences or look-around"))
+            issues.append(
+                ConfigIssue(
+                    where,
+                    f"regular expression {pattern!r} is not supported ({why}); "
+                    "use RE2 syntax: no backreferences or look-around",
+                )
+            )
     return issues
 
 
 def _is_json_type(declared: Any) -> bool:
     if isinstance(declared, str):
         return declared in JSON_TYPES
-    return (isinstance(declared, list) and bool(declared) and all(isinstance(t, str) and t in JSON_TYPES for t in declared)
-            and len(set(declared)) == len(declared))
+    return (
+        isinstance(declared, list)
+        and bool(declared)
+        and all(isinstance(t, str) and t in JSON_TYPES for t in declared)
+        and len(set(declared)) == len(declared)
+    )
 
 
 def _shown(value: Any) -> str:

@@ -8,9 +8,19 @@ only when a connection is made, and masked everywhere).
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
 
 from .secrets import Secret, interpolate
 
@@ -38,6 +48,23 @@ class Entry(Block):
 
     id: Id
     name: EnvStr
+
+
+def _refuse(model: BaseModel, problems: list[tuple[tuple[str | int, ...], str]]) -> None:
+    """Report every ``(location inside the block, message)`` at once, each at its own path
+    (``sources[2].redshift.username``), as a field error would be."""
+    if problems:
+        raise ValidationError.from_exception_data(
+            type(model).__name__,
+            [
+                InitErrorDetails(
+                    type=PydanticCustomError("config", "{message}", {"message": message}),
+                    loc=loc,
+                    input=getattr(model, str(loc[0]), None),
+                )
+                for loc, message in problems
+            ],
+        )
 
 
 def _exactly_one_block(model: BaseModel, selector: str, choices: tuple[str, ...]) -> None:
@@ -69,7 +96,24 @@ class RedshiftAccessKeys(Block):
 
 
 class AwsIamRole(Block):
+    """The role to assume. Prequel's API takes ``aws_iam_role_arn`` on write and returns (and, for
+    Redshift, documents) ``aws_iam_role``: both spellings are accepted."""
+
     aws_iam_role_arn: EnvStr
+
+    @model_validator(mode="before")
+    @classmethod
+    def _prequel_spelling(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "aws_iam_role" in data:
+            data = dict(data)
+            arn = data.pop("aws_iam_role")
+            if "aws_iam_role_arn" in data and data["aws_iam_role_arn"] != arn:
+                raise ValueError(
+                    "both aws_iam_role and aws_iam_role_arn are set, to different roles; "
+                    "keep one (they are two spellings of the role ARN)"
+                )
+            data["aws_iam_role_arn"] = arn
+        return data
 
 
 class GcpServiceAccountRole(Block):
@@ -220,28 +264,220 @@ class PostgresSource(_Connection):
     host: EnvStr
     port: Port = 5432
     database: EnvStr
-    schema_: EnvStr | None = Field(default=None, alias="schema")
+    schema_: EnvStr | None = Field(
+        default=None,
+        alias="schema",
+        description="The default schema: where `table` datasets without a source_table_namespace are read, and "
+        "the search_path of `sql` datasets' queries (only this schema, then pg_catalog).",
+    )
     auth_method: Literal["password_auth"] = "password_auth"
     password_auth: PasswordAuth
 
 
+_REDSHIFT_HOST = re.compile(
+    r"(?P<name>[a-z0-9-]+)\.(?P<account>[a-z0-9]+)\.(?P<region>[a-z]{2}(?:-[a-z]+)+-\d+)"
+    r"\.(?P<kind>redshift|redshift-serverless)\.amazonaws\.com(?:\.cn)?\.?",
+    re.IGNORECASE,
+)
+"""Redshift's own endpoint names: ``<cluster>.<id>.<region>.redshift.amazonaws.com`` and
+``<workgroup>.<account>.<region>.redshift-serverless.amazonaws.com``."""
+
+_IAM_AUTH = ("aws_iam_role", "aws_access_keys")
+_AUTH_BLOCKS = ("password_auth", "aws_iam_role", "aws_access_keys")
+
+
 class RedshiftSource(_Connection):
+    """A provisioned Redshift cluster.
+
+    ``password_auth`` logs in with a database user's password. IAM auth asks Redshift's
+    GetClusterCredentials for a temporary password of ``username`` on ``cluster`` in ``region``, as
+    the IAM identity of ``aws_iam_role`` (a role assumed from this machine's AWS credentials) or of
+    ``aws_access_keys`` (an IAM user's keys). ``cluster`` and ``region`` default to those in a
+    standard endpoint host (``<cluster>.<id>.<region>.redshift.amazonaws.com``).
+    """
+
     host: EnvStr
     port: Port = 5439
     database: EnvStr
-    schema_: EnvStr | None = Field(default=None, alias="schema")
+    schema_: EnvStr | None = Field(
+        default=None,
+        alias="schema",
+        description="The default schema: for `table` datasets without a source_table_namespace, and the "
+        "search_path of `sql` datasets' queries.",
+    )
     cluster: EnvStr | None = None
     region: EnvStr | None = None
     workgroup: EnvStr | None = None
     username: EnvStr | None = None
     auth_method: Literal["aws_access_keys", "aws_iam_role", "password_auth"] = "password_auth"
     aws_access_keys: RedshiftAccessKeys | None = None
-    aws_iam_role: dict[str, EnvStr] | None = None
+    aws_iam_role: AwsIamRole | None = None
     password_auth: PasswordAuth | None = None
+
+    _serverless: ClassVar[bool] = False
+
+    def _endpoint_part(self, part: str) -> str | None:
+        match = _REDSHIFT_HOST.fullmatch(self.host)
+        if match is None or (match["kind"].lower() == "redshift-serverless") != self._serverless:
+            return None
+        return match[part].lower()
+
+    @property
+    def aws_region(self) -> str | None:
+        """``region``, else the one in the endpoint host."""
+        return self.region or self._endpoint_part("region")
+
+    @property
+    def cluster_identifier(self) -> str | None:
+        """``cluster``, else the one in the endpoint host."""
+        return self.cluster or self._endpoint_part("name")
+
+    @property
+    def workgroup_name(self) -> str | None:
+        """``workgroup``, else the one in the endpoint host (Redshift Serverless)."""
+        return self.workgroup or self._endpoint_part("name")
+
+    @model_validator(mode="after")
+    def _tunnel(self) -> "RedshiftSource":  # (replaces _Connection's check: tunnels are refused here)
+        _refuse(self, self._problems())
+        return self
+
+    def _problems(self) -> list[tuple[tuple[str | int, ...], str]]:
+        block = "redshift_serverless" if self._serverless else "redshift"
+        problems: list[tuple[tuple[str | int, ...], str]] = []
+        if self.use_ssh_tunnel:
+            problems.append(
+                (
+                    ("use_ssh_tunnel",),
+                    "SSH tunnels are supported for postgres sources only so far; set "
+                    "use_ssh_tunnel: false and let this machine reach the endpoint directly",
+                )
+            )
+        if self.ssh_tunnel is not None:
+            problems.append(
+                (
+                    ("ssh_tunnel",),
+                    "SSH tunnels are supported for postgres sources only so far; remove the ssh_tunnel block",
+                )
+            )
+        method = self.auth_method
+        if getattr(self, method) is None:
+            example = {
+                "password_auth": "password_auth: {username, password}",
+                "aws_iam_role": "aws_iam_role: {aws_iam_role_arn: arn:aws:iam::...}",
+                "aws_access_keys": "aws_access_keys: {access_id, secret_key}",
+            }[method]
+            problems.append(((method,), f"auth_method is {method} but the {method} block is missing; add `{example}`"))
+        for other in _AUTH_BLOCKS:
+            if other != method and getattr(self, other) is not None:
+                problems.append(
+                    (
+                        (other,),
+                        f"auth_method is {method}, so this block would not be used; remove it, "
+                        f"or set auth_method: {other}",
+                    )
+                )
+        if self.aws_access_keys is not None and self.aws_access_keys.password is not None:
+            problems.append(
+                (
+                    ("aws_access_keys", "password"),
+                    "not used: with aws_access_keys the login password is a temporary one from Redshift; "
+                    "remove it, or use auth_method: password_auth with password_auth {username, password}",
+                )
+            )
+        if self._serverless:
+            if self.cluster:
+                problems.append(
+                    (
+                        ("cluster",),
+                        "clusters are provisioned Redshift; Redshift Serverless is reached "
+                        "through its workgroup: remove cluster (set workgroup), or use vendor: redshift",
+                    )
+                )
+        elif self.workgroup:
+            problems.append(
+                (
+                    ("workgroup",),
+                    "workgroups belong to Redshift Serverless; remove workgroup (a "
+                    "provisioned cluster is named by cluster), or use vendor: redshift_serverless",
+                )
+            )
+        named = "workgroup" if self._serverless else "cluster"
+        if method == "password_auth":
+            for field in ("region", named):
+                if getattr(self, field):
+                    problems.append(
+                        (
+                            (field,),
+                            f"used only by IAM auth (auth_method: aws_iam_role or aws_access_keys) "
+                            "to request a temporary password; password_auth connects to host directly: "
+                            f"remove {field}, or switch auth_method",
+                        )
+                    )
+            if self.username and self.password_auth and self.username != self.password_auth.username:
+                problems.append(
+                    (
+                        ("username",),
+                        f"differs from password_auth.username "
+                        f"('{self.password_auth.username}'), which is the login with password_auth; "
+                        "remove username",
+                    )
+                )
+            return problems
+        where = f"auth_method {method}"
+        if self._serverless:
+            if self.username:
+                problems.append(
+                    (
+                        ("username",),
+                        "Redshift Serverless IAM logins are the IAM identity's own database "
+                        "user (GetCredentials takes no user name); remove username, or use password_auth",
+                    )
+                )
+            if not self.workgroup_name:
+                problems.append(
+                    (
+                        ("workgroup",),
+                        f"{where} needs the workgroup name to request credentials; set "
+                        f"workgroup (host '{self.host}' is not a <workgroup>.<account>.<region>"
+                        ".redshift-serverless.amazonaws.com endpoint it could be read from)",
+                    )
+                )
+        else:
+            if not self.username:
+                problems.append(
+                    (
+                        ("username",),
+                        f"{where} needs the database user to log in as (GetClusterCredentials' DbUser); set username",
+                    )
+                )
+            if not self.cluster_identifier:
+                problems.append(
+                    (
+                        ("cluster",),
+                        f"{where} needs the cluster identifier to request credentials; set "
+                        f"cluster (host '{self.host}' is not a <cluster>.<id>.<region>.redshift.amazonaws.com "
+                        "endpoint it could be read from)",
+                    )
+                )
+        if not self.aws_region:
+            problems.append(
+                (
+                    ("region",),
+                    f"{where} needs the AWS region of the {named}; set region (host "
+                    f"'{self.host}' is not a standard {block} endpoint it could be read from)",
+                )
+            )
+        return problems
 
 
 class RedshiftServerlessSource(RedshiftSource):
+    """A Redshift Serverless workgroup. IAM auth asks GetCredentials for a temporary login of the IAM
+    identity on ``workgroup`` in ``region`` (both default to those in a standard endpoint host,
+    ``<workgroup>.<account>.<region>.redshift-serverless.amazonaws.com``)."""
+
     port: Port = 5439
+    _serverless: ClassVar[bool] = True
 
 
 class SnowflakeSource(Block):
@@ -269,31 +505,60 @@ class BigQuerySource(Block):
     gcp_service_account_key: GcpServiceAccountKey | None = None
 
 
-class S3Source(Block):
+class _NoTunnel(Block):
+    """Prequel's API has ``use_ssh_tunnel``/``ssh_tunnel`` on bucket sources too; here a bucket is read
+    over HTTPS from this machine, so ``use_ssh_tunnel: false`` (what Prequel returns) is accepted and
+    anything that asks for a tunnel is refused."""
+
+    use_ssh_tunnel: bool = False
+    ssh_tunnel: dict[str, Any] | None = None
+
+    @field_validator("use_ssh_tunnel")
+    @classmethod
+    def _no_tunnel(cls, value: bool) -> bool:
+        if value:
+            raise ValueError(_NO_TUNNEL + "remove use_ssh_tunnel (or set it to false)")
+        return value
+
+    @field_validator("ssh_tunnel")
+    @classmethod
+    def _no_tunnel_block(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            raise ValueError(_NO_TUNNEL + "remove the ssh_tunnel block")
+        return value
+
+
+_NO_TUNNEL = (
+    "SSH tunnels apply to database sources (postgres); a bucket is read directly over HTTPS from this "
+    "machine, so a tunnel would not be used: "
+)
+
+
+class S3Source(_NoTunnel):
     bucket_name: EnvStr
     region: EnvStr = "us-east-1"
     bucket_host: EnvStr | None = None
     auth_method: Literal["aws_iam_role", "aws_access_keys", "default_credentials"] = "default_credentials"
     aws_iam_role: AwsIamRole | None = None
     aws_access_keys: AwsAccessKeys | None = None
-    use_ssh_tunnel: bool = False
-    ssh_tunnel: SshTunnel | None = None
 
 
-class S3CompatibleSource(Block):
+class S3CompatibleSource(_NoTunnel):
     host: EnvStr
     port: Port | None = None
     bucket_name: EnvStr
     region: EnvStr = "us-east-1"
     disable_ssl: bool = False
     aws_access_keys: AwsAccessKeys
-    use_ssh_tunnel: bool = False
-    ssh_tunnel: SshTunnel | None = None
 
 
 class GcsSource(Block):
     bucket_name: EnvStr
-    region: EnvStr | None = None
+    region: EnvStr | None = Field(
+        default=None,
+        description="The bucket's location, as Prequel's API records it: accepted for compatibility and shown with "
+        "the source; reads do not need it (a GCS bucket is addressed by name alone) and it changes nothing.",
+    )
     auth_method: Literal[
         "gcp_service_account_role", "federated_gcp_service_account_role", "gcs_hmac_keys", "gcp_service_account_key"
     ] = "gcp_service_account_key"  # the one that reads with a key of the config (gcs_hmac_keys is refused)
@@ -335,8 +600,18 @@ class SqliteSource(Block):
 
 
 SourceVendor = Literal[
-    "postgres", "redshift", "redshift_serverless", "snowflake", "bigquery",
-    "s3", "s3_compatible", "gcs", "abs", "sftp", "local", "sqlite",
+    "postgres",
+    "redshift",
+    "redshift_serverless",
+    "snowflake",
+    "bigquery",
+    "s3",
+    "s3_compatible",
+    "gcs",
+    "abs",
+    "sftp",
+    "local",
+    "sqlite",
 ]
 SOURCE_VENDORS: tuple[str, ...] = get_args(SourceVendor)
 FILE_SOURCE_VENDORS: tuple[str, ...] = ("s3", "s3_compatible", "gcs", "abs", "sftp", "local")
@@ -385,11 +660,15 @@ class SqlMethod(Block):
 def glob_pattern_problem(pattern: str) -> str | None:
     """Why a glob pattern could reach outside its source's folder or bucket, with the fix; None if it cannot."""
     if pattern.startswith(("/", "\\")):
-        return (f"is absolute; patterns are relative to the source's folder, bucket or SFTP login folder: "
-                f"write {pattern.lstrip('/' + chr(92))!r}")
+        return (
+            f"is absolute; patterns are relative to the source's folder, bucket or SFTP login folder: "
+            f"write {pattern.lstrip('/' + chr(92))!r}"
+        )
     if ".." in re.split(r"[/\\]", pattern):
-        return ("has a '..' segment, which would reach outside the source's folder or bucket (another "
-                "provider's files); write it relative to the source, or give that folder its own source")
+        return (
+            "has a '..' segment, which would reach outside the source's folder or bucket (another "
+            "provider's files); write it relative to the source, or give that folder its own source"
+        )
     return None
 
 
@@ -415,7 +694,8 @@ class Dimension(Block):
         "become deletes (delivered in deleted_records).",
     )
     max_full_read_rows: int = Field(
-        default=10_000_000, ge=1,
+        default=10_000_000,
+        ge=1,
         description="Volume guard for dimensions without last_modified_column (read in full and compared row by "
         "row every time): a larger table fails the extract with a clear message instead of running for hours.",
     )
@@ -449,7 +729,10 @@ class Dataset(Entry):
     fact: Fact | None = None
     frequency_minutes: Annotated[int, AfterValidator(_frequency)] = 60
     lookback_seconds: int | None = Field(
-        default=None, ge=0, le=366 * 86400, description="Re-read window before the cursor; default 30 s for postgres, 5 min otherwise."
+        default=None,
+        ge=0,
+        le=366 * 86400,
+        description="Re-read window before the cursor; default 30 s for postgres, 5 min otherwise.",
     )
     description: str | None = None
 
@@ -493,11 +776,15 @@ class WebhookBatch(Block):
     max_bytes_per_batch: int = Field(default=5_000_000, ge=1024)
     gzip: bool = False
     timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
-    max_attempts: int = Field(default=8, ge=1, description="Tries per request before its records go to the dead letter.")
+    max_attempts: int = Field(
+        default=8, ge=1, description="Tries per request before its records go to the dead letter."
+    )
     retry_initial_backoff_seconds: float = Field(default=1.0, ge=0)
     retry_max_backoff_seconds: float = Field(default=60.0, ge=0)
     max_failed_batches_in_a_row: int = Field(
-        default=3, ge=1, description="Batches in a row that spend their retries before the load stops (the rest stay pending)."
+        default=3,
+        ge=1,
+        description="Batches in a row that spend their retries before the load stops (the rest stay pending).",
     )
 
 

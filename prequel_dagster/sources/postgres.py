@@ -6,7 +6,9 @@ parsed by Arrow; unbounded numerics stay exact text), ``timestamptz`` UTC timest
 (uuid, money, interval, inet, xml, ...) are read as their PostgreSQL text. Identifiers are quoted
 and the cursor bound is a quoted literal (psycopg's quoting): a literal keeps the query on the COPY
 path, which bound parameters would leave. Large full reads run on two connections (see ``read``);
-``use_ssh_tunnel`` routes every connection through an SSH tunnel (``ssh``).
+``use_ssh_tunnel`` routes every connection through an SSH tunnel (``ssh``). The source's ``schema`` is
+where ``table`` datasets without a ``source_table_namespace`` are read, and the ``search_path`` of
+``sql`` datasets (set at login).
 """
 
 import contextlib
@@ -24,8 +26,28 @@ from .errors import check_columns, describe_failure
 from .read_ahead import interleave
 
 # PostgreSQL types read as their text (``::text``): Arrow has no faithful type for them.
-_TEXT_CAST_TYPES = {"uuid", "money", "interval", "inet", "cidr", "macaddr", "macaddr8", "xml", "tsvector", "bit",
-                    "varbit", "point", "line", "lseg", "box", "path", "polygon", "circle", "pg_lsn", "tsquery"}
+_TEXT_CAST_TYPES = {
+    "uuid",
+    "money",
+    "interval",
+    "inet",
+    "cidr",
+    "macaddr",
+    "macaddr8",
+    "xml",
+    "tsvector",
+    "bit",
+    "varbit",
+    "point",
+    "line",
+    "lseg",
+    "box",
+    "path",
+    "polygon",
+    "circle",
+    "pg_lsn",
+    "tsquery",
+}
 BATCH_BYTES_HINT = 8 * 1024 * 1024
 PARALLEL_READS = 2  # connections for a full read of a large table
 MIN_PAGES_PER_READ = 4096  # 32 MB of table per connection, or one connection
@@ -66,10 +88,21 @@ class PostgresReader:
         """libpq keyword/value connection string, every value quoted by psycopg: a host, user, password
         or database holding ``@ / ? # : ' =`` or spaces reaches the server as configured."""
         pg = self.pg
+        options = {}
+        if pg.schema_:  # the search_path of sql datasets, set at login (libpq's options: spaces and \ escaped)
+            path = sql.Identifier(pg.schema_).as_string(None).replace("\\", "\\\\").replace(" ", "\\ ")
+            options["options"] = f"-c search_path={path}"
         return make_conninfo(
-            "", host=host, port=port, user=pg.password_auth.username, password=self._password, dbname=pg.database,
-            sslmode="disable" if pg.disable_ssl else "prefer", connect_timeout=pg.connection_timeout_in_seconds,
+            "",
+            host=host,
+            port=port,
+            user=pg.password_auth.username,
+            password=self._password,
+            dbname=pg.database,
+            sslmode="disable" if pg.disable_ssl else "prefer",
+            connect_timeout=pg.connection_timeout_in_seconds,
             application_name="prequel_dagster",
+            **options,
         )
 
     @contextlib.contextmanager
@@ -87,9 +120,14 @@ class PostgresReader:
             key = t.ssh_private_key.reveal() if t.ssh_private_key else None
         except MissingEnvironmentVariable as exc:
             raise SourceError(f"source '{self.source.id}': {exc}") from None
-        client = connect(f"source '{self.source.id}' (ssh_tunnel)", host=t.ssh_tunnel_host, port=t.ssh_tunnel_port,
-                         username=t.ssh_tunnel_username, private_key=key,
-                         timeout=pg.connection_timeout_in_seconds)
+        client = connect(
+            f"source '{self.source.id}' (ssh_tunnel)",
+            host=t.ssh_tunnel_host,
+            port=t.ssh_tunnel_port,
+            username=t.ssh_tunnel_username,
+            private_key=key,
+            timeout=pg.connection_timeout_in_seconds,
+        )
         try:
             with tunnel(client, pg.host, pg.port) as local_port:
                 yield self._conninfo("127.0.0.1", local_port)
@@ -100,9 +138,10 @@ class PostgresReader:
         if self.dataset.method == "table":
             tm = self.dataset.table
             assert tm is not None
-            name = sql.Identifier(tm.source_table_namespace, tm.source_table_name) if tm.source_table_namespace \
-                else sql.Identifier(tm.source_table_name)
-            return name
+            namespace = tm.source_table_namespace or self.pg.schema_  # the source's schema is the default
+            return (
+                sql.Identifier(namespace, tm.source_table_name) if namespace else sql.Identifier(tm.source_table_name)
+            )
         query = self.dataset.sql.query.strip().rstrip(";")  # type: ignore[union-attr]
         return sql.SQL("({}) AS prequel_source").format(sql.SQL(query))  # the provider's own query, as configured
 
@@ -199,8 +238,11 @@ class PostgresReader:
 
     def _page_ranges(self, cursor: Any) -> list[str]:
         """``ctid`` conditions splitting the table's pages into PARALLEL_READS ranges (none if small)."""
-        cursor.execute(sql.SQL("SELECT pg_relation_size({}::regclass) / current_setting('block_size')::int").format(
-            sql.Literal(self._relation().as_string(None))).as_string(None))
+        cursor.execute(
+            sql.SQL("SELECT pg_relation_size({}::regclass) / current_setting('block_size')::int")
+            .format(sql.Literal(self._relation().as_string(None)))
+            .as_string(None)
+        )
         pages = int(cursor.fetchone()[0])
         if pages < MIN_PAGES_PER_READ * PARALLEL_READS:
             return []
@@ -212,11 +254,15 @@ class PostgresReader:
         """Whether a unique index (a primary key, say) covers exactly the dataset's key column."""
         if self.dataset.method != "table":
             return False
-        cursor.execute(sql.SQL(
-            "SELECT count(*) FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] "
-            "WHERE i.indrelid = {}::regclass AND i.indisunique AND i.indisvalid AND i.indpred IS NULL "
-            "AND i.indnatts = 1 AND a.attname = {}"
-        ).format(sql.Literal(self._relation().as_string(None)), sql.Literal(self.dataset.primary_key)).as_string(None))
+        cursor.execute(
+            sql.SQL(
+                "SELECT count(*) FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] "
+                "WHERE i.indrelid = {}::regclass AND i.indisunique AND i.indisvalid AND i.indpred IS NULL "
+                "AND i.indnatts = 1 AND a.attname = {}"
+            )
+            .format(sql.Literal(self._relation().as_string(None)), sql.Literal(self.dataset.primary_key))
+            .as_string(None)
+        )
         return bool(cursor.fetchone()[0])
 
     @staticmethod

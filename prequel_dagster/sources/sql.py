@@ -15,24 +15,29 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, NoSuchTableError, SQLAlchemyError
 
-from ..config.errors import SourceError
+from ..config.errors import PrequelError, SourceError
 from ..config.models import Dataset, PrequelConfig, Source
-from ..config.secrets import MissingEnvironmentVariable
+from ..config.secrets import MissingEnvironmentVariable, redact, register_secret_value
 from .errors import check_columns, describe_failure
 
 BATCH_ROWS = 50_000
 
 
 # The SQLAlchemy dialect each vendor needs, and the extra that installs it.
-VENDOR_EXTRAS = {"redshift": "redshift", "redshift_serverless": "redshift", "snowflake": "snowflake",
-                 "bigquery": "bigquery"}
+VENDOR_EXTRAS = {
+    "redshift": "redshift",
+    "redshift_serverless": "redshift",
+    "snowflake": "snowflake",
+    "bigquery": "bigquery",
+}
 
 
 def engine_spec(source: Source, config: PrequelConfig) -> tuple[sa.URL | str, dict[str, Any]]:
     """The URL and ``create_engine`` keyword arguments for a SQL source (secrets revealed here).
 
-    Connection settings are honoured per vendor: ``disable_ssl`` (sslmode) and
-    ``connection_timeout_in_seconds`` (connect or login timeout).
+    Connection settings are honoured per vendor: ``disable_ssl`` (sslmode),
+    ``connection_timeout_in_seconds`` (connect or login timeout), Snowflake's ``port``; Redshift's IAM
+    auth logs in with a temporary password (:func:`redshift_iam_login`).
     """
     where = f"source '{source.id}'"
     if source.vendor == "sqlite":
@@ -43,31 +48,53 @@ def engine_spec(source: Source, config: PrequelConfig) -> tuple[sa.URL | str, di
     if source.vendor == "postgres":
         pg = source.postgres
         assert pg is not None
-        url = sa.URL.create("postgresql+psycopg", username=pg.password_auth.username,
-                            password=pg.password_auth.password.reveal(), host=pg.host, port=pg.port, database=pg.database)
-        return url, {"connect_args": {"connect_timeout": pg.connection_timeout_in_seconds,
-                                      "sslmode": "disable" if pg.disable_ssl else "prefer",
-                                      "application_name": "prequel_dagster"}, "pool_pre_ping": True}
+        url = sa.URL.create(
+            "postgresql+psycopg",
+            username=pg.password_auth.username,
+            password=pg.password_auth.password.reveal(),
+            host=pg.host,
+            port=pg.port,
+            database=pg.database,
+        )
+        return url, {
+            "connect_args": {
+                "connect_timeout": pg.connection_timeout_in_seconds,
+                "sslmode": "disable" if pg.disable_ssl else "prefer",
+                "application_name": "prequel_dagster",
+            },
+            "pool_pre_ping": True,
+        }
     if source.vendor in ("redshift", "redshift_serverless"):
         rs = source.redshift or source.redshift_serverless
         assert rs is not None
-        if rs.auth_method != "password_auth" or rs.password_auth is None:
-            raise SourceError(f"{where}: Redshift auth_method '{rs.auth_method}' is not supported yet; "
-                              "use password_auth")
-        if rs.use_ssh_tunnel:
+        if rs.use_ssh_tunnel:  # (refused when the config loads)
             raise SourceError(f"{where}: use_ssh_tunnel is supported for postgres sources only so far")
-        url = sa.URL.create("redshift+psycopg2", username=rs.password_auth.username,
-                            password=rs.password_auth.password.reveal(), host=rs.host, port=rs.port, database=rs.database)
-        return url, {"connect_args": {"connect_timeout": rs.connection_timeout_in_seconds,
-                                      "sslmode": "disable" if rs.disable_ssl else "require",
-                                      "application_name": "prequel_dagster"}, "pool_pre_ping": True}
+        if rs.auth_method == "password_auth":
+            if rs.password_auth is None:  # (refused when the config loads)
+                raise SourceError(f"{where}: auth_method password_auth needs the password_auth block")
+            user, password = rs.password_auth.username, rs.password_auth.password.reveal()
+        else:
+            user, password = redshift_iam_login(source)
+        url = sa.URL.create(
+            "redshift+psycopg2", username=user, password=password, host=rs.host, port=rs.port, database=rs.database
+        )
+        return url, {
+            "connect_args": {
+                "connect_timeout": rs.connection_timeout_in_seconds,
+                "sslmode": "disable" if rs.disable_ssl else "require",
+                "application_name": "prequel_dagster",
+            },
+            "pool_pre_ping": True,
+        }
     if source.vendor == "snowflake":
         sf = source.snowflake
         assert sf is not None
         account = sf.host.removesuffix(".snowflakecomputing.com")
         query = {k: v for k, v in {"warehouse": sf.warehouse, "role": sf.role}.items() if v}
-        connect_args: dict[str, Any] = {"login_timeout": sf.connection_timeout_in_seconds,
-                                        "application": "prequel_dagster"}
+        connect_args: dict[str, Any] = {
+            "login_timeout": sf.connection_timeout_in_seconds,
+            "application": "prequel_dagster",
+        }
         password = None
         if sf.auth_method == "password_auth" and sf.password_auth:
             password = sf.password_auth.password.reveal()
@@ -77,14 +104,30 @@ def engine_spec(source: Source, config: PrequelConfig) -> tuple[sa.URL | str, di
             passphrase = sf.public_key_auth.private_key_passphrase
             key = serialization.load_pem_private_key(
                 sf.public_key_auth.private_key.reveal().encode(),
-                password=passphrase.reveal().encode() if passphrase else None)
-            connect_args["private_key"] = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
-                                                            serialization.NoEncryption())
+                password=passphrase.reveal().encode() if passphrase else None,
+            )
+            connect_args["private_key"] = key.private_bytes(
+                serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
         else:
             raise SourceError(f"{where}: snowflake needs public_key_auth.private_key or password_auth")
         database = f"{sf.database}/{sf.schema_}" if sf.schema_ else sf.database
-        url = sa.URL.create("snowflake", username=sf.username, password=password, host=account, database=database,
-                            query=query)
+        if sf.port == 443:  # the dialect derives the account and the https host from the account identifier
+            url = sa.URL.create(
+                "snowflake", username=sf.username, password=password, host=account, database=database, query=query
+            )
+        else:  # with a port, the dialect takes the host as given: the full host, and the account beside it
+            labels = account.split(".")
+            connect_args["account"] = labels[0][: labels[0].rfind("-")] if labels[1:2] == ["global"] else labels[0]
+            url = sa.URL.create(
+                "snowflake",
+                username=sf.username,
+                password=password,
+                host=f"{account}.snowflakecomputing.com",
+                port=sf.port,
+                database=database,
+                query=query,
+            )
         return url, {"connect_args": connect_args}
     if source.vendor == "bigquery":
         bq = source.bigquery
@@ -98,21 +141,175 @@ def engine_spec(source: Source, config: PrequelConfig) -> tuple[sa.URL | str, di
     raise SourceError(f"{where}: vendor '{source.vendor}' is not a SQL source")
 
 
+IAM_CREDENTIALS_SECONDS = 3600
+"""How long Redshift's temporary passwords last (the most both APIs allow): long enough to log in; a
+session, once open, outlives its password."""
+
+
+def _aws_client(service: str, region: str, credentials: dict[str, str | None], timeout: int) -> Any:
+    """A boto3 client for ``service`` in ``region`` on these credentials (none: this machine's default chain)."""
+    import boto3
+    import botocore.config
+
+    return boto3.client(
+        service,
+        region_name=region,
+        aws_access_key_id=credentials.get("access_key"),
+        aws_secret_access_key=credentials.get("secret_key"),
+        aws_session_token=credentials.get("session_token"),
+        config=botocore.config.Config(
+            connect_timeout=timeout, read_timeout=timeout, retries={"max_attempts": 3, "mode": "standard"}
+        ),
+    )
+
+
+def redshift_iam_login(source: Source) -> tuple[str, str]:
+    """The temporary database user and password of a Redshift source with IAM auth.
+
+    The IAM identity is an IAM user's ``aws_access_keys`` or the assumed ``aws_iam_role`` (assumed with
+    this machine's AWS credentials). A provisioned cluster is asked for ``username``'s password with
+    GetClusterCredentials (``cluster``, ``region``); Redshift Serverless for the identity's own login
+    with GetCredentials (``workgroup``, ``region``). The password is masked in every message from here on.
+    """
+    import botocore.exceptions
+
+    from ..stores.s3 import s3_credentials
+
+    rs = source.redshift or source.redshift_serverless
+    assert rs is not None
+    where = f"source '{source.id}'"
+    serverless = source.vendor == "redshift_serverless"
+    region, timeout = rs.aws_region, rs.connection_timeout_in_seconds
+    if not region or not (rs.workgroup_name if serverless else rs.cluster_identifier and rs.username):
+        raise SourceError(
+            f"{where}: auth_method {rs.auth_method} needs the "  # (refused when the config loads)
+            + ("workgroup and region" if serverless else "cluster, region and username")
+        )
+    try:
+        if rs.auth_method == "aws_access_keys":
+            assert rs.aws_access_keys is not None
+            identity: dict[str, str | None] = {
+                "access_key": rs.aws_access_keys.access_id,
+                "secret_key": rs.aws_access_keys.secret_key.reveal(),
+            }
+        else:
+            identity = s3_credentials(rs, where, region=region, sts=_aws_client("sts", region, {}, timeout))
+    except MissingEnvironmentVariable as exc:
+        raise SourceError(f"{where}: {exc}") from None
+    except PrequelError as exc:
+        raise SourceError(str(exc)) from None
+    target = f"workgroup '{rs.workgroup_name}'" if serverless else f"cluster '{rs.cluster_identifier}'"
+    try:
+        if serverless:
+            client = _aws_client("redshift-serverless", region, identity, timeout)
+            answer = client.get_credentials(
+                workgroupName=rs.workgroup_name, dbName=rs.database, durationSeconds=IAM_CREDENTIALS_SECONDS
+            )
+            user, password = answer["dbUser"], answer["dbPassword"]
+        else:
+            client = _aws_client("redshift", region, identity, timeout)
+            answer = client.get_cluster_credentials(
+                DbUser=rs.username,
+                DbName=rs.database,
+                ClusterIdentifier=rs.cluster_identifier,
+                DurationSeconds=IAM_CREDENTIALS_SECONDS,
+                AutoCreate=False,
+            )
+            user, password = answer["DbUser"], answer["DbPassword"]
+    except botocore.exceptions.ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        detail = redact(str(exc.response.get("Error", {}).get("Message", "")) or str(exc)).splitlines()[0][:300]
+        raise SourceError(
+            f"{where}: cannot get a temporary Redshift password for {target} in {region} "
+            f"({code}: {detail}) — {_iam_fix(rs, code, serverless)}"
+        ) from None
+    except botocore.exceptions.BotoCoreError as exc:
+        raise SourceError(
+            f"{where}: cannot reach Redshift's API in region {region} ({type(exc).__name__}) — "
+            "check region, and that this machine can reach AWS"
+        ) from None
+    register_secret_value(password)
+    return user, password
+
+
+def _iam_fix(rs: Any, code: str, serverless: bool) -> str:
+    identity = (
+        "the IAM user of aws_access_keys"
+        if rs.auth_method == "aws_access_keys"
+        else f"the role {rs.aws_iam_role.aws_iam_role_arn}"
+    )
+    if code in ("ClusterNotFound", "ClusterNotFoundFault", "ResourceNotFoundException"):
+        return "check workgroup and region" if serverless else "check cluster (the cluster identifier) and region"
+    if code in ("InvalidClientTokenId", "UnrecognizedClientException", "SignatureDoesNotMatch", "AuthFailure"):
+        return "AWS refused the keys: check aws_access_keys.access_id and secret_key"
+    if code in (
+        "AccessDenied",
+        "AccessDeniedException",
+        "UnauthorizedOperation",
+        "UnsupportedOperation",
+        "UnsupportedOperationFault",
+    ):
+        if serverless:
+            return (
+                f"allow {identity} redshift-serverless:GetCredentials on the workgroup, and map it to a "
+                "database user with SELECT on the dataset's tables"
+            )
+        return (
+            f"allow {identity} redshift:GetClusterCredentials on dbuser:{rs.cluster_identifier}/{rs.username} "
+            f"and dbname:{rs.cluster_identifier}/{rs.database}"
+        )
+    return "check cluster or workgroup, region, username and the IAM identity's permissions"
+
+
+def default_schema(source: Source) -> str | None:
+    """The ``schema`` of a postgres or redshift source: where ``table`` datasets without a namespace are
+    read, and the ``search_path`` of ``sql`` datasets' queries. (Snowflake takes its schema in the URL.)"""
+    if source.vendor in ("postgres", "redshift", "redshift_serverless"):
+        return source.settings.schema_ or None  # type: ignore[attr-defined]
+    return None
+
+
+def search_path_statement(dialect: sa.engine.Dialect, schema: str) -> str:
+    """``SET search_path`` to only this schema (then pg_catalog, always searched), quoted by the dialect."""
+    return f"SET search_path TO {dialect.identifier_preparer.quote(schema)}"
+
+
+def _use_search_path(engine: Engine, schema: str) -> None:
+    statement = search_path_statement(engine.dialect, schema)
+
+    @sa.event.listens_for(engine, "connect", insert=True)
+    def _set(dbapi_connection: Any, _record: Any) -> None:
+        # outside a transaction, so the pool's rollback on return does not undo it (SQLAlchemy's recipe)
+        autocommit = dbapi_connection.autocommit
+        dbapi_connection.autocommit = True
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(statement)
+        finally:
+            cursor.close()
+            dbapi_connection.autocommit = autocommit
+
+
 def make_engine(source: Source, config: PrequelConfig) -> Engine:
     """A SQLAlchemy engine for a SQL source; secrets are revealed here and nowhere earlier."""
     try:
         url, kwargs = engine_spec(source, config)
-        return sa.create_engine(url, **kwargs)
+        engine = sa.create_engine(url, **kwargs)
+        schema = default_schema(source)
+        if schema:
+            _use_search_path(engine, schema)
+        return engine
     except MissingEnvironmentVariable as exc:
         raise SourceError(f"source '{source.id}': {exc}") from None
     except (ImportError, sa.exc.NoSuchModuleError) as exc:
         extra = VENDOR_EXTRAS.get(source.vendor, source.vendor)
-        raise SourceError(f"source '{source.id}': the {source.vendor} driver is not installed ({exc}); "
-                          f"pip install 'prequel_dagster[{extra}]'") from None
+        raise SourceError(
+            f"source '{source.id}': the {source.vendor} driver is not installed ({exc}); "
+            f"pip install 'prequel_dagster[{extra}]'"
+        ) from None
 
 
-def select_changed(table: sa.Table, cursor_column: str | None, lower_bound: Any,
-                   dialect_name: str = "") -> sa.Select:
+def select_changed(table: sa.Table, cursor_column: str | None, lower_bound: Any, dialect_name: str = "") -> sa.Select:
     """``SELECT *`` of a table, with ``cursor_column >= :bound`` when incremental (a bound parameter)."""
     stmt = sa.select(table)
     if lower_bound is not None and cursor_column:
@@ -187,13 +384,15 @@ class SqlReader:
     def _table(self, conn: sa.Connection) -> sa.Table:
         tm = self.dataset.table
         assert tm is not None
+        namespace = tm.source_table_namespace or default_schema(self.source)
         try:
-            return sa.Table(tm.source_table_name, sa.MetaData(), schema=tm.source_table_namespace, autoload_with=conn)
+            return sa.Table(tm.source_table_name, sa.MetaData(), schema=namespace, autoload_with=conn)
         except NoSuchTableError:
-            name = f"{tm.source_table_namespace}.{tm.source_table_name}" if tm.source_table_namespace else tm.source_table_name
+            name = f"{namespace}.{tm.source_table_name}" if namespace else tm.source_table_name
+            where = "table.source_table_namespace" if tm.source_table_namespace else "the source's schema"
             raise SourceError(
                 f"dataset '{self.dataset.id}': table {name} not found in source '{self.source.id}'; "
-                "check table.source_table_namespace and table.source_table_name"
+                f"check {where} and table.source_table_name"
             ) from None
 
     @contextlib.contextmanager

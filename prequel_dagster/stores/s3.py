@@ -16,8 +16,17 @@ class S3Store(ObjectStore):
 
     kind = "s3"
 
-    def __init__(self, *, bucket: str, prefix: str, region: str, access_key: str | None = None,
-                 secret_key: str | None = None, session_token: str | None = None, endpoint: str | None = None):
+    def __init__(
+        self,
+        *,
+        bucket: str,
+        prefix: str,
+        region: str,
+        access_key: str | None = None,
+        secret_key: str | None = None,
+        session_token: str | None = None,
+        endpoint: str | None = None,
+    ):
         import boto3
         import botocore.config
 
@@ -25,15 +34,25 @@ class S3Store(ObjectStore):
         endpoint = endpoint or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
         scheme, _, host = (endpoint or "").rpartition("://")
         fs = pafs.S3FileSystem(
-            access_key=access_key, secret_key=secret_key, session_token=session_token, region=region,
-            endpoint_override=host or None, scheme=scheme or "https", allow_bucket_creation=False,
-            allow_bucket_deletion=False, check_directory_existence_before_creation=False,
+            access_key=access_key,
+            secret_key=secret_key,
+            session_token=session_token,
+            region=region,
+            endpoint_override=host or None,
+            scheme=scheme or "https",
+            allow_bucket_creation=False,
+            allow_bucket_deletion=False,
+            check_directory_existence_before_creation=False,
         )
         super().__init__(fs, f"{bucket}/{prefix.strip('/')}" if prefix.strip("/") else bucket)
         self.bucket, self.prefix = bucket, prefix.strip("/")
         self.client = boto3.client(
-            "s3", region_name=region, endpoint_url=endpoint, aws_access_key_id=access_key,
-            aws_secret_access_key=secret_key, aws_session_token=session_token,
+            "s3",
+            region_name=region,
+            endpoint_url=endpoint,
+            aws_access_key_id=access_key,
+            aws_secret_access_key=secret_key,
+            aws_session_token=session_token,
             config=botocore.config.Config(retries={"max_attempts": 5, "mode": "standard"}),
         )
 
@@ -73,20 +92,26 @@ class S3Store(ObjectStore):
                 fix = f"{code}: check the bucket settings"
             raise PrequelError(f"datalake '{datalake_id}': {fix}") from None
         except BotoCoreError as exc:
-            raise PrequelError(f"datalake '{datalake_id}': cannot reach the store ({type(exc).__name__}); "
-                               "check host, port and region") from None
+            raise PrequelError(
+                f"datalake '{datalake_id}': cannot reach the store ({type(exc).__name__}); check host, port and region"
+            ) from None
 
 
-def s3_credentials(block, where: str) -> dict[str, str | None]:
+def s3_credentials(block, where: str, *, region: str | None = None, sts=None) -> dict[str, str | None]:
     """Access keys, an assumed role's temporary keys, or nothing (the default AWS credential chain).
 
-    ``where`` names the config entry in errors (``datalake 'lake'``, ``source 'files'``)."""
+    ``where`` names the config entry in errors (``datalake 'lake'``, ``source 'files'``). The role is
+    assumed with ``sts`` if given (a boto3 STS client), else with one for ``region`` on this machine's
+    default AWS credentials. ``aws_iam_role`` blocks take the ARN as ``aws_iam_role_arn`` or, as
+    Prequel's API returns it, ``aws_iam_role`` (the config models accept both)."""
     method = getattr(block, "auth_method", "aws_access_keys")
     if method == "aws_access_keys":
         if block.aws_access_keys is None:
             raise PrequelError(f"{where}: auth_method aws_access_keys needs an aws_access_keys block")
-        return {"access_key": block.aws_access_keys.access_key_id,
-                "secret_key": block.aws_access_keys.secret_access_key.reveal()}
+        return {
+            "access_key": block.aws_access_keys.access_key_id,
+            "secret_key": block.aws_access_keys.secret_access_key.reveal(),
+        }
     if method == "aws_iam_role":
         import boto3
 
@@ -96,10 +121,16 @@ def s3_credentials(block, where: str) -> dict[str, str | None]:
 
         role = block.aws_iam_role.aws_iam_role_arn
         try:
-            creds = boto3.client("sts").assume_role(RoleArn=role, RoleSessionName="prequel-dagster")["Credentials"]
+            client = sts if sts is not None else boto3.client("sts", region_name=region)
+            creds = client.assume_role(RoleArn=role, RoleSessionName="prequel-dagster")["Credentials"]
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
-            raise PrequelError(f"{where}: cannot assume aws_iam_role {role} ({redact(str(exc)).splitlines()[0]}); "
-                               "check the role's trust policy names this machine's AWS identity") from None
-        return {"access_key": creds["AccessKeyId"], "secret_key": creds["SecretAccessKey"],
-                "session_token": creds["SessionToken"]}
+            raise PrequelError(
+                f"{where}: cannot assume aws_iam_role {role} ({redact(str(exc)).splitlines()[0]}); "
+                "check the role's trust policy names this machine's AWS identity"
+            ) from None
+        return {
+            "access_key": creds["AccessKeyId"],
+            "secret_key": creds["SecretAccessKey"],
+            "session_token": creds["SessionToken"],
+        }
     return {}
