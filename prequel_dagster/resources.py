@@ -86,21 +86,19 @@ class PrequelDatalakeResource(_BoundResource):
         return self.storage(self.prequel_config.provider(provider_id).datalake_id)
 
     def storage_for_dataset(self, dataset_id: str) -> Store:
-        config = self.prequel_config
-        return self.storage_for_provider(config.provider_of_dataset(config.dataset(dataset_id)).id)
+        return self.storage(self.prequel_config.chain(dataset_id).datalake.id)
 
     def storage_for_stream(self, stream_id: str) -> Store:
         return self.storage_for_dataset(self.prequel_config.stream(stream_id).dataset_id)
 
     def dataset_log(self, dataset_id: str) -> DatasetLog:
-        config = self.prequel_config
-        provider = config.provider_of_dataset(config.dataset(dataset_id))
-        return DatasetLog(self.storage_for_provider(provider.id), provider.id, dataset_id)
+        chain = self.prequel_config.chain(dataset_id)
+        return DatasetLog(self.storage(chain.datalake.id), chain.provider.id, dataset_id)
 
     def dead_letters(self, stream_id: str) -> pa.Table:
         """The stream's dead-letter records (record_id, record, is_deleted, reason, load_id, batch_id)."""
-        config = self.prequel_config
-        provider = config.provider_of_dataset(config.dataset(config.stream(stream_id).dataset_id))
+        chain = self.prequel_config.chain(self.prequel_config.stream(stream_id).dataset_id)
+        provider = chain.provider
         with _as_failure():
             return StreamState(self.storage_for_stream(stream_id), provider.id, stream_id).read_dead_letters()
 

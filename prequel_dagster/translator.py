@@ -207,8 +207,8 @@ class DagsterPrequelTranslator:
 
 
 def dataset_props(config: PrequelConfig, dataset: Dataset) -> PrequelDatasetProps:
-    source = config.source(dataset.source_id)
-    return PrequelDatasetProps(dataset, source, config.provider(source.provider_id), config)
+    chain = config.chain(dataset.id)
+    return PrequelDatasetProps(dataset, chain.source, chain.provider, config)
 
 
 def stream_props(config: PrequelConfig, stream: Stream) -> PrequelStreamProps:

@@ -7,6 +7,7 @@ only when a connection is made, and masked everywhere).
 """
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, get_args
 
@@ -930,7 +931,14 @@ class PrequelConfig(Block):
         return self._by_id("streams", id)
 
     def provider_of_dataset(self, dataset: Dataset) -> Provider:
-        return self.provider(self.source(dataset.source_id).provider_id)
+        return self.chain(dataset.id).provider
+
+    def chain(self, dataset_id: str) -> "DatasetChain":
+        """The dataset with what it hangs from: its source, the source's provider, the provider's datalake."""
+        dataset = self.dataset(dataset_id)
+        source = self.source(dataset.source_id)
+        provider = self.provider(source.provider_id)
+        return DatasetChain(dataset, source, provider, self.datalake(provider.datalake_id))
 
     def streams_of_dataset(self, dataset_id: str) -> list[Stream]:
         return [s for s in self.streams if s.dataset_id == dataset_id]
@@ -949,3 +957,13 @@ class PrequelConfig(Block):
 def sanitize_name(text: str) -> str:
     """Dagster op and group names allow only ``[A-Za-z0-9_]``."""
     return re.sub(r"[^A-Za-z0-9_]", "_", text)
+
+
+@dataclass(frozen=True)
+class DatasetChain:
+    """One lookup for dataset -> source -> provider -> datalake (see :meth:`PrequelConfig.chain`)."""
+
+    dataset: Dataset
+    source: Source
+    provider: Provider
+    datalake: Datalake

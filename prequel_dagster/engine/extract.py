@@ -172,10 +172,9 @@ def run_extract(
 ) -> ExtractResult:
     """One Extract of a dataset: read changed rows, classify them against the lake, commit."""
     started = time.monotonic()
-    dataset = config.dataset(dataset_id)
-    source = config.source(dataset.source_id)
-    provider = config.provider(source.provider_id)
-    storage = storage or open_datalake(config.datalake(provider.datalake_id), config)
+    chain = config.chain(dataset_id)
+    dataset, source, provider = chain.dataset, chain.source, chain.provider
+    storage = storage or open_datalake(chain.datalake, config)
     lake = DatasetLog(storage, provider.id, dataset.id)
     latest = lake.latest()
     previous_cursor = latest.cursor if latest else None

@@ -66,9 +66,10 @@ class _Load:
     ):
         self.stream = stream
         self.dataset = config.dataset(stream.dataset_id)
-        self.provider = config.provider_of_dataset(self.dataset)
+        chain = config.chain(self.dataset.id)
+        self.provider = chain.provider
         self.destination = config.destination(stream.destination_id)
-        self.storage = storage or open_datalake(config.datalake(self.provider.datalake_id), config)
+        self.storage = storage or open_datalake(chain.datalake, config)
         self.lake = DatasetLog(self.storage, self.provider.id, self.dataset.id)
         self.state = StreamState(self.storage, self.provider.id, stream.id)
         self.mapper = StreamMapper(stream)

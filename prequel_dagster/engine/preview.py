@@ -48,8 +48,9 @@ def preview_stream(
     """
     stream = config.stream(stream_id)
     dataset = config.dataset(stream.dataset_id)
-    provider = config.provider_of_dataset(dataset)
-    storage = storage or open_datalake(config.datalake(provider.datalake_id), config)
+    chain = config.chain(dataset.id)
+    provider = chain.provider
+    storage = storage or open_datalake(chain.datalake, config)
     lake = DatasetLog(storage, provider.id, dataset.id)
     if lake.latest() is None:
         return Preview([])
