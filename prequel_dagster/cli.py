@@ -107,11 +107,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
             )
             if not result.success:
                 for event in result.all_events:
-                    if event.is_step_failure:
-                        print(
-                            f"error in {event.step_key}: {event.step_failure_data.error.message.strip()}",
-                            file=sys.stderr,
-                        )
+                    error = event.step_failure_data.error if event.is_step_failure else None
+                    if error is not None:
+                        print(f"error in {event.step_key}: {error.message.strip()}", file=sys.stderr)
                 print(f"run {result.run_id} failed; see it with `dagster dev -w workspace.yaml`", file=sys.stderr)
                 return 1
             _print_round(round_name, result)

@@ -5,7 +5,7 @@ from collections import Counter
 from collections.abc import Mapping as MappingABC
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import ValidationError
@@ -664,7 +664,7 @@ def _template_issues(where: str, destination: Any) -> list[ConfigIssue]:
     for name, text in fields:
         if text is None:
             continue
-        place = "uri" if name == "uri" else "body" if name == "body" else "header"
+        place: Literal["uri", "header", "body"] = "uri" if name == "uri" else "body" if name == "body" else "header"
         try:
             parse_template(text, allow_record=per_record, allow_records=not per_record and name != "body", place=place)
         except TemplateError as exc:

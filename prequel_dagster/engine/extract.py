@@ -12,7 +12,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from ..config.errors import SourceError
-from ..config.models import PrequelConfig
+from ..config.models import DatasetChain, PrequelConfig
 from ..lake.changes import (
     Classified,
     ExtractCounts,
@@ -22,8 +22,8 @@ from ..lake.changes import (
     dedupe_last,
     latest_versions,
 )
-from ..lake.commits import OP_COLUMN, Commit, DatasetLog
-from ..sources import check_columns, lookback_seconds, open_reader, read_ahead
+from ..lake.commits import OP_COLUMN, Commit, CommitWriter, DatasetLog
+from ..sources import Reader, check_columns, lookback_seconds, open_reader, read_ahead
 from ..stores import Store, open_datalake
 
 Log = Callable[[str], None]
@@ -85,7 +85,8 @@ class _Classifier:
     """
 
     def __init__(self, lake: DatasetLog | None, dataset: Any, previous_cursor: Any, bound: Any):
-        self.lake, self.dataset, self.previous_cursor, self.bound = lake, dataset, previous_cursor, bound
+        self.lake: Any = lake  # None only when the lake is empty (then every row is new)
+        self.dataset, self.previous_cursor, self.bound = dataset, previous_cursor, bound
         self.key = dataset.primary_key
         self._snapshot: Future[KeySnapshot] | None = None
         if lake is not None and previous_cursor is not None:  # built while the source starts answering
@@ -158,6 +159,7 @@ def _hard_deletes(lake: DatasetLog, key: str, source_keys: list[pa.Array], datas
     if not len(gone):
         return None
     versions = latest_versions(lake, gone, key)
+    assert versions is not None  # the keys are the lake's own
     ops = pa.repeat("delete", versions.num_rows)
     return versions.set_column(versions.schema.get_field_index(OP_COLUMN), OP_COLUMN, ops.cast(pa.string()))
 
@@ -171,117 +173,150 @@ def run_extract(
     log: Log = lambda message: None,
 ) -> ExtractResult:
     """One Extract of a dataset: read changed rows, classify them against the lake, commit."""
-    started = time.monotonic()
     chain = config.chain(dataset_id)
-    dataset, source, provider = chain.dataset, chain.source, chain.provider
-    storage = storage or open_datalake(chain.datalake, config)
-    lake = DatasetLog(storage, provider.id, dataset.id)
-    latest = lake.latest()
-    previous_cursor = latest.cursor if latest else None
-    key = dataset.primary_key
-    reader = open_reader(source, dataset, config)
+    extract = _Extract(config, chain, storage or open_datalake(chain.datalake, config), log)
+    try:
+        return extract.run(run_id)
+    finally:
+        extract.reader.close()
 
-    glob = dataset.method == "glob"
-    if glob:  # the cursor is the fingerprints of the files already read
-        bound = previous_cursor if isinstance(previous_cursor, dict) else None
-    else:
-        bound = lower_bound(previous_cursor, lookback_seconds(source, dataset)) if dataset.cursor_column else None
-    log(
-        f"extracting dataset '{dataset.id}' of provider '{provider.id}' from source '{source.id}' "
-        + (
+
+class _Extract:
+    """One extract, in steps: plan the read, read and classify, find hard deletes, commit."""
+
+    def __init__(self, config: PrequelConfig, chain: DatasetChain, storage: Store, log: Log):
+        self.started = time.monotonic()
+        self.dataset, self.source, self.provider = chain.dataset, chain.source, chain.provider
+        self.storage, self.log = storage, log
+        self.lake = DatasetLog(storage, self.provider.id, self.dataset.id)
+        self.latest = self.lake.latest()
+        self.previous_cursor = self.latest.cursor if self.latest else None
+        self.glob = self.dataset.method == "glob"
+        self.bound = self._lower_bound()
+        self.reader: Reader = open_reader(self.source, self.dataset, config)
+        self.counts = ExtractCounts()
+        self.cursor = self.previous_cursor
+        self.source_schema: pa.Schema | None = None
+        self.full_read = self.bound is None and not self.glob
+        self.hard_deletes = bool(self.dataset.dimension and self.dataset.dimension.detect_hard_deletes and self.latest)
+        self.seen_keys: list[pa.Array] = []  # a full read's keys, for hard-delete detection
+        # every extract reads in full without a cursor column, or with one still NULL in every row read
+        cursor_column = self.dataset.cursor_column
+        self.stuck = bool(cursor_column) and self.latest is not None and self.previous_cursor is None and not self.glob
+        full_every_time = not self.glob and (not cursor_column or self.stuck)
+        dimension = self.dataset.dimension
+        self.guard = dimension.max_full_read_rows if dimension and full_every_time else None
+
+    def _lower_bound(self) -> Any:
+        if self.glob:  # the cursor is the fingerprints of the files already read
+            return self.previous_cursor if isinstance(self.previous_cursor, dict) else None
+        if not self.dataset.cursor_column:
+            return None
+        return lower_bound(self.previous_cursor, lookback_seconds(self.source, self.dataset))
+
+    def _classifier(self) -> "_Classifier":
+        if not self.latest:
+            return _Classifier(None, self.dataset, None, None)
+        if self.glob:  # rows of new files are compared with the lake by key
+            return _Classifier(self.lake, self.dataset, None, None)
+        return _Classifier(self.lake, self.dataset, self.previous_cursor, self.bound)
+
+    def run(self, run_id: str | None) -> ExtractResult:
+        d = self.dataset
+        what = (
             "(new or changed files)"
-            if glob
-            else f"(rows with {dataset.cursor_column} >= {bound})"
-            if bound is not None
+            if self.glob
+            else f"(rows with {d.cursor_column} >= {self.bound})"
+            if self.bound is not None
             else "(full read)"
         )
-    )
-    counts = ExtractCounts()
-    if not latest:
-        classifier = _Classifier(None, dataset, None, None)
-    elif glob:  # rows of new files are compared with the lake by key
-        classifier = _Classifier(lake, dataset, None, None)
-    else:
-        classifier = _Classifier(lake, dataset, previous_cursor, bound)
-    cursor = previous_cursor
-    writer = lake.begin()
-    source_schema: pa.Schema | None = None
-    last_report = time.monotonic()
-    full_read = bound is None and not glob
-    hard_deletes = bool(dataset.dimension and dataset.dimension.detect_hard_deletes and latest)
-    seen_keys: list[pa.Array] = []  # a full read's keys, for hard-delete detection
-    # every extract reads in full without a cursor column, or with one still NULL in every row read
-    stuck = bool(dataset.cursor_column) and latest is not None and previous_cursor is None and not glob
-    full_every_time = not glob and (not dataset.cursor_column or stuck)
-    guard = dataset.dimension.max_full_read_rows if dataset.dimension and full_every_time else None
-    megabytes = 0.0
-    checked_names: list[str] | None = None
-    try:
-        for batch in read_ahead(reader.read(bound), depth=2):
+        self.log(f"extracting dataset '{d.id}' of provider '{self.provider.id}' from source '{self.source.id}' {what}")
+        writer = self.lake.begin()
+        try:
+            self._read_and_classify(writer)
+            if self.glob:
+                self.cursor = self.reader.cursor_after_read()
+            if self.hard_deletes:
+                self._write_hard_deletes(writer)
+            commit = self._commit(writer, run_id)
+        except BaseException:
+            writer.abort()
+            raise
+        return self._result(commit, writer)
+
+    def _read_and_classify(self, writer: CommitWriter) -> None:
+        classifier = self._classifier()
+        key, cursor_column = self.dataset.primary_key, self.dataset.cursor_column
+        megabytes, last_report = 0.0, time.monotonic()
+        checked_names: list[str] | None = None
+        for batch in read_ahead(self.reader.read(self.bound), depth=2):
             table = pa.Table.from_batches([batch])
             megabytes += batch.nbytes / 1e6
-            source_schema = source_schema or table.schema
+            self.source_schema = self.source_schema or table.schema
             if table.schema.names != checked_names:  # each file of a glob dataset has its own columns
-                check_columns(source, dataset, table.schema.names)
+                check_columns(self.source, self.dataset, table.schema.names)
                 checked_names = table.schema.names
-            if guard is not None and counts.records_processed + table.num_rows > guard:
-                fix = (
-                    f"fill {dataset.cursor_column} (dimension.last_modified_column, NULL in every row so far)"
-                    if stuck
-                    else "set dimension.last_modified_column"
-                )
-                raise SourceError(
-                    f"dataset '{dataset.id}': more than {guard:,} rows to read in full and compare row by row on "
-                    f"every extract; {fix} so extracts read only changes, or raise dimension.max_full_read_rows; "
-                    "nothing was committed"
-                )
-            if hard_deletes and full_read:
-                seen_keys.append(table.column(key).combine_chunks())
-            result = classifier.classify(table, keys_unique=getattr(reader, "keys_unique", False))
+            self._check_guard(table.num_rows)
+            if self.hard_deletes and self.full_read:
+                self.seen_keys.append(table.column(key).combine_chunks())
+            result = classifier.classify(table, keys_unique=self.reader.keys_unique)
             writer.write(result.changed)
-            counts.add(result.counts)
-            if not glob and dataset.cursor_column and dataset.cursor_column in table.column_names:
-                high = _max_value(table.column(dataset.cursor_column))
-                if high is not None and (cursor is None or high > cursor):
-                    cursor = high
+            self.counts.add(result.counts)
+            if not self.glob and cursor_column and cursor_column in table.column_names:
+                high = _max_value(table.column(cursor_column))
+                if high is not None and (self.cursor is None or high > self.cursor):
+                    self.cursor = high
             if time.monotonic() - last_report >= PROGRESS_EVERY_SECONDS:
                 last_report = time.monotonic()
-                rate = counts.records_processed / max(1e-9, last_report - started)
-                log(
-                    f"  {counts.records_processed:,} rows read ({megabytes:,.0f} MB), {writer.rows:,} changed, "
-                    f"{rate:,.0f} rows/s"
+                rate = self.counts.records_processed / max(1e-9, last_report - self.started)
+                self.log(
+                    f"  {self.counts.records_processed:,} rows read ({megabytes:,.0f} MB), {writer.rows:,} "
+                    f"changed, {rate:,.0f} rows/s"
                 )
-        if glob:
-            cursor = reader.cursor
-        if hard_deletes:
-            source_keys = seen_keys if full_read else list(reader.read_keys())
-            gone = _hard_deletes(lake, key, source_keys, dataset.id)
-            if gone is not None and gone.num_rows:
-                writer.write(gone)
-                counts.records_existing_deleted += gone.num_rows
-                log(f"  {gone.num_rows:,} records no longer at the source: delivered as deletes")
-        if writer.rows == 0 and cursor == previous_cursor:
-            writer.abort()
-            commit = None
-        else:
-            row_count = (latest.row_count if latest else 0) + counts.records_new_inserted
-            commit = writer.commit(cursor=cursor, counts=counts.as_dict(), row_count=row_count, run_id=run_id)
-    except BaseException:
-        writer.abort()
-        raise
 
-    schema = lake.schema()
-    return ExtractResult(
-        dataset_id=dataset.id,
-        provider_id=provider.id,
-        counts=counts,
-        commit=commit,
-        cursor=cursor,
-        previous_cursor=previous_cursor,
-        schema=schema,
-        row_count=(commit or latest).row_count if (commit or latest) else 0,
-        rows_written=writer.rows if commit else 0,
-        seconds=time.monotonic() - started,
-        data_uri=storage.uri(lake.directory),
-        schema_changes=describe_schema_changes(latest.schema if latest else None, source_schema),
-    )
+    def _check_guard(self, more_rows: int) -> None:
+        """Refuse a full read larger than ``max_full_read_rows`` on every extract (no cursor to narrow it)."""
+        if self.guard is None or self.counts.records_processed + more_rows <= self.guard:
+            return
+        fix = (
+            f"fill {self.dataset.cursor_column} (dimension.last_modified_column, NULL in every row so far)"
+            if self.stuck
+            else "set dimension.last_modified_column"
+        )
+        raise SourceError(
+            f"dataset '{self.dataset.id}': more than {self.guard:,} rows to read in full and compare row by row on "
+            f"every extract; {fix} so extracts read only changes, or raise dimension.max_full_read_rows; "
+            "nothing was committed"
+        )
+
+    def _write_hard_deletes(self, writer: CommitWriter) -> None:
+        source_keys = self.seen_keys if self.full_read else list(self.reader.read_keys())
+        gone = _hard_deletes(self.lake, self.dataset.primary_key, source_keys, self.dataset.id)
+        if gone is not None and gone.num_rows:
+            writer.write(gone)
+            self.counts.records_existing_deleted += gone.num_rows
+            self.log(f"  {gone.num_rows:,} records no longer at the source: delivered as deletes")
+
+    def _commit(self, writer: CommitWriter, run_id: str | None) -> Commit | None:
+        if writer.rows == 0 and self.cursor == self.previous_cursor:
+            writer.abort()
+            return None
+        row_count = (self.latest.row_count if self.latest else 0) + self.counts.records_new_inserted
+        return writer.commit(cursor=self.cursor, counts=self.counts.as_dict(), row_count=row_count, run_id=run_id)
+
+    def _result(self, commit: Commit | None, writer: CommitWriter) -> ExtractResult:
+        current = commit or self.latest
+        return ExtractResult(
+            dataset_id=self.dataset.id,
+            provider_id=self.provider.id,
+            counts=self.counts,
+            commit=commit,
+            cursor=self.cursor,
+            previous_cursor=self.previous_cursor,
+            schema=self.lake.schema(),
+            row_count=current.row_count if current else 0,
+            rows_written=writer.rows if commit else 0,
+            seconds=time.monotonic() - self.started,
+            data_uri=self.storage.uri(self.lake.directory),
+            schema_changes=describe_schema_changes(self.latest.schema if self.latest else None, self.source_schema),
+        )

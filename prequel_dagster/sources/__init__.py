@@ -5,13 +5,14 @@ from .errors import check_columns
 from .files import GlobReader
 from .postgres import PostgresReader
 from .read_ahead import read_ahead
+from .reader import Reader
 from .sql import SqlReader
 
 DEFAULT_LOOKBACK_SECONDS = {"postgres": 30, "sqlite": 0}
 """Re-read window before the cursor, per vendor (Prequel uses 30 s for PostgreSQL, 5 min elsewhere)."""
 
 
-def open_reader(source: Source, dataset: Dataset, config: PrequelConfig) -> "PostgresReader | SqlReader | GlobReader":
+def open_reader(source: Source, dataset: Dataset, config: PrequelConfig) -> Reader:
     """The reader for a dataset; unsupported vendors fail here with a clear message."""
     if dataset.method == "glob":
         return GlobReader(source, dataset, config)
@@ -29,6 +30,7 @@ def lookback_seconds(source: Source, dataset: Dataset) -> int:
 __all__ = [
     "GlobReader",
     "PostgresReader",
+    "Reader",
     "SqlReader",
     "check_columns",
     "lookback_seconds",

@@ -325,6 +325,9 @@ class GlobReader:
             "link; nothing was committed"
         )
 
+    def cursor_after_read(self) -> dict[str, str] | None:
+        return self.cursor
+
     def pending(self, previous: dict[str, str] | None) -> list[FileState]:
         """Files new or changed since ``previous`` (a cursor of fingerprints)."""
         previous = previous or {}

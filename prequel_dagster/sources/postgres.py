@@ -147,7 +147,7 @@ class PostgresReader:
 
     def query(self, probe: pa.Schema, lower_bound: Any) -> str:
         """The SELECT for one read: text casts where Arrow has no faithful type, the cursor bound."""
-        columns = []
+        columns: list[sql.Composable] = []
         for field in probe:
             ident = sql.Identifier(field.name)
             if _pg_type(field) in _TEXT_CAST_TYPES or _pg_type(field) == "numeric" or pa.types.is_interval(field.type):
@@ -161,6 +161,12 @@ class PostgresReader:
         if lower_bound is not None and cursor_col:
             stmt += sql.SQL(" WHERE {} >= {}").format(sql.Identifier(cursor_col), sql.Literal(lower_bound))
         return stmt.as_string(None)
+
+    def cursor_after_read(self) -> None:
+        return None  # the engine takes the largest cursor-column value
+
+    def close(self) -> None:
+        pass  # each read opens and closes its own connections (and tunnel)
 
     def read(self, lower_bound: Any = None) -> Iterator[pa.RecordBatch]:
         """Rows with ``cursor_column >= lower_bound`` (all rows when it is None), as record batches.

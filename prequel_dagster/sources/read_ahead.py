@@ -2,7 +2,7 @@
 
 import queue
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -14,7 +14,7 @@ def read_ahead(items: Iterable[T], depth: int = 4) -> Iterator[T]:
     return interleave([items], depth)
 
 
-def interleave(sources: list[Iterable[T]], depth: int = 4) -> Iterator[T]:
+def interleave(sources: Sequence[Iterable[T]], depth: int = 4) -> Iterator[T]:
     """Yield the items of all ``sources`` as they come, each source read on its own thread.
 
     Memory stays bounded by ``depth`` items. The first error of any source is raised to the

@@ -95,9 +95,9 @@ def engine_spec(source: Source, config: PrequelConfig) -> tuple[sa.URL | str, di
             "login_timeout": sf.connection_timeout_in_seconds,
             "application": "prequel_dagster",
         }
-        password = None
+        sf_password: str | None = None
         if sf.auth_method == "password_auth" and sf.password_auth:
-            password = sf.password_auth.password.reveal()
+            sf_password = sf.password_auth.password.reveal()
         elif sf.public_key_auth and sf.public_key_auth.private_key:
             from cryptography.hazmat.primitives import serialization
 
@@ -114,7 +114,7 @@ def engine_spec(source: Source, config: PrequelConfig) -> tuple[sa.URL | str, di
         database = f"{sf.database}/{sf.schema_}" if sf.schema_ else sf.database
         if sf.port == 443:  # the dialect derives the account and the https host from the account identifier
             url = sa.URL.create(
-                "snowflake", username=sf.username, password=password, host=account, database=database, query=query
+                "snowflake", username=sf.username, password=sf_password, host=account, database=database, query=query
             )
         else:  # with a port, the dialect takes the host as given: the full host, and the account beside it
             labels = account.split(".")
@@ -122,7 +122,7 @@ def engine_spec(source: Source, config: PrequelConfig) -> tuple[sa.URL | str, di
             url = sa.URL.create(
                 "snowflake",
                 username=sf.username,
-                password=password,
+                password=sf_password,
                 host=f"{account}.snowflakecomputing.com",
                 port=sf.port,
                 database=database,
@@ -409,6 +409,14 @@ class SqlReader:
             if self._owns_engine:
                 self.engine.dispose()  # no idle connections left on the provider's database
 
+    keys_unique = False  # batches are de-duplicated by key
+
+    def cursor_after_read(self) -> None:
+        return None  # the engine takes the largest cursor-column value
+
+    def close(self) -> None:
+        pass  # read() and read_keys() release their connection as they end
+
     def read(self, lower_bound: Any = None, *, batch_rows: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
         """Rows with ``cursor_column >= lower_bound`` (all rows when it is None), as record batches."""
         with self._connection() as conn:
@@ -421,7 +429,7 @@ class SqlReader:
             if self.dataset.method == "table":
                 table = self._table(conn)
                 check_columns(self.source, self.dataset, [c.name for c in table.columns])
-                stmt = sa.select(table.c[key])
+                stmt: sa.Executable = sa.select(table.c[key])
                 typ, conv = arrow_type(table.c[key].type)
             else:
                 query = self.dataset.sql.query.strip().rstrip(";")  # type: ignore[union-attr]
@@ -438,7 +446,7 @@ class SqlReader:
             table = self._table(conn)
             names = [c.name for c in table.columns]
             check_columns(self.source, self.dataset, names)
-            stmt = select_changed(table, cursor_col, lower_bound, conn.dialect.name)
+            stmt: sa.Executable = select_changed(table, cursor_col, lower_bound, conn.dialect.name)
             types = [arrow_type(c.type) for c in table.columns]
         else:
             stmt = select_query(conn.dialect, self.dataset.sql.query, cursor_col, lower_bound)  # type: ignore[union-attr]
@@ -450,7 +458,7 @@ class SqlReader:
             check_columns(self.source, self.dataset, names)
         schema = pa.schema([pa.field(n, t[0]) for n, t in zip(names, types)]) if types else None
         for rows in result.partitions(batch_rows):
-            columns = list(zip(*rows)) if rows else [[] for _ in names]
+            columns: list[Any] = list(zip(*rows)) if rows else [[] for _ in names]
             if types is not None:
                 arrays = [
                     pa.array([conv(v) for v in col] if conv else col, type=typ)
