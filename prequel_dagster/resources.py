@@ -120,7 +120,11 @@ class PrequelSourceResource(_BoundResource):
     sources: dict[str, str] = Field(default_factory=dict, description="source id -> vendor and where")
 
     def extract(
-        self, context: dg.AssetExecutionContext, dataset_id: str, datalake: PrequelDatalakeResource
+        self,
+        context: dg.AssetExecutionContext,
+        dataset_id: str,
+        datalake: PrequelDatalakeResource,
+        asset_key: dg.AssetKey | None = None,
     ) -> Iterator[dg.MaterializeResult]:
         """Run one Extract and yield its materialization with Prequel's Extract counters."""
         with _as_failure():
@@ -136,7 +140,9 @@ class PrequelSourceResource(_BoundResource):
         # the data version is the last commit that brought rows: unchanged when nothing new came, so no load follows
         with_rows = next((c for c in reversed(datalake.dataset_log(dataset_id).commits()) if c.rows), None)
         version = dg.DataVersion(f"commit-{with_rows.seq}-{with_rows.token}" if with_rows else "empty")
-        yield dg.MaterializeResult(asset_key=context.asset_key, metadata=extract_metadata(result), data_version=version)
+        yield dg.MaterializeResult(
+            asset_key=asset_key or context.asset_key, metadata=extract_metadata(result), data_version=version
+        )
 
     def pending_files(self, dataset_id: str, datalake: PrequelDatalakeResource) -> list[Any]:
         """A glob dataset's files that are new or changed since its last commit (the sensor's question)."""
@@ -171,6 +177,7 @@ class PrequelWebhookResource(_BoundResource):
         context: dg.AssetExecutionContext,
         stream_id: str,
         datalake: PrequelDatalakeResource,
+        asset_key: dg.AssetKey | None = None,
         *,
         record_ids: list[str] | None = None,
         redeliver_dead_letters: bool = False,
@@ -187,7 +194,7 @@ class PrequelWebhookResource(_BoundResource):
                 record_ids=record_ids,
                 redeliver_dead_letters=redeliver_dead_letters,
             )
-        yield dg.MaterializeResult(asset_key=context.asset_key, metadata=load_metadata(result))
+        yield dg.MaterializeResult(asset_key=asset_key or context.asset_key, metadata=load_metadata(result))
 
 
 def default_resources(config: PrequelConfig, name: str) -> dict[str, _BoundResource]:

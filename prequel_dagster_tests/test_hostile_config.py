@@ -254,6 +254,15 @@ def _two_datasets(first_id: str, second_id: str) -> dict:
     return data
 
 
+def _two_sources(first_id: str, second_id: str) -> dict:
+    """Two sources of one provider whose extract ops would share a name."""
+    data = _two_datasets("ds1", "ds2")
+    data["sources"][0] = dict(data["sources"][0], id=first_id)
+    data["sources"].append(dict(data["sources"][0], id=second_id))
+    data["datasets"][0]["source_id"], data["datasets"][1]["source_id"] = first_id, second_id
+    return data
+
+
 HOSTILE = {
     "frequency 10**400": (_with("datasets.0.frequency_minutes", 10**400), "refused"),
     "frequency 10**12": (_with("datasets.0.frequency_minutes", 10**12), "refused"),
@@ -276,7 +285,8 @@ HOSTILE = {
     "owner a number": (_with("providers.0.owners", [5]), "refused"),
     "owners a string": (_with("providers.0.owners", "team:data"), "refused"),
     "owners fine": (_with("providers.0.owners", ["team:data", "ann@example.com"]), "built"),
-    "ids that clash as op names": (_two_datasets("us-ers", "us_ers"), "refused"),
+    "dataset ids that clash as output names": (_two_datasets("us-ers", "us_ers"), "refused"),
+    "ids that clash as op names": (_two_sources("d-b", "d_b"), "refused"),
     "expression chain": (
         _with(
             "streams.0.mappings.0",
@@ -320,8 +330,8 @@ def test_refusals_name_the_path_and_the_fix():
     ]
     assert _issues(HOSTILE["ids that clash as op names"][0]) == [
         (
-            "datasets[1].id: gives the same Dagster op name 'extract__prequel__acme__us_ers' as datasets[0].id; Dagster "
-            "names allow only letters, digits and _ (so - becomes _): rename one of the two"
+            "datasets[1].source_id: gives the same Dagster name 'extract__acme__d_b' as datasets[0].source_id; "
+            "Dagster names allow only letters, digits and _ (so - becomes _): rename one of the two"
         )
     ]
 

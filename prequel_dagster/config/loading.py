@@ -441,7 +441,7 @@ def _check_references(entries: dict[str, list[_Entry]], malformed: set[str]) -> 
     for s in entries["sources"]:
         if "provider_id" in s.fields and missing("providers", s.fields["provider_id"]):
             issues.append(ConfigIssue(f"{s.path}.provider_id", f"no provider with id '{s.fields['provider_id']}'"))
-    op_names: dict[str, str] = {}
+    op_names: dict[str, tuple[tuple[str, ...], str]] = {}
     for d in entries["datasets"]:
         source_id = d.fields.get("source_id")
         if source_id is None:
@@ -459,7 +459,20 @@ def _check_references(entries: dict[str, list[_Entry]], malformed: set[str]) -> 
             if method != "glob" and vendor in FILE_SOURCE_VENDORS:
                 issues.append(ConfigIssue(f"{d.path}.method", f"a {vendor} source is read with method: glob"))
         if source is not None and d.id is not None and "provider_id" in source.fields:
-            issues.extend(_op_name_clash(op_names, f"{d.path}.id", "extract", source.fields["provider_id"], d.id))
+            provider_id = source.fields["provider_id"]
+            issues.extend(
+                _op_name_clash(
+                    op_names,
+                    f"{d.path}.source_id",
+                    f"extract__{provider_id}__{source_id}",
+                    ("extract", provider_id, source_id),
+                )
+            )
+            issues.extend(
+                _op_name_clash(
+                    op_names, f"{d.path}.id", f"prequel__{provider_id}__{d.id}", ("dataset", provider_id, d.id)
+                )
+            )
 
     destinations_of: dict[str, set[str] | None] = {}  # None: a product whose destinations could not be read
     for prod in entries["products"]:
@@ -487,8 +500,24 @@ def _check_references(entries: dict[str, list[_Entry]], malformed: set[str]) -> 
             and provider.id is not None
             and not (destination_id is not None and missing("destinations", destination_id))
         ):
+            if destination_id is not None:
+                issues.extend(
+                    _op_name_clash(
+                        op_names,
+                        f"{where}.destination_id",
+                        f"load__{provider.id}__{destination_id}",
+                        ("load", provider.id, destination_id),
+                    )
+                )
             if st.id is not None:
-                issues.extend(_op_name_clash(op_names, f"{where}.id", "load", provider.id, st.id))
+                issues.extend(
+                    _op_name_clash(
+                        op_names,
+                        f"{where}.id",
+                        f"prequel__{provider.id}__streams__{st.id}",
+                        ("stream", provider.id, st.id),
+                    )
+                )
             products = provider.fields.get("products")
             if (
                 products is not None
@@ -548,17 +577,20 @@ def _allowed_or_unknown(destinations_of: dict[str, set[str] | None], products: l
     return False
 
 
-def _op_name_clash(seen: dict[str, str], where: str, prefix: str, provider_id: str, entry_id: str) -> list[ConfigIssue]:
-    """Dagster op names allow only letters, digits and _: ids that differ only in - and _ (or in where
-    a __ falls) become the same op, which Dagster refuses. Checked for the default asset keys."""
-    name = sanitize_name(f"{prefix}__prequel__{provider_id}__{'streams__' if prefix == 'load' else ''}{entry_id}")
-    other = seen.setdefault(name, where)
-    if other == where:
+def _op_name_clash(
+    seen: dict[str, tuple[tuple[str, ...], str]], where: str, op: str, identity: tuple[str, ...]
+) -> list[ConfigIssue]:
+    """Dagster op names allow only letters, digits and _: a provider's extracts run in one op per source,
+    its loads in one op per destination; ids that differ only in - and _ (or in where a __ falls) would
+    give two of them the same op name, which Dagster refuses."""
+    name = sanitize_name(op)
+    owner, other = seen.setdefault(name, (identity, where))
+    if owner == identity:
         return []
     return [
         ConfigIssue(
             where,
-            f"gives the same Dagster op name '{name}' as {other}; Dagster names allow only "
+            f"gives the same Dagster name '{name}' as {other}; Dagster names allow only "
             "letters, digits and _ (so - becomes _): rename one of the two",
         )
     ]
