@@ -28,25 +28,38 @@ def cron_for_minutes(minutes: int) -> tuple[str, int]:
 
 
 def build_schedules(config: PrequelConfig, translator: DagsterPrequelTranslator) -> list[dg.ScheduleDefinition]:
-    by_minutes: dict[int, list[dg.AssetKey]] = defaultdict(list)
+    """One schedule per distinct ``frequency_minutes``; each tick requests one run per provider
+    (tagged ``prequel/provider``), so one provider's failure never fails another's extracts and the
+    instance's per-provider run limits apply."""
+    by_minutes: dict[int, dict[str, list[dg.AssetKey]]] = defaultdict(lambda: defaultdict(list))
     for dataset in config.datasets:
-        by_minutes[dataset.frequency_minutes].append(translator.get_dataset_asset_key(dataset_props(config, dataset)))
-    schedules = []
-    for minutes, keys in sorted(by_minutes.items()):
-        cron, every = cron_for_minutes(minutes)
-        note = (
-            "" if every == minutes else f" (runs every {every} minutes: the nearest even cron interval below {minutes})"
-        )
-        schedules.append(
-            dg.ScheduleDefinition(
-                name=f"prequel_extract_every_{minutes}_minutes",
-                cron_schedule=cron,
-                target=dg.AssetSelection.assets(*keys),
-                default_status=dg.DefaultScheduleStatus.RUNNING,
-                description=f"Extracts the datasets with frequency_minutes: {minutes}{note}.",
-            )
-        )
-    return schedules
+        props = dataset_props(config, dataset)
+        by_minutes[dataset.frequency_minutes][props.provider.id].append(translator.get_dataset_asset_key(props))
+    return [_schedule(minutes, dict(by_provider)) for minutes, by_provider in sorted(by_minutes.items())]
+
+
+def _schedule(minutes: int, by_provider: dict[str, list[dg.AssetKey]]) -> dg.ScheduleDefinition:
+    cron, every = cron_for_minutes(minutes)
+    note = "" if every == minutes else f" (runs every {every} minutes: the nearest even cron interval below {minutes})"
+
+    @dg.schedule(
+        name=f"prequel_extract_every_{minutes}_minutes",
+        cron_schedule=cron,
+        target=dg.AssetSelection.assets(*(key for keys in by_provider.values() for key in keys)),
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description=f"Extracts the datasets with frequency_minutes: {minutes}{note}, one run per provider.",
+    )
+    def _extracts(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
+        try:
+            tick = context.scheduled_execution_time.isoformat()
+        except Exception:  # dagster raises a CheckError when no tick time is set
+            tick = "manual"  # evaluated outside the daemon
+        return [
+            dg.RunRequest(run_key=f"{provider_id}:{tick}", asset_selection=keys, tags={"prequel/provider": provider_id})
+            for provider_id, keys in sorted(by_provider.items())
+        ]
+
+    return _extracts
 
 
 def build_stream_automation_sensor(

@@ -19,6 +19,7 @@ def build_definitions(
     *,
     translator: DagsterPrequelTranslator | None = None,
     resources: Mapping[str, Any] | None = None,
+    executor: dg.ExecutorDefinition | None = None,
 ) -> dg.Definitions:
     """Assets, checks, schedules, the sensors (streams follow datasets; glob datasets follow new files)
     and the resources ``prequel_datalake``, ``prequel_source`` and ``prequel_webhook`` for one config.
@@ -28,7 +29,10 @@ def build_definitions(
         defs = build_definitions("prequel.yaml", translator=MyTranslator(),
                                  resources={"prequel_webhook": MyWebhookResource(config_ref="")})
 
-    A resource given here replaces the default of the same key, bound to the same config.
+    A resource given here replaces the default of the same key, bound to the same config. Runs
+    execute in process by default (a run is one provider's extracts or loads: a process per step
+    would cost seconds each); pass ``executor=dg.multiprocess_executor`` or a Kubernetes executor
+    to isolate steps in processes or pods.
     """
     if not isinstance(config, PrequelConfig):
         config = load_config(config)
@@ -46,4 +50,5 @@ def build_definitions(
         schedules=build_schedules(config, translator),
         sensors=sensors,
         resources=bound,
+        executor=executor or dg.in_process_executor,
     )

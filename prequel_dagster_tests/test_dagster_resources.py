@@ -76,3 +76,32 @@ def test_a_stream_loads_after_an_extract_with_new_data_only(tmp_path):
         assert not requested_after(DATASET)  # nothing new: no load
         (tmp_path / "drop" / "users.csv").write_text("id,email\n1,a@x\n2,b2@x\n")
         assert requested_after(DATASET)  # a changed row: a load again
+
+
+def test_a_schedule_tick_requests_one_run_per_provider_and_a_failing_provider_fails_alone(tmp_path):
+    with Receiver() as receiver, dg.instance_for_test() as instance:
+        raw = local_config(tmp_path, "lake", receiver, {1: "a@x"}, as_dict=True)
+        # a second provider whose folder is missing: its extract fails, acme's does not
+        raw["providers"].append({"id": "globex", "name": "globex", "datalake_id": "lake", "products": ["all"]})
+        raw["sources"].append(
+            {"id": "gx", "name": "gx", "vendor": "local", "provider_id": "globex", "local": {"path": "missing"}}
+        )
+        raw["datasets"].append({**raw["datasets"][0], "id": "gx-users", "source_id": "gx"})
+        from prequel_dagster.config import load_config
+
+        config = load_config(raw, base_dir=str(tmp_path))
+        defs = build_definitions(config)
+        (schedule,) = [s for s in defs.schedules if s.name == "prequel_extract_every_60_minutes"]
+        context = dg.build_schedule_context(instance=instance)
+        requests = schedule.evaluate_tick(context).run_requests
+        assert [r.tags["prequel/provider"] for r in requests] == ["acme", "globex"]
+        assert requests[0].asset_selection == [DATASET]
+        assert requests[1].asset_selection == [dg.AssetKey(["prequel", "globex", "gx-users"])]
+        job = defs.resolve_implicit_global_asset_job_def()
+        outcomes = {
+            r.tags["prequel/provider"]: job.execute_in_process(
+                instance=instance, asset_selection=r.asset_selection, tags=r.tags, raise_on_error=False
+            ).success
+            for r in requests
+        }
+        assert outcomes == {"acme": True, "globex": False}

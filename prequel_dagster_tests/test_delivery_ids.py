@@ -19,60 +19,60 @@ def local_config(
     max_concurrency: int = 1,
     per_minute: int = 1_000_000,
     max_records_per_batch: int = 2,
+    as_dict: bool = False,
 ):
-    """One provider's CSV file in a local folder, a local lake, and a stream to ``receiver``."""
+    """One provider's CSV file in a local folder, a local lake, and a stream to ``receiver`` (loaded,
+    or as the mapping with ``as_dict``)."""
     drop = tmp_path / "drop"
     drop.mkdir(exist_ok=True)
     (drop / "users.csv").write_text("id,email\n" + "".join(f"{i},{e}\n" for i, e in rows.items()))
-    return load_config(
-        {
-            "datalakes": [{"id": "lake", "name": "lake", "storage": "local", "local": {"path": lake}}],
-            "providers": [{"id": "acme", "name": "acme", "datalake_id": "lake", "products": ["all"]}],
-            "sources": [
-                {"id": "files", "name": "files", "vendor": "local", "provider_id": "acme", "local": {"path": "drop"}}
-            ],
-            "datasets": [
-                {
-                    "id": "users",
-                    "name": "users",
-                    "source_id": "files",
-                    "method": "glob",
-                    "glob": {"pattern": "*.csv", "file_format": "csv"},
-                    "type": "dimension",
-                    "dimension": {"primary_key_column": "id"},
-                }
-            ],
-            "destinations": [
-                {
-                    "id": "app",
-                    "name": "app",
-                    "type": "webhook_batch",
-                    "max_records_per_minute": per_minute,
-                    "max_concurrency": max_concurrency,
-                    "record_schema": {
-                        "type": "object",
-                        "properties": {"id": {"type": "integer"}, "email": {"type": "string"}},
-                    },
-                    "webhook_batch": {
-                        "request_template": {"uri": receiver.url + "/b"},
-                        "max_records_per_batch": max_records_per_batch,
-                    },
-                }
-            ],
-            "streams": [
-                {
-                    "id": "users-app",
-                    "name": "users",
-                    "dataset_id": "users",
-                    "destination_id": "app",
-                    "mappings": [
-                        {"target_field": f, "field_type": "field", "column": {"name": f}} for f in ("id", "email")
-                    ],
-                }
-            ],
-        },
-        base_dir=str(tmp_path),
-    )
+    raw = {
+        "datalakes": [{"id": "lake", "name": "lake", "storage": "local", "local": {"path": lake}}],
+        "providers": [{"id": "acme", "name": "acme", "datalake_id": "lake", "products": ["all"]}],
+        "sources": [
+            {"id": "files", "name": "files", "vendor": "local", "provider_id": "acme", "local": {"path": "drop"}}
+        ],
+        "datasets": [
+            {
+                "id": "users",
+                "name": "users",
+                "source_id": "files",
+                "method": "glob",
+                "glob": {"pattern": "*.csv", "file_format": "csv"},
+                "type": "dimension",
+                "dimension": {"primary_key_column": "id"},
+            }
+        ],
+        "destinations": [
+            {
+                "id": "app",
+                "name": "app",
+                "type": "webhook_batch",
+                "max_records_per_minute": per_minute,
+                "max_concurrency": max_concurrency,
+                "record_schema": {
+                    "type": "object",
+                    "properties": {"id": {"type": "integer"}, "email": {"type": "string"}},
+                },
+                "webhook_batch": {
+                    "request_template": {"uri": receiver.url + "/b"},
+                    "max_records_per_batch": max_records_per_batch,
+                },
+            }
+        ],
+        "streams": [
+            {
+                "id": "users-app",
+                "name": "users",
+                "dataset_id": "users",
+                "destination_id": "app",
+                "mappings": [
+                    {"target_field": f, "field_type": "field", "column": {"name": f}} for f in ("id", "email")
+                ],
+            }
+        ],
+    }
+    return raw if as_dict else load_config(raw, base_dir=str(tmp_path))
 
 
 def stored_emails(store: ReceiverStore) -> dict[int, set[str]]:
