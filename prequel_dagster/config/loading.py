@@ -704,11 +704,6 @@ def _template_issues(where: str, destination: Any) -> list[ConfigIssue]:
     return issues
 
 
-def destination_allowed(config: PrequelConfig, products: list[str], destination_id: str) -> bool:
-    """Whether one of a provider's products includes the destination (``all`` includes every one)."""
-    return _allowed(_destinations_by_product(config), products, destination_id)
-
-
 def find_config_path(explicit: str | os.PathLike[str] | None = None) -> Path | None:
     """The config to use: an explicit path, else ``$PREQUEL_CONFIG``, else ``./prequel.yaml`` if present."""
     if explicit:

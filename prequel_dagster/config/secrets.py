@@ -100,10 +100,6 @@ class Secret:
         """The configured text (``${ENV}`` references, or a literal): for parsing only, never for display."""
         return self._template
 
-    @property
-    def env_vars(self) -> list[str]:
-        return [m.group(1) for m in ENV_PATTERN.finditer(self._template)]
-
     def reveal(self) -> str:
         value = interpolate(self._template)
         register_secret_value(value)

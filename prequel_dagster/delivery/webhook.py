@@ -90,9 +90,8 @@ class WebhookClient:
         self.settings = destination.webhook
         self.method = self.settings.request_template.method
         try:
-            self.header_values = {
-                name: value.reveal() for name, value in self.settings.request_template.headers.items()
-            }
+            for value in self.settings.request_template.headers.values():
+                value.reveal()  # every referenced variable is set: said now, naming the destination
             self.signing_key = (
                 load_private_key(destination.signing.private_key.reveal()) if destination.signing else None
             )

@@ -54,10 +54,6 @@ class Template:
     place: Place = "header"
 
     @property
-    def is_static(self) -> bool:
-        return all(p.literal is not None for p in self.parts)
-
-    @property
     def uses_record(self) -> bool:
         return any(p.kind in ("record_field", "record_json", "is_deleted") for p in self.parts)
 

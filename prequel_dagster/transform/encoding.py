@@ -69,12 +69,6 @@ def json_text(col: pa.Array, *, raw_json: bool = False) -> tuple[pa.Array, bool]
     return _python_json(col), False
 
 
-def json_values(col: pa.Array, *, raw_json: bool = False) -> pa.Array:
-    """Each value as a JSON value (null stays null)."""
-    values, quoted = json_text(col, raw_json=raw_json)
-    return pc.binary_join_element_wise('"', values, '"', "") if quoted else values
-
-
 def encode_records(table: pa.Table, *, required: set[str], raw_json_fields: Collection[str] = frozenset()) -> pa.Array:
     """One ``{...},`` string per row of ``table``.
 
