@@ -16,42 +16,72 @@ from pathlib import Path
 
 import yaml
 
-STREAM_SCHEMA = {"type": "object", "required": ["id"], "properties": {"id": {"type": "string"},
-                                                                      "email": {"type": "string"}}}
+STREAM_SCHEMA = {
+    "type": "object",
+    "required": ["id"],
+    "properties": {"id": {"type": "string"}, "email": {"type": "string"}},
+}
 
 
 def write_config(directory: Path, providers: int, *, datasets: int = 3, rows: int = 0) -> Path:
     """A config of ``providers`` providers, each with its own SQLite file, ``datasets`` datasets and one stream."""
     config: dict = {
         "datalakes": [{"id": "lake", "name": "lake", "storage": "local", "local": {"path": "lake"}}],
-        "providers": [], "sources": [], "datasets": [], "streams": [],
-        "destinations": [{"id": "app", "name": "app", "type": "webhook_batch", "max_records_per_minute": 10_000_000,
-                          "record_schema": STREAM_SCHEMA,
-                          "webhook_batch": {"request_template": {"uri": "${RECEIVER_URL:-http://127.0.0.1:9}/b"}}}],
+        "providers": [],
+        "sources": [],
+        "datasets": [],
+        "streams": [],
+        "destinations": [
+            {
+                "id": "app",
+                "name": "app",
+                "type": "webhook_batch",
+                "max_records_per_minute": 10_000_000,
+                "record_schema": STREAM_SCHEMA,
+                "webhook_batch": {"request_template": {"uri": "${RECEIVER_URL:-http://127.0.0.1:9}/b"}},
+            }
+        ],
     }
     for p in range(providers):
         pid = f"tenant{p:05d}"
         config["providers"].append({"id": pid, "name": pid, "datalake_id": "lake", "products": ["all"]})
-        config["sources"].append({"id": f"{pid}-db", "name": pid, "vendor": "sqlite", "provider_id": pid,
-                                  "sqlite": {"path": f"db/{pid}.db"}})
+        config["sources"].append(
+            {"id": f"{pid}-db", "name": pid, "vendor": "sqlite", "provider_id": pid, "sqlite": {"path": f"db/{pid}.db"}}
+        )
         for d in range(datasets):
-            config["datasets"].append({
-                "id": f"{pid}-t{d}", "name": f"t{d}", "source_id": f"{pid}-db", "method": "table",
-                "table": {"source_table_name": f"t{d}"}, "type": "dimension",
-                "dimension": {"primary_key_column": "id", "last_modified_column": "updated_at"},
-                "frequency_minutes": 60})
-        config["streams"].append({"id": f"{pid}-s", "name": "s", "dataset_id": f"{pid}-t0", "destination_id": "app",
-                                  "mappings": [{"target_field": "id", "field_type": "expression",
-                                                "expression": {"expr": "string(id)"}},
-                                               {"target_field": "email", "field_type": "field",
-                                                "column": {"name": "email"}}]})
+            config["datasets"].append(
+                {
+                    "id": f"{pid}-t{d}",
+                    "name": f"t{d}",
+                    "source_id": f"{pid}-db",
+                    "method": "table",
+                    "table": {"source_table_name": f"t{d}"},
+                    "type": "dimension",
+                    "dimension": {"primary_key_column": "id", "last_modified_column": "updated_at"},
+                    "frequency_minutes": 60,
+                }
+            )
+        config["streams"].append(
+            {
+                "id": f"{pid}-s",
+                "name": "s",
+                "dataset_id": f"{pid}-t0",
+                "destination_id": "app",
+                "mappings": [
+                    {"target_field": "id", "field_type": "expression", "expression": {"expr": "string(id)"}},
+                    {"target_field": "email", "field_type": "field", "column": {"name": "email"}},
+                ],
+            }
+        )
         if rows:
             (directory / "db").mkdir(exist_ok=True)
             db = sqlite3.connect(directory / "db" / f"{pid}.db")
             for d in range(datasets):
                 db.execute(f"CREATE TABLE t{d} (id INTEGER PRIMARY KEY, email TEXT, updated_at TEXT)")
-                db.executemany(f"INSERT INTO t{d} VALUES (?,?,?)",
-                               [(i, f"u{i}@{pid}.test", "2026-11-01 00:00:00") for i in range(rows)])
+                db.executemany(
+                    f"INSERT INTO t{d} VALUES (?,?,?)",
+                    [(i, f"u{i}@{pid}.test", "2026-11-01 00:00:00") for i in range(rows)],
+                )
             db.commit()
             db.close()
     path = directory / "prequel.yaml"
@@ -65,9 +95,13 @@ def validate_seconds(config: Path) -> tuple[float, float]:
     env.pop("DAGSTER_HOME", None)
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "dagster", "definitions", "validate", "-m",
-                           "prequel_dagster.definitions"], capture_output=True, text=True, env=env,
-                          cwd=config.parent)
+    done = subprocess.run(
+        [sys.executable, "-m", "dagster", "definitions", "validate", "-m", "prequel_dagster.definitions"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=config.parent,
+    )
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         raise SystemExit(done.stderr[-3000:])

@@ -147,10 +147,7 @@ def test_freshness_passes_then_warns_after_1_5x_then_fails_after_2x_the_frequenc
 
 def test_extracts_and_loads_run_in_their_source_and_destination_pools(defs):
     pools = {
-        key.to_user_string(): a.op.pool
-        for a in defs.assets
-        if isinstance(a, dg.AssetsDefinition)
-        for key in a.keys
+        key.to_user_string(): a.op.pool for a in defs.assets if isinstance(a, dg.AssetsDefinition) for key in a.keys
     }
     assert pools == {
         "prequel/acme/users": "prequel_source_acme_files",
