@@ -8,7 +8,7 @@ from collections import defaultdict
 import dagster as dg
 
 from .config.errors import PrequelError
-from .config.models import PrequelConfig
+from .config.models import PrequelConfig, sanitize_name
 from .resources import PrequelDatalakeResource, PrequelSourceResource
 from .translator import DagsterPrequelTranslator, dataset_props, stream_props
 
@@ -125,3 +125,44 @@ def build_glob_file_sensor(config: PrequelConfig, translator: DagsterPrequelTran
         )
 
     return _glob_new_files
+
+
+class HousekeepingConfig(dg.Config):
+    """Launchpad option of a housekeeping run: list what would be removed, remove nothing."""
+
+    dry_run: bool = False
+
+
+def build_housekeeping(config: PrequelConfig) -> tuple[list[dg.JobDefinition], list[dg.ScheduleDefinition]]:
+    """Per datalake, a job and its daily schedule applying ``retention_window_days`` and removing the
+    leftovers of crashed runs (see ``lake/housekeeping.py``); safe beside extracts and loads."""
+    jobs, schedules = [], []
+    for datalake in config.datalakes:
+        name = f"prequel_housekeeping_{sanitize_name(datalake.id)}"
+        job = _housekeeping_job(name, datalake.id)
+        jobs.append(job)
+        schedules.append(
+            dg.ScheduleDefinition(
+                name=f"{name}_daily",
+                cron_schedule="17 3 * * *",
+                job=job,
+                default_status=dg.DefaultScheduleStatus.RUNNING,
+                description=f"Datalake '{datalake.id}': retention_window_days and leftovers of crashed runs.",
+            )
+        )
+    return jobs, schedules
+
+
+def _housekeeping_job(name: str, datalake_id: str) -> dg.JobDefinition:
+    @dg.op(name=f"{name}_op", tags={"prequel/datalake": datalake_id})
+    def _op(context: dg.OpExecutionContext, config: HousekeepingConfig, prequel_datalake: PrequelDatalakeResource):
+        result = prequel_datalake.housekeeping(datalake_id, dry_run=config.dry_run, log=context.log.info)
+        if result.problems:
+            raise dg.Failure(description="; ".join(result.problems[:5]), metadata=result.as_metadata())
+        context.add_output_metadata(result.as_metadata())
+
+    @dg.job(name=name, tags={"prequel/datalake": datalake_id}, executor_def=dg.in_process_executor)
+    def _job():
+        _op()
+
+    return _job

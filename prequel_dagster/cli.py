@@ -198,6 +198,28 @@ def cmd_redeliver(args: argparse.Namespace) -> int:
     return 0 if c.records_errored == 0 else 3
 
 
+def cmd_housekeeping(args: argparse.Namespace) -> int:
+    from .config.loading import load_config
+    from .lake.housekeeping import run_housekeeping
+
+    config = load_config(_config_path(args))
+    ids = [d.id for d in config.datalakes]
+    if args.datalake:
+        if args.datalake not in ids:
+            raise UsageError(f"no datalake with id '{args.datalake}' (the config has: {', '.join(ids)})")
+        ids = [args.datalake]
+    problems = 0
+    for datalake_id in ids:
+        result = run_housekeeping(config, datalake_id, dry_run=args.dry_run, log=print)
+        for kind, removed in result.removed.items():
+            for path in removed.paths if args.dry_run else []:
+                print(f"  would remove ({kind}): {path}")
+        for problem in result.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        problems += len(result.problems)
+    return 1 if problems else 0
+
+
 def cmd_test_transform(args: argparse.Namespace) -> int:
     from .config.loading import load_config
     from .engine.preview import preview_stream
@@ -245,6 +267,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--record-id", action="append", help="a record (primary key value) to send again; repeatable")
     p.add_argument("--config", help="config file (default: $PREQUEL_CONFIG or ./prequel.yaml)")
     p.set_defaults(func=cmd_redeliver)
+
+    p = sub.add_parser("housekeeping", help="apply retention_window_days and remove the leftovers of crashed runs")
+    p.add_argument("--datalake", help="one datalake id (default: every datalake)")
+    p.add_argument("--dry-run", action="store_true", help="list what would be removed; remove nothing")
+    p.add_argument("--config", help="config file (default: $PREQUEL_CONFIG or ./prequel.yaml)")
+    p.set_defaults(func=cmd_housekeeping)
 
     p = sub.add_parser("keys", help="request-signing keys")
     keys = p.add_subparsers(dest="keys_command", required=True)

@@ -26,6 +26,7 @@ from .engine import ExtractResult, LoadResult, run_extract, run_load
 from .engine.preview import Preview, preview_stream
 from .lake.commits import OP_COLUMN, DatasetLog
 from .lake.deliveries import StreamState
+from .lake.housekeeping import HousekeepingResult, run_housekeeping
 from .stores import Store, open_datalake
 
 DATALAKE_KEY, SOURCE_KEY, WEBHOOK_KEY = "prequel_datalake", "prequel_source", "prequel_webhook"
@@ -101,6 +102,15 @@ class PrequelDatalakeResource(_BoundResource):
         provider = chain.provider
         with _as_failure():
             return StreamState(self.storage_for_stream(stream_id), provider.id, stream_id).read_dead_letters()
+
+    def housekeeping(
+        self, datalake_id: str, *, dry_run: bool = False, log: Callable[[str], None] = lambda m: None
+    ) -> HousekeepingResult:
+        """``retention_window_days`` and the leftovers of crashed runs, in one datalake."""
+        with _as_failure():
+            return run_housekeeping(
+                self.prequel_config, datalake_id, storage=self.storage(datalake_id), dry_run=dry_run, log=log
+            )
 
     def preview(self, stream_id: str, *, limit: int = 10, record_ids: list[str] | None = None) -> Preview:
         """test-transform: the stream's mappings applied to records from the lake, with violations."""

@@ -92,8 +92,8 @@ def test_a_schedule_tick_requests_one_run_per_provider_and_a_failing_provider_fa
         config = load_config(raw, base_dir=str(tmp_path))
         defs = build_definitions(config)
         (schedule,) = [s for s in defs.schedules if s.name == "prequel_extract_every_60_minutes"]
-        context = dg.build_schedule_context(instance=instance)
-        requests = schedule.evaluate_tick(context).run_requests
+        with dg.build_schedule_context(instance=instance) as context:
+            requests = schedule.evaluate_tick(context).run_requests
         assert [r.tags["prequel/provider"] for r in requests] == ["acme", "globex"]
         assert requests[0].asset_selection == [DATASET]
         assert requests[1].asset_selection == [dg.AssetKey(["prequel", "globex", "gx-users"])]
