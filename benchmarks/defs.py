@@ -120,3 +120,60 @@ def run(sizes: list[int]) -> dict[str, float]:
             figures[f"defs_load_seconds_{n}"] = seconds
             figures[f"defs_peak_rss_mb_{n}"] = rss
     return figures
+
+
+def orchestration_seconds_per_provider(providers: int = 40, rows: int = 100) -> float:
+    """The scheduled path as a user gets it by default: the schedule's tick requests one run per
+    provider, and each run is launched in its own process, as Dagster's default run launcher does
+    (``dagster asset materialize`` of the run's selection: the provider's extracts, then its stream
+    and checks, with the default in-process executor). Wall time over all runs, divided by ``providers``."""
+    import dagster as dg
+
+    from prequel_dagster import build_definitions, load_config
+    from prequel_dagster.delivery.receiver import Receiver
+
+    with tempfile.TemporaryDirectory(prefix="prequel-orch-") as tmp, Receiver() as receiver:
+        directory = Path(tmp)
+        config_path = write_config(directory, providers, datasets=1, rows=rows)
+        env = {
+            **os.environ,
+            "PREQUEL_CONFIG": str(config_path),
+            "RECEIVER_URL": receiver.url,
+            "DAGSTER_DISABLE_TELEMETRY": "1",
+            "DAGSTER_HOME": str(directory / "home"),
+        }
+        (directory / "home").mkdir()
+        (directory / "home" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+        os.environ["RECEIVER_URL"] = receiver.url
+        defs = build_definitions(load_config(config_path))
+        (schedule,) = [s for s in defs.schedules if s.name == "prequel_extract_every_60_minutes"]
+        with dg.instance_for_test() as instance, dg.build_schedule_context(instance=instance) as context:
+            requests = schedule.evaluate_tick(context).run_requests
+        started = time.perf_counter()
+        for request in requests:
+            # the run's extracts and everything downstream of them (the provider's streams and checks)
+            selection = ",".join(f"{key.to_user_string()}*" for key in request.asset_selection or [])
+            done = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "dagster",
+                    "asset",
+                    "materialize",
+                    "-m",
+                    "prequel_dagster.definitions",
+                    "--select",
+                    selection,
+                ],
+                capture_output=True,
+                text=True,
+                env=env,
+                cwd=directory,
+            )
+            if done.returncode != 0:
+                raise SystemExit(done.stderr[-3000:])
+        seconds = time.perf_counter() - started
+        delivered = len(receiver.store.records())
+    if delivered != providers * rows:
+        raise SystemExit(f"delivered {delivered} records, expected {providers * rows}")
+    return seconds / len(requests)
