@@ -90,10 +90,11 @@ def _copy_run(psycopg, args: dict) -> None:
 
 
 def _ours(args: dict):
-    import adbc_driver_postgresql.dbapi  # noqa: F401  (imported by the first read otherwise)
-
-    from prequel_dagster.config import load_config  # first, as in a Dagster step: it picks Arrow's allocator
+    # prequel_dagster before anything that imports pyarrow, as in a Dagster step: it picks Arrow's allocator
+    from prequel_dagster.config import load_config  # noqa: I001
     from prequel_dagster.engine import run_extract
+
+    import adbc_driver_postgresql.dbapi  # noqa: F401  (imported by the first read otherwise)
 
     os.environ["BENCH_PG_PASSWORD"] = args["pg"]["password"]
     cfg = load_config(config(args["pg"], args["lake"]), base_dir=args["lake"])
