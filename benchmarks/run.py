@@ -1,6 +1,8 @@
 """Benchmarks, each printing ratios against a baseline measured in the same run.
 
     python benchmarks/run.py delivery [--records 1000000] [--repeats 3]
+    python benchmarks/run.py growth [--commits 2000] [--compact-every 50]   (see growth.py)
+    python benchmarks/run.py defs [--providers 1000 5000]                    (see defs.py)
 
 delivery: 1M records from the lake, mapped by 10 mappings (3 expressions), validated and delivered
 to a loopback endpoint (its own process) that parses each body, against the ceiling of the same
@@ -258,6 +260,24 @@ def extract(args: argparse.Namespace) -> None:
         print(f"{key}={value:.2f}")
 
 
+def growth(args: argparse.Namespace) -> None:
+    from growth import run as run_growth_benchmark
+
+    figures = run_growth_benchmark(args.commits, args.compact_every, args.window)
+    for key, value in figures.items():
+        print(f"{key}={value:.2f}" if isinstance(value, float) else f"{key}={value}")
+
+
+def defs(args: argparse.Namespace) -> None:
+    from defs import orchestration_seconds_per_provider
+    from defs import run as run_defs_benchmark
+
+    figures = run_defs_benchmark(args.providers)
+    figures["orchestration_seconds_per_provider"] = orchestration_seconds_per_provider(args.orchestration_providers)
+    for key, value in figures.items():
+        print(f"{key}={value:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="which", required=True)
@@ -270,6 +290,15 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--no-peers", action="store_true", help="skip dlt (needs the bench extra)")
     p.set_defaults(func=extract)
+    p = sub.add_parser("growth")
+    p.add_argument("--commits", type=int, default=2_000)
+    p.add_argument("--compact-every", type=int, default=50)
+    p.add_argument("--window", type=int, default=40)
+    p.set_defaults(func=growth)
+    p = sub.add_parser("defs")
+    p.add_argument("--providers", type=int, nargs="+", default=[1_000, 5_000])
+    p.add_argument("--orchestration-providers", type=int, default=40)
+    p.set_defaults(func=defs)
     args = parser.parse_args()
     os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
     args.func(args)

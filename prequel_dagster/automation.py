@@ -134,8 +134,9 @@ class HousekeepingConfig(dg.Config):
 
 
 def build_housekeeping(config: PrequelConfig) -> tuple[list[dg.JobDefinition], list[dg.ScheduleDefinition]]:
-    """Per datalake, a job and its daily schedule applying ``retention_window_days`` and removing the
-    leftovers of crashed runs (see ``lake/housekeeping.py``); safe beside extracts and loads."""
+    """Per datalake, a job and its daily schedule applying ``retention_window_days``, removing the
+    leftovers of crashed runs (``lake/housekeeping.py``) and compacting small data files
+    (``lake/compaction.py``); safe beside extracts and loads."""
     jobs, schedules = [], []
     for datalake in config.datalakes:
         name = f"prequel_housekeeping_{sanitize_name(datalake.id)}"
@@ -159,7 +160,12 @@ def _housekeeping_job(name: str, datalake_id: str) -> dg.JobDefinition:
         result = prequel_datalake.housekeeping(datalake_id, dry_run=config.dry_run, log=context.log.info)
         if result.problems:
             raise dg.Failure(description="; ".join(result.problems[:5]), metadata=result.as_metadata())
-        context.add_output_metadata(result.as_metadata())
+        metadata = result.as_metadata()
+        if not config.dry_run:  # then merge small data files (the log's cost then follows change, not history)
+            compacted = prequel_datalake.compact(datalake_id, log=context.log.info)
+            metadata["datasets_compacted"] = sum(1 for c in compacted if c.number is not None)
+            metadata["data_files_replaced"] = sum(c.files_replaced for c in compacted)
+        context.add_output_metadata(metadata)
 
     @dg.job(name=name, tags={"prequel/datalake": datalake_id}, executor_def=dg.in_process_executor)
     def _job():

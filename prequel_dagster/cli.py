@@ -217,6 +217,15 @@ def cmd_housekeeping(args: argparse.Namespace) -> int:
         for problem in result.problems:
             print(f"error: {problem}", file=sys.stderr)
         problems += len(result.problems)
+        if not args.dry_run:  # merge small data files too
+            from .lake.compaction import compact_dataset
+            from .stores import open_datalake
+
+            storage = open_datalake(config.datalake(datalake_id), config)
+            for dataset in config.datasets:
+                chain = config.chain(dataset.id)
+                if chain.datalake.id == datalake_id:
+                    compact_dataset(storage, chain.provider.id, dataset.id, log=print)
     return 1 if problems else 0
 
 

@@ -25,6 +25,7 @@ from .config.secrets import redact
 from .engine import ExtractResult, LoadResult, run_extract, run_load
 from .engine.preview import Preview, preview_stream
 from .lake.commits import OP_COLUMN, DatasetLog
+from .lake.compaction import CompactionResult, compact_dataset
 from .lake.deliveries import StreamState
 from .lake.housekeeping import HousekeepingResult, run_housekeeping
 from .stores import Store, open_datalake
@@ -112,6 +113,17 @@ class PrequelDatalakeResource(_BoundResource):
                 self.prequel_config, datalake_id, storage=self.storage(datalake_id), dry_run=dry_run, log=log
             )
 
+    def compact(self, datalake_id: str, *, log: Callable[[str], None] = lambda m: None) -> list[CompactionResult]:
+        """Merge each dataset's small data files in one datalake (every row version kept, never racing a writer)."""
+        config, storage = self.prequel_config, self.storage(datalake_id)
+        results = []
+        for dataset in config.datasets:
+            chain = config.chain(dataset.id)
+            if chain.datalake.id == datalake_id:
+                with _as_failure():
+                    results.append(compact_dataset(storage, chain.provider.id, dataset.id, log=log))
+        return results
+
     def preview(self, stream_id: str, *, limit: int = 10, record_ids: list[str] | None = None) -> Preview:
         """test-transform: the stream's mappings applied to records from the lake, with violations."""
         with _as_failure():
@@ -148,7 +160,7 @@ class PrequelSourceResource(_BoundResource):
         for change in result.schema_changes:
             context.log.warning(f"schema drift in dataset '{dataset_id}': {change}")
         # the data version is the last commit that brought rows: unchanged when nothing new came, so no load follows
-        with_rows = next((c for c in reversed(datalake.dataset_log(dataset_id).commits()) if c.rows), None)
+        with_rows = datalake.dataset_log(dataset_id).latest_with_rows()  # from the checkpointed log: O(1)
         version = dg.DataVersion(f"commit-{with_rows.seq}-{with_rows.token}" if with_rows else "empty")
         yield dg.MaterializeResult(
             asset_key=asset_key or context.asset_key, metadata=extract_metadata(result), data_version=version

@@ -697,6 +697,9 @@ def test_housekeeping_runs_as_a_dagster_job_with_a_daily_schedule_and_from_the_c
             instance=instance, run_config={"ops": {"prequel_housekeeping_lake_op": {"config": {"dry_run": True}}}}
         )
         assert result.success
+        real = defs.resolve_job_def("prequel_housekeeping_lake").execute_in_process(instance=instance)
+        (output,) = [e for e in real.all_events if e.event_type_value == "STEP_OUTPUT"]
+        assert {"datasets_compacted", "data_files_replaced"} <= set(output.step_output_data.metadata)
         (tmp_path / "prequel.yaml").write_text(json.dumps(raw))
         cli = [sys.executable, "-m", "prequel_dagster.cli", "housekeeping", "--dry-run", "--config", "prequel.yaml"]
         done = subprocess.run(cli, capture_output=True, text=True, cwd=tmp_path)

@@ -188,7 +188,7 @@ class _Extract:
         self.started = time.monotonic()
         self.dataset, self.source, self.provider = chain.dataset, chain.source, chain.provider
         self.storage, self.log = storage, log
-        self.lake = DatasetLog(storage, self.provider.id, self.dataset.id)
+        self.lake = DatasetLog(storage, self.provider.id, self.dataset.id, log=log)
         self.latest = self.lake.latest()
         self.previous_cursor = self.latest.cursor if self.latest else None
         self.glob = self.dataset.method == "glob"

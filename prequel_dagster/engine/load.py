@@ -70,7 +70,7 @@ class _Load:
         self.provider = chain.provider
         self.destination = config.destination(stream.destination_id)
         self.storage = storage or open_datalake(chain.datalake, config)
-        self.lake = DatasetLog(self.storage, self.provider.id, self.dataset.id)
+        self.lake = DatasetLog(self.storage, self.provider.id, self.dataset.id, log=log)
         self.state = StreamState(self.storage, self.provider.id, stream.id)
         self.mapper = StreamMapper(stream)
         self.templates = RequestTemplates.of(self.destination, reveal=False)
@@ -261,8 +261,7 @@ def run_load(
     else:
         log(f"stream '{stream_id}': resuming load {plan.load_id} ({len(plan.acked)} batches already acknowledged)")
 
-    commits = [c for c in load.lake.commits() if plan.from_commit < c.seq <= plan.to_commit]
-    load.check_mappings(load.lake.schema(commits))
+    load.check_mappings(load.lake.schema_between(plan.from_commit, plan.to_commit))
     load.state.save_plan(plan)
     log(
         f"loading stream '{stream_id}' ({load.provider.id}/{load.dataset.id} -> {load.destination.id}): "
@@ -270,7 +269,9 @@ def run_load(
     )
     columns = list(dict.fromkeys([*load.mapper.source_columns, load.dataset.primary_key, OP_COLUMN]))
     tables = (
-        pa.Table.from_batches([b]) for b in load.lake.scan(commits, columns=columns, use_threads=False) if b.num_rows
+        pa.Table.from_batches([b])
+        for b in load.lake.scan_between(plan.from_commit, plan.to_commit, columns=columns, use_threads=False)
+        if b.num_rows
     )
     load.deliver(tables, plan, persist=True)
     load.state.finish(plan, load.counts.as_dict())

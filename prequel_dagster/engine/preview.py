@@ -71,8 +71,9 @@ def preview_stream(
         return _check(config, stream.destination_id, mapper, table)
     sample: list[pa.Table] = []
     taken = 0
-    for commit in reversed(lake.commits()):
-        for batch in lake.scan([commit], columns=[*mapper.source_columns, OP_COLUMN]):
+    latest = lake.latest()
+    for seq in range(latest.seq if latest else 0, 0, -1):  # newest commits first, until the sample is full
+        for batch in lake.scan_between(seq - 1, seq, columns=[*mapper.source_columns, OP_COLUMN]):
             sample.append(pa.Table.from_batches([batch]))
             taken += batch.num_rows
         if taken >= limit:

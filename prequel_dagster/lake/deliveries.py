@@ -4,6 +4,10 @@ A load first records its plan (the commit range it covers, its load id), then ea
 endpoint acknowledged, and finally a ``_deliveries/<seq>.json`` marker that moves the stream past
 the range. After a crash the plan is found again and resumed: same load id, same batch ids, and
 only the batches that were not acknowledged are sent.
+
+The newest marker is found from ``_position.json``, a hint overwritten after each marker with its seq,
+and the markers listed after it (``StartAfter`` on S3): a load reads O(1) objects however many loads
+came before. The hint is only a cache: missing, damaged or behind, the listing finds the newest marker.
 """
 
 import datetime as dt
@@ -15,7 +19,7 @@ from typing import Any, BinaryIO
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..stores import Store
+from ..stores import CommitConflict, Store
 from . import layout
 from .lake_files import corrupt, read_json_object
 
@@ -101,23 +105,54 @@ class StreamState:
     def __init__(self, storage: Store, provider_id: str, stream_id: str):
         self.storage = storage
         self.directory = layout.stream_dir(provider_id, stream_id)
+        self._newest: int | None = None  # the newest marker this object found or made
 
     @property
     def plan_path(self) -> str:
         return f"{self.directory}/_pending/load.json"
 
-    def _markers(self) -> list[int]:
-        names = self.storage.list_names(f"{self.directory}/_deliveries")
-        return sorted(s for s in (layout.parse_seq(n) for n in names) if s is not None)
+    @property
+    def position_path(self) -> str:
+        return f"{self.directory}/_position.json"
+
+    def _markers(self, after: int = 0) -> list[int]:
+        folder = f"{self.directory}/_deliveries"
+        names = (
+            self.storage.list_names_after(folder, layout.seq_name(after)) if after else self.storage.list_names(folder)
+        )
+        return sorted(s for s in (layout.parse_manifest_seq(n) for n in names) if s is not None and s > after)
+
+    def _hint(self) -> int:
+        try:
+            data = json.loads(self.storage.read_bytes(self.position_path))
+        except (OSError, ValueError, UnicodeDecodeError):
+            return 0  # no load finished yet, or damaged: list every marker instead
+        seq = data.get("marker") if isinstance(data, dict) else None
+        return seq if isinstance(seq, int) and not isinstance(seq, bool) and seq > 0 else 0
+
+    def _newest_marker(self) -> int:
+        """The newest marker's seq (0: none): from the hint and the markers listed after it."""
+        hint = self._hint()
+        newer = self._markers(hint) if hint else self._markers()
+        self._newest = newer[-1] if newer else hint
+        return self._newest
 
     def delivered_through(self) -> int:
         """The last dataset commit whose records were all delivered (or dead-lettered)."""
-        markers = self._markers()
-        if not markers:
+        newest = self._newest_marker()
+        if not newest:
             return 0
+        try:
+            return self._through(newest)
+        except FileNotFoundError:  # the hint names a marker that is gone: list them all
+            markers = self._markers()
+            self._newest = markers[-1] if markers else 0
+            return self._through(markers[-1]) if markers else 0
+
+    def _through(self, marker: int) -> int:
         data = read_json_object(
             self.storage,
-            f"{self.directory}/_deliveries/{layout.seq_name(markers[-1])}",
+            f"{self.directory}/_deliveries/{layout.seq_name(marker)}",
             what="delivery marker",
             keys={"through_commit": int},
             fix="Restore it, or move it aside: the stream then delivers again from the marker before it.",
@@ -176,8 +211,7 @@ class StreamState:
         self.storage.write_bytes(self.plan_path, plan.to_json())
 
     def finish(self, plan: LoadPlan, counts: dict[str, int]) -> None:
-        markers = self._markers()
-        seq = (markers[-1] if markers else 0) + 1
+        seq = (self._newest if self._newest is not None else self._newest_marker()) + 1
         marker = {
             "through_commit": plan.to_commit,
             "from_commit": plan.from_commit,
@@ -185,9 +219,20 @@ class StreamState:
             "finished_at": dt.datetime.now(dt.UTC).isoformat(),
             "counts": counts,
         }
-        self.storage.create_exclusive(
-            f"{self.directory}/_deliveries/{layout.seq_name(seq)}", json.dumps(marker).encode()
-        )
+        try:
+            self.storage.create_exclusive(
+                f"{self.directory}/_deliveries/{layout.seq_name(seq)}", json.dumps(marker).encode()
+            )
+        except CommitConflict:  # a marker made since this load looked: after the newest one, then
+            seq = self._newest_marker() + 1
+            self.storage.create_exclusive(
+                f"{self.directory}/_deliveries/{layout.seq_name(seq)}", json.dumps(marker).encode()
+            )
+        self._newest = seq
+        try:  # the hint: a failure here only makes the next load list more
+            self.storage.write_bytes(self.position_path, json.dumps({"marker": seq}).encode())
+        except Exception:
+            pass
         self.storage.delete(self.plan_path)
         self.storage.delete(self.ack_log_path(plan.load_id))
 

@@ -4,6 +4,7 @@ Paths are relative to the store's root. Three primitives carry the lake's commit
 file, read it back, and *create a small file only if it does not exist yet* (the commit point).
 """
 
+import os
 from typing import BinaryIO
 
 import pyarrow.fs as pafs
@@ -52,6 +53,20 @@ class Store:
         """Base names of the files directly in ``directory`` (empty if it does not exist)."""
         selector = pafs.FileSelector(self.full_path(directory), allow_not_found=True, recursive=False)
         return sorted(i.base_name for i in self.fs.get_file_info(selector) if i.type == pafs.FileType.File)
+
+    def list_names_after(self, directory: str, name: str) -> list[str]:
+        """Base names of the files directly in ``directory`` that sort after ``name``, in order: the
+        names committed since ``name`` in a directory of sequence-named files. Object stores override
+        it to list only those (S3's ``StartAfter``); here it filters a listing, which on a local
+        disk reads names only (no stat per file)."""
+        if isinstance(self.fs, pafs.LocalFileSystem):
+            folder = self.full_path(directory)
+            try:
+                later = [n for n in os.listdir(folder) if n > name]
+            except (FileNotFoundError, NotADirectoryError):
+                return []
+            return sorted(n for n in later if os.path.isfile(os.path.join(folder, n)))
+        return [n for n in self.list_names(directory) if n > name]
 
     def exists(self, path: str) -> bool:
         return self.fs.get_file_info(self.full_path(path)).type != pafs.FileType.NotFound

@@ -66,6 +66,16 @@ class S3Store(ObjectStore):
         # boto3, not pyarrow: pyarrow leaves a directory marker behind when a "directory" empties
         self.client.delete_object(Bucket=self.bucket, Key=self._key(path))
 
+    def list_names_after(self, directory: str, name: str) -> list[str]:
+        """One ``ListObjectsV2`` from ``StartAfter`` on: the cost follows what was added since ``name``,
+        not how many files the directory holds."""
+        prefix = self._key(directory).rstrip("/") + "/"
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=prefix, StartAfter=prefix + name, Delimiter="/"
+        )
+        names = [o["Key"][len(prefix) :] for page in pages for o in page.get("Contents", [])]
+        return sorted(n for n in names if n and "/" not in n and n > name)
+
     def create_exclusive(self, path: str, data: bytes) -> None:
         from botocore.exceptions import ClientError
 
