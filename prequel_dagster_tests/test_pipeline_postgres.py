@@ -134,6 +134,20 @@ def test_unreachable_source_and_wrong_password_fail_with_a_clear_message(setup, 
     assert "check password_auth" in message
     assert "wrong-password-123" not in str(failure.step_failure_data.error.to_string())
 
+    setup["config"]["sources"][0]["postgres"]["port"] = 1  # nothing listens there: unreachable
+    with dg.instance_for_test() as instance:
+        result = run_assets(
+            setup["config"],
+            instance,
+            base_dir=str(setup["tmp"]),
+            keys=["prequel/acme/acme-users"],
+            raise_on_error=False,
+        )
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    message = failure.step_failure_data.error.message
+    assert "source 'acme-pg'" in message and "password authentication failed" not in message
+    assert "Connection refused" in message and "check host and port" in message
+
 
 def test_full_read_dimension_and_sql_dataset_deliver_only_changes(setup, receiver, pg):
     """Without last_modified_column every row is read each time; only changed rows go out."""

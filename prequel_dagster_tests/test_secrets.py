@@ -59,8 +59,12 @@ def test_secret_values_are_masked_in_config_objects(monkeypatch):
 
     monkeypatch.setenv("S3CRET_VAR", "hunter2-very-secret")
     auth = PasswordAuth.model_validate({"username": "u", "password": "${S3CRET_VAR}"})
-    assert "hunter2" not in repr(auth) and "hunter2" not in str(auth.model_dump())
     assert auth.password.reveal() == "hunter2-very-secret"
+    # a literal secret (not a ${VAR}) is held as its value: it must be masked in every rendering
+    literal = PasswordAuth.model_validate({"username": "u", "password": "hunter3-literal-secret"})
+    for shown in (repr(literal), str(literal), str(literal.model_dump()), literal.model_dump_json()):
+        assert "hunter3" not in shown, shown
+    assert literal.password.reveal() == "hunter3-literal-secret"
     from prequel_dagster.config.secrets import redact
 
     assert redact("failed with hunter2-very-secret inside") == "failed with *** inside"
