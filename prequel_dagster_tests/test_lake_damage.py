@@ -19,55 +19,15 @@ from prequel_dagster.lake.deliveries import LoadPlan, StreamState
 from prequel_dagster.lake.lake_files import CorruptLakeFile
 from prequel_dagster.stores import LocalStore
 
+from .test_delivery_ids import local_config
+
 ROWS = 12
 
 
 def config_for(tmp_path: Path, receiver: Receiver):
-    drop = tmp_path / "drop"
-    drop.mkdir(exist_ok=True)
-    (drop / "users.csv").write_text("id,email\n" + "".join(f"{i},u{i}@x.test\n" for i in range(ROWS)))
-    raw = {
-        "datalakes": [{"id": "lake", "name": "lake", "storage": "local", "local": {"path": "lake"}}],
-        "providers": [{"id": "acme", "name": "acme", "datalake_id": "lake", "products": ["all"]}],
-        "sources": [
-            {"id": "files", "name": "files", "vendor": "local", "provider_id": "acme", "local": {"path": "drop"}}
-        ],
-        "datasets": [
-            {
-                "id": "users",
-                "name": "users",
-                "source_id": "files",
-                "method": "glob",
-                "glob": {"pattern": "*.csv", "file_format": "csv"},
-                "type": "dimension",
-                "dimension": {"primary_key_column": "id"},
-            }
-        ],
-        "destinations": [
-            {
-                "id": "app",
-                "name": "app",
-                "type": "webhook_batch",
-                "max_records_per_minute": 1_000_000,
-                "record_schema": {
-                    "type": "object",
-                    "properties": {"id": {"type": "integer"}, "email": {"type": "string"}},
-                },
-                "webhook_batch": {"request_template": {"uri": receiver.url + "/b"}, "max_records_per_batch": 4},
-            }
-        ],
-        "streams": [
-            {
-                "id": "users-app",
-                "name": "users",
-                "dataset_id": "users",
-                "destination_id": "app",
-                "mappings": [
-                    {"target_field": f, "field_type": "field", "column": {"name": f}} for f in ("id", "email")
-                ],
-            }
-        ],
-    }
+    """The shared one-provider config (``test_delivery_ids.local_config``), written to prequel.yaml."""
+    rows = {i: f"u{i}@x.test" for i in range(ROWS)}
+    raw = local_config(tmp_path, "lake", receiver, rows, max_records_per_batch=4, as_dict=True)
     (tmp_path / "prequel.yaml").write_text(json.dumps(raw))
     return load_config(tmp_path / "prequel.yaml")
 
