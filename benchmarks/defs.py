@@ -16,6 +16,8 @@ from pathlib import Path
 
 import yaml
 
+REPO = Path(__file__).resolve().parents[1]
+SCHEDULE = "prequel_extract_every_1_minutes"
 STREAM_SCHEMA = {
     "type": "object",
     "required": ["id"],
@@ -23,7 +25,9 @@ STREAM_SCHEMA = {
 }
 
 
-def write_config(directory: Path, providers: int, *, datasets: int = 3, rows: int = 0) -> Path:
+def write_config(
+    directory: Path, providers: int, *, datasets: int = 3, rows: int = 0, frequency_minutes: int = 60
+) -> Path:
     """A config of ``providers`` providers, each with its own SQLite file, ``datasets`` datasets and one stream."""
     config: dict = {
         "datalakes": [{"id": "lake", "name": "lake", "storage": "local", "local": {"path": "lake"}}],
@@ -58,7 +62,7 @@ def write_config(directory: Path, providers: int, *, datasets: int = 3, rows: in
                     "table": {"source_table_name": f"t{d}"},
                     "type": "dimension",
                     "dimension": {"primary_key_column": "id", "last_modified_column": "updated_at"},
-                    "frequency_minutes": 60,
+                    "frequency_minutes": frequency_minutes,
                 }
             )
         config["streams"].append(
@@ -122,58 +126,102 @@ def run(sizes: list[int]) -> dict[str, float]:
     return figures
 
 
-def orchestration_seconds_per_provider(providers: int = 40, rows: int = 100) -> float:
-    """The scheduled path as a user gets it by default: the schedule's tick requests one run per
-    provider, and each run is launched in its own process, as Dagster's default run launcher does
-    (``dagster asset materialize`` of the run's selection: the provider's extracts, then its stream
-    and checks, with the default in-process executor). Wall time over all runs, divided by ``providers``."""
+def orchestration_seconds_per_provider(
+    providers: int = 40, rows: int = 100, *, launcher: str = "repo", timeout: float = 900
+) -> float:
+    """The scheduled path as a user gets it by default: ``dagster-daemon run`` on the repo's
+    ``dagster.yaml`` (its run queue, concurrency limits and run launcher) and ``workspace.yaml``
+    shape, and a schedule whose first tick requests one run per provider (its extract, then its
+    stream and checks). Wall time from the tick's first run being created to its last run ending,
+    divided by ``providers``. ``launcher="dagster-default"`` drops the repo's run launcher: Dagster's
+    default, a new Python process per run (the baseline)."""
     import dagster as dg
+    from dagster._core.scheduler.instigation import InstigatorStatus, InstigatorType
 
-    from prequel_dagster import build_definitions, load_config
     from prequel_dagster.delivery.receiver import Receiver
 
     with tempfile.TemporaryDirectory(prefix="prequel-orch-") as tmp, Receiver() as receiver:
         directory = Path(tmp)
-        config_path = write_config(directory, providers, datasets=1, rows=rows)
+        config_path = write_config(directory, providers, datasets=1, rows=rows, frequency_minutes=1)
+        home = directory / "home"
+        home.mkdir()
+        instance_config = yaml.safe_load((REPO / "dagster.yaml").read_text())
+        instance_config["storage"] = {"sqlite": {"base_dir": str(home / "storage")}}
+        for key in ("local_artifact_storage", "compute_logs"):
+            instance_config[key]["config"]["base_dir"] = str(home / "storage")
+        if launcher == "dagster-default":
+            instance_config.pop("run_launcher", None)
+        (home / "dagster.yaml").write_text(yaml.safe_dump(instance_config))
+        workspace = directory / "workspace.yaml"
+        module = {"module_name": "prequel_dagster.definitions", "working_directory": str(directory)}
+        workspace.write_text(yaml.safe_dump({"load_from": [{"python_module": module}]}))
         env = {
             **os.environ,
             "PREQUEL_CONFIG": str(config_path),
             "RECEIVER_URL": receiver.url,
             "DAGSTER_DISABLE_TELEMETRY": "1",
-            "DAGSTER_HOME": str(directory / "home"),
+            "DAGSTER_HOME": str(home),
         }
-        (directory / "home").mkdir()
-        (directory / "home" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-        os.environ["RECEIVER_URL"] = receiver.url
-        defs = build_definitions(load_config(config_path))
-        (schedule,) = [s for s in defs.schedules if s.name == "prequel_extract_every_60_minutes"]
-        with dg.instance_for_test() as instance, dg.build_schedule_context(instance=instance) as context:
-            requests = schedule.evaluate_tick(context).run_requests
-        started = time.perf_counter()
-        for request in requests:
-            # the run's extracts and everything downstream of them (the provider's streams and checks)
-            selection = ",".join(f"{key.to_user_string()}*" for key in request.asset_selection or [])
-            done = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "dagster",
-                    "asset",
-                    "materialize",
-                    "-m",
-                    "prequel_dagster.definitions",
-                    "--select",
-                    selection,
-                ],
-                capture_output=True,
-                text=True,
-                env=env,
-                cwd=directory,
-            )
-            if done.returncode != 0:
-                raise SystemExit(done.stderr[-3000:])
-        seconds = time.perf_counter() - started
+        log = (directory / "daemon.log").open("w")
+        daemon = subprocess.Popen(
+            [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", str(workspace)],
+            env=env,
+            cwd=directory,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        try:
+            with dg.DagsterInstance.from_config(str(home)) as instance:
+                records = _first_tick_runs(instance, providers, daemon, deadline, directory / "daemon.log")
+                for state in instance.all_instigator_state(instigator_type=InstigatorType.SCHEDULE):
+                    # one tick is the measurement: later ticks would compete for the CPU
+                    instance.update_instigator_state(state.with_status(InstigatorStatus.STOPPED))
+                while not all(r.dagster_run.is_finished for r in records):
+                    _check_alive(daemon, deadline, directory / "daemon.log")
+                    time.sleep(0.5)
+                    records = instance.get_run_records(dg.RunsFilter(run_ids=[r.dagster_run.run_id for r in records]))
+        finally:
+            daemon.terminate()
+            daemon.wait(60)
+            log.close()
+        failed = [r.dagster_run.run_id for r in records if not r.dagster_run.is_success]
+        if failed:
+            raise SystemExit(f"{len(failed)} runs failed, e.g. {failed[0]}; see {directory}")
+        started = min(r.create_timestamp.timestamp() for r in records)
+        ended = max(r.end_time or 0.0 for r in records)
+        if os.environ.get("PREQUEL_BENCH_VERBOSE"):
+            for r in sorted(records, key=lambda r: r.start_time or 0):
+                print(
+                    f"    run {r.dagster_run.tags['prequel/provider']}: queued {r.create_timestamp.timestamp() - started:6.2f}"
+                    f" started {(r.start_time or 0) - started:6.2f} ended {(r.end_time or 0) - started:6.2f}"
+                )
         delivered = len(receiver.store.records())
     if delivered != providers * rows:
         raise SystemExit(f"delivered {delivered} records, expected {providers * rows}")
-    return seconds / len(requests)
+    return (ended - started) / providers
+
+
+def _first_tick_runs(instance, providers: int, daemon, deadline: float, log: Path) -> list:
+    """The runs of the schedule's first tick, once it has requested all of them."""
+    import dagster as dg
+
+    while True:
+        _check_alive(daemon, deadline, log)
+        records = instance.get_run_records(dg.RunsFilter(tags={"dagster/schedule_name": SCHEDULE}))
+        by_tick: dict[str, list] = {}
+        for record in records:
+            tick = record.dagster_run.tags.get("dagster/run_key", "").split(":", 1)[-1]
+            by_tick.setdefault(tick, []).append(record)
+        if by_tick:
+            first = by_tick[min(by_tick)]
+            if len(first) >= providers:
+                return first
+        time.sleep(0.5)
+
+
+def _check_alive(daemon, deadline: float, log: Path) -> None:
+    if daemon.poll() is not None:
+        raise SystemExit(f"dagster-daemon exited ({daemon.returncode}):\n{log.read_text()[-3000:]}")
+    if time.monotonic() > deadline:
+        raise SystemExit(f"the runs did not finish in time; daemon log:\n{log.read_text()[-3000:]}")

@@ -2,7 +2,7 @@
 
     python benchmarks/run.py delivery [--records 1000000] [--repeats 3]
     python benchmarks/run.py growth [--commits 2000] [--compact-every 50]   (see growth.py)
-    python benchmarks/run.py defs [--providers 1000 5000]                    (see defs.py)
+    python benchmarks/run.py defs [--providers 1000 5000] [--no-baseline]    (see defs.py)
 
 delivery: 1M records from the lake, mapped by 10 mappings (3 expressions), validated and delivered
 to a loopback endpoint (its own process) that parses each body, against the ceiling of the same
@@ -273,7 +273,14 @@ def defs(args: argparse.Namespace) -> None:
     from defs import run as run_defs_benchmark
 
     figures = run_defs_benchmark(args.providers)
-    figures["orchestration_seconds_per_provider"] = orchestration_seconds_per_provider(args.orchestration_providers)
+    n = args.orchestration_providers
+    figures["orchestration_seconds_per_provider"] = orchestration_seconds_per_provider(n)
+    print(f"  {n} providers, scheduled, repo's dagster.yaml: {figures['orchestration_seconds_per_provider']:.2f}s each")
+    if not args.no_baseline:
+        baseline = orchestration_seconds_per_provider(n, launcher="dagster-default")
+        print(f"  {n} providers, scheduled, Dagster's default launcher (a new process per run): {baseline:.2f}s each")
+        figures["orchestration_seconds_per_provider_dagster_default_launcher"] = baseline
+        figures["orchestration_speedup_vs_default_launcher"] = baseline / figures["orchestration_seconds_per_provider"]
     for key, value in figures.items():
         print(f"{key}={value:.2f}")
 
@@ -298,6 +305,7 @@ def main() -> None:
     p = sub.add_parser("defs")
     p.add_argument("--providers", type=int, nargs="+", default=[1_000, 5_000])
     p.add_argument("--orchestration-providers", type=int, default=40)
+    p.add_argument("--no-baseline", action="store_true", help="skip the run with Dagster's default run launcher")
     p.set_defaults(func=defs)
     args = parser.parse_args()
     os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")

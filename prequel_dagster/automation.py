@@ -30,11 +30,18 @@ def cron_for_minutes(minutes: int) -> tuple[str, int]:
 def build_schedules(config: PrequelConfig, translator: DagsterPrequelTranslator) -> list[dg.ScheduleDefinition]:
     """One schedule per distinct ``frequency_minutes``; each tick requests one run per provider
     (tagged ``prequel/provider``), so one provider's failure never fails another's extracts and the
-    instance's per-provider run limits apply."""
+    instance's per-provider run limits apply. A run extracts the provider's datasets, then loads the
+    streams that read them and runs their checks: one process per provider and tick, and records
+    reach the destination without waiting for the automation sensor's next evaluation."""
+    streams_of: dict[str, list[dg.AssetKey]] = defaultdict(list)
+    for stream in config.streams:
+        streams_of[stream.dataset_id].append(translator.get_stream_asset_key(stream_props(config, stream)))
     by_minutes: dict[int, dict[str, list[dg.AssetKey]]] = defaultdict(lambda: defaultdict(list))
     for dataset in config.datasets:
         props = dataset_props(config, dataset)
-        by_minutes[dataset.frequency_minutes][props.provider.id].append(translator.get_dataset_asset_key(props))
+        keys = by_minutes[dataset.frequency_minutes][props.provider.id]
+        keys.append(translator.get_dataset_asset_key(props))
+        keys.extend(streams_of[dataset.id])
     return [_schedule(minutes, dict(by_provider)) for minutes, by_provider in sorted(by_minutes.items())]
 
 
@@ -47,7 +54,10 @@ def _schedule(minutes: int, by_provider: dict[str, list[dg.AssetKey]]) -> dg.Sch
         cron_schedule=cron,
         target=dg.AssetSelection.assets(*(key for keys in by_provider.values() for key in keys)),
         default_status=dg.DefaultScheduleStatus.RUNNING,
-        description=f"Extracts the datasets with frequency_minutes: {minutes}{note}, one run per provider.",
+        description=(
+            f"Extracts the datasets with frequency_minutes: {minutes}{note} and delivers their streams, "
+            "one run per provider."
+        ),
     )
     def _extracts(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
         try:

@@ -157,18 +157,23 @@ def test_extracts_and_loads_run_in_their_source_and_destination_pools(defs):
     }
 
 
-def test_the_repo_instance_limits_each_pool_to_one_op_and_runs_claim_those_pools(defs):
-    """With the concurrency settings of the repo's dagster.yaml, a run claims slots in exactly the
-    source's and the destination's pools, each limited to one."""
+def test_the_repo_instance_claims_pools_per_run_and_runs_one_run_per_provider(defs):
+    """The repo's dagster.yaml: pools are claimed by the run queue (a run never waits for a slot inside
+    its process, where Dagster's in-process executor polls without sleeping), four runs per pool, and
+    one run at a time per provider, so a provider database sees one extract at a time."""
     concurrency = yaml.safe_load((REPO / "dagster.yaml").read_text())["concurrency"]
-    assert concurrency["pools"] == {"default_limit": 1, "granularity": "op"}
     with dg.instance_for_test(overrides={"concurrency": concurrency}) as instance:
+        config = instance.get_concurrency_config()
+        assert config.pool_config.pool_granularity.value == "run"
+        assert config.pool_config.default_pool_limit == 4
+        assert config.run_queue_config.tag_concurrency_limits == [
+            {"key": "prequel/provider", "value": {"applyLimitPerUniqueValue": True}, "limit": 1}
+        ]
         assert defs.resolve_implicit_global_asset_job_def().execute_in_process(instance=instance).success
         storage = instance.event_log_storage
-        assert storage.get_concurrency_keys() == {"prequel_source_acme_files", "prequel_destination_app_hooks"}
         for pool in storage.get_concurrency_keys():
             info = storage.get_concurrency_info(pool)
-            assert info.limit == 1 and info.claimed_slots == [] and info.pending_steps == [], info
+            assert info.claimed_slots == [] and info.pending_steps == [], info
 
 
 def test_the_readme_names_the_pools_the_code_uses(defs):

@@ -95,7 +95,7 @@ def test_a_schedule_tick_requests_one_run_per_provider_and_a_failing_provider_fa
         with dg.build_schedule_context(instance=instance) as context:
             requests = schedule.evaluate_tick(context).run_requests
         assert [r.tags["prequel/provider"] for r in requests] == ["acme", "globex"]
-        assert requests[0].asset_selection == [DATASET]
+        assert requests[0].asset_selection == [DATASET, STREAM]  # the provider's extracts, then its streams
         assert requests[1].asset_selection == [dg.AssetKey(["prequel", "globex", "gx-users"])]
         job = defs.resolve_implicit_global_asset_job_def()
         outcomes = {
@@ -105,3 +105,6 @@ def test_a_schedule_tick_requests_one_run_per_provider_and_a_failing_provider_fa
             for r in requests
         }
         assert outcomes == {"acme": True, "globex": False}
+        assert [r["record"]["email"] for r in receiver.store.records()] == ["a@x"]  # delivered in acme's run
+        result = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+        assert not result.total_requested  # the stream is up to date: the sensor requests no second load
