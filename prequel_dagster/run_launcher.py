@@ -93,7 +93,8 @@ class PreloadedRunLauncher(RunLauncher, ConfigurableClass):
         if _same_interpreter(origin):
             worker = self._forkserver().Process(
                 target=_run_in_fork,
-                args=(run.run_id, instance_ref, working_directory),
+                # the launcher's environment as it is now, not as it was when the server started
+                args=(run.run_id, instance_ref, working_directory, dict(os.environ)),
                 name=f"dagster-run-{run.run_id[:8]}",
             )
             worker.start()
@@ -141,8 +142,19 @@ def _start_interpreter(origin: JobPythonOrigin, run_id: str, instance_ref: str, 
     return subprocess.Popen(command, cwd=working_directory or None).pid
 
 
-def _run_in_fork(run_id: str, instance_ref: str, working_directory: str | None) -> None:
+def _run_in_fork(run_id: str, instance_ref: str, working_directory: str | None, environment: dict[str, str]) -> None:
     """The forked process's entry point (the server has preloaded ``run_worker``; the launcher never imports it)."""
-    from .run_worker import run_worker
-
+    os.environ.clear()
+    os.environ.update(environment)
+    try:
+        from .run_worker import run_worker
+    except Exception as exc:  # the run would otherwise sit in STARTING with no word of why
+        with dg.DagsterInstance.from_ref(deserialize_value(instance_ref, InstanceRef)) as instance:
+            run = instance.get_run_by_id(run_id)
+            if run is not None:
+                instance.report_run_failed(
+                    run,
+                    f"The run worker could not import prequel_dagster.run_worker: {exc!r}; check the package install.",
+                )
+        raise
     run_worker(run_id, instance_ref, working_directory)

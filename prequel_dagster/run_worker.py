@@ -1,8 +1,9 @@
 """The process of one run, forked from :class:`~prequel_dagster.run_launcher.PreloadedRunLauncher`'s
 server. Importing this module is the preload: everything a run imports is imported here once, in
-the server, so a forked run starts with it (module names, not objects: no connection, thread or
-instance crosses the fork)."""
+the server, and the default code location's definitions are built here once, so a forked run
+starts with them. No connection, thread or instance is opened before the fork."""
 
+import importlib
 import os
 import sys
 
@@ -25,12 +26,23 @@ from dagster_shared.serdes import deserialize_value
 
 import prequel_dagster.builder  # noqa: F401
 
+DEFINITIONS = "prequel_dagster.definitions"
+try:  # the default code location, built once here; a run rebuilds it if its config changed since
+    importlib.import_module(DEFINITIONS)
+except Exception:  # a run imports it again and reports the error in its own logs
+    pass
+
 
 def run_worker(run_id: str, instance_ref: str, working_directory: str | None) -> None:
-    """What ``dagster api execute_run`` does, without importing anything again. The code location
-    itself is loaded here, per run, so the run executes the definitions the code server serves."""
+    """What ``dagster api execute_run`` does, without importing anything again. The default code
+    location comes preloaded, and is loaded afresh when its config file changed since the server
+    built it (or resolves to another file from the run's working directory), so a run executes the
+    config a new process would read; any other code location is loaded here, per run."""
     if working_directory:
         os.chdir(working_directory)
+    definitions = sys.modules.get(DEFINITIONS)
+    if definitions is not None and not definitions.is_current():
+        del sys.modules[DEFINITIONS]  # the config changed (or is another one from here): load it afresh
     with capture_interrupts(), dg.DagsterInstance.from_ref(deserialize_value(instance_ref, InstanceRef)) as instance:
         code = _execute_run_command_body(run_id, instance, lambda _event: None, set_exit_code_on_failure=False)
     sys.stdout.flush()

@@ -40,11 +40,10 @@ def instance():
 
 
 def launch_schedule_tick(
-    instance: dg.DagsterInstance, tmp_path: Path, monkeypatch, receiver: Receiver
+    instance: dg.DagsterInstance, tmp_path: Path, monkeypatch, raw: dict
 ) -> dict[str, dg.DagsterRun]:
-    """The schedule's tick, each run request created and launched through the instance, as the run
-    queue does; the runs' outcomes by provider."""
-    raw = two_providers(tmp_path, receiver)
+    """``raw`` written as the config, a code server started on it, and the schedule's tick: each run
+    request created and launched through the instance, as the run queue does; the finished runs by provider."""
     (tmp_path / "prequel.yaml").write_text(yaml.safe_dump(raw))
     monkeypatch.setenv("PREQUEL_CONFIG", str(tmp_path / "prequel.yaml"))
     defs = build_definitions(load_config(tmp_path / "prequel.yaml"))
@@ -79,7 +78,7 @@ def launch_schedule_tick(
 
 def test_each_run_is_its_own_forked_process_and_a_failing_provider_fails_alone(instance, tmp_path, monkeypatch):
     with Receiver() as receiver:
-        finished = launch_schedule_tick(instance, tmp_path, monkeypatch, receiver)
+        finished = launch_schedule_tick(instance, tmp_path, monkeypatch, two_providers(tmp_path, receiver))
         assert finished["acme"].status == dg.DagsterRunStatus.SUCCESS
         assert finished["globex"].status == dg.DagsterRunStatus.FAILURE
         assert sorted(r["record"]["email"] for r in receiver.store.records()) == ["a@x", "b@x"]
@@ -92,6 +91,21 @@ def test_each_run_is_its_own_forked_process_and_a_failing_provider_fails_alone(i
     assert any(f"Started process for run (pid: {pids[0]})" in (e.message or "") for e in events)
     failure = "\n".join(e.message or "" for e in instance.all_logs(finished["globex"].run_id))
     assert "gx-users" in failure  # the failing dataset is named in its own run's logs
+
+
+def test_a_run_executes_the_config_as_it_is_now_not_as_the_server_preloaded_it(instance, tmp_path, monkeypatch):
+    with Receiver() as receiver:
+        raw = two_providers(tmp_path, receiver)
+        assert launch_schedule_tick(instance, tmp_path, monkeypatch, raw)["acme"].is_success
+        # the stream now sends emails upper-cased, and a row changes: the next run must map with the new config
+        raw["streams"][0]["mappings"][1] = {
+            "target_field": "email",
+            "field_type": "expression",
+            "expression": {"expr": "upper(email)"},
+        }
+        (tmp_path / "drop" / "users.csv").write_text("id,email\n1,a@x\n2,c@x\n")
+        assert launch_schedule_tick(instance, tmp_path, monkeypatch, raw)["acme"].is_success
+        assert [r["record"]["email"] for r in receiver.store.records()][-1] == "C@X"
 
 
 def test_terminate_interrupts_only_a_worker_on_this_machine(instance):
