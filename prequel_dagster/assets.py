@@ -1,19 +1,30 @@
 """Asset factories: one asset key per provider dataset (Extract) and per stream (Load), built as few
 subsettable ops: a provider's extracts from one source share an op (and the source's pool), its loads
-to one destination share an op (and the destination's pool), its checks share one. A run materializes
-any subset; each asset succeeds or fails on its own within the op (in the style of dagster-fivetran's
-one ``multi_asset`` per connector). Thousands of providers then build and validate in seconds.
+to one destination share an op (and the destination's pool) together with those streams' checks. A run
+materializes any subset of the assets and checks; each asset succeeds or fails on its own within the op
+(in the style of dagster-fivetran's one ``multi_asset`` per connector), and a selection of checks alone
+evaluates them without loading. Thousands of providers then build and validate in seconds.
+
+The ops are built as ``OpDefinition`` + ``AssetsDefinition`` directly, with what ``@multi_asset(specs=...,
+check_specs=..., can_subset=True, pool=...)`` would give them (the same outputs, inputs, config schema,
+resource keys and pool): the decorator inspects its function a dozen times per op, which is most of the
+cost of building thousands of them.
 """
 
+import functools
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import dagster as dg
 
+from .config.loading import gc_paused
 from .config.models import PrequelConfig, sanitize_name
-from .resources import PrequelDatalakeResource, PrequelSourceResource, PrequelWebhookResource
+from .resources import DATALAKE_KEY, SOURCE_KEY, WEBHOOK_KEY, PrequelDatalakeResource
 from .translator import DagsterPrequelTranslator, dataset_props, stream_props
+
+Members = dict[dg.AssetKey, tuple[dg.AssetSpec, str]]
+CheckRun = Callable[[PrequelDatalakeResource], dg.AssetCheckResult]
 
 
 def source_pool(source_id: str) -> str:
@@ -36,66 +47,143 @@ def load_op_name(provider_id: str, destination_id: str) -> str:
 
 def build_dataset_assets(config: PrequelConfig, translator: DagsterPrequelTranslator) -> list[dg.AssetsDefinition]:
     """One subsettable op per (provider, source), one asset per dataset."""
-    groups: dict[tuple[str, str], dict[dg.AssetKey, tuple[dg.AssetSpec, str]]] = defaultdict(dict)
-    for dataset in config.datasets:
-        props = dataset_props(config, dataset)
-        spec = translator.get_dataset_spec(props)
-        groups[(props.provider.id, props.source.id)][spec.key] = (spec, dataset.id)
-    return [
-        _extract_op(extract_op_name(provider_id, source_id), source_pool(source_id), members)
-        for (provider_id, source_id), members in groups.items()
-    ]
+    with gc_paused():
+        groups: dict[tuple[str, str], Members] = defaultdict(dict)
+        for dataset in config.datasets:
+            props = dataset_props(config, dataset)
+            spec = translator.get_dataset_spec(props)
+            groups[(props.provider.id, props.source.id)][spec.key] = (spec, dataset.id)
+        return [
+            _extract_op(extract_op_name(provider_id, source_id), source_pool(source_id), members)
+            for (provider_id, source_id), members in groups.items()
+        ]
 
 
 def build_stream_assets(config: PrequelConfig, translator: DagsterPrequelTranslator) -> list[dg.AssetsDefinition]:
-    """One subsettable op per (provider, destination), one asset per stream."""
-    groups: dict[tuple[str, str], dict[dg.AssetKey, tuple[dg.AssetSpec, str]]] = defaultdict(dict)
-    for stream in config.streams:
-        props = stream_props(config, stream)
-        spec = translator.get_stream_spec(props)
-        groups[(props.dataset.provider.id, props.destination.id)][spec.key] = (spec, stream.id)
-    return [
-        _load_op(load_op_name(provider_id, destination_id), destination_pool(destination_id), members)
-        for (provider_id, destination_id), members in groups.items()
-    ]
-
-
-def _skippable(members: dict[dg.AssetKey, tuple[dg.AssetSpec, str]]) -> list[dg.AssetSpec]:
-    """Specs of an op that materializes any subset of them (asset keys that differ only in - and _ are
-    refused when the config loads: they would share an output name)."""
-    return [spec.replace_attributes(skippable=True) for spec, _ in members.values()]
+    """One subsettable op per (provider, destination), one asset per stream, with the stream's checks:
+    its dead letter is empty (``dead_letters_empty``); its latest records conform to the destination's
+    record_schema (``record_schema_conformance``)."""
+    with gc_paused():
+        groups: dict[tuple[str, str], tuple[Members, list[tuple[dg.AssetCheckSpec, CheckRun]]]] = defaultdict(
+            lambda: ({}, [])
+        )
+        for stream in config.streams:
+            props = stream_props(config, stream)
+            spec = translator.get_stream_spec(props)
+            members, checks = groups[(props.dataset.provider.id, props.destination.id)]
+            members[spec.key] = (spec, stream.id)
+            checks += [
+                _dead_letter_check(spec.key, stream.id, stream.dead_letter_check),
+                _conformance_check(spec.key, stream.id),
+            ]
+        return [
+            _load_op(load_op_name(provider_id, destination_id), destination_pool(destination_id), members, checks)
+            for (provider_id, destination_id), (members, checks) in groups.items()
+        ]
 
 
 def _each_selected(
     context: dg.AssetExecutionContext,
-    members: dict[dg.AssetKey, tuple[dg.AssetSpec, str]],
+    members: Members,
     run_one: Callable[[dg.AssetKey, str], Iterator[Any]],
+    checks: Mapping[dg.AssetCheckKey, Callable[[], dg.AssetCheckResult]] | None = None,
 ) -> Iterator[Any]:
-    """Materialize every selected asset of the op; one failing does not stop the others, and the
-    step fails at the end naming each one that failed (nothing of theirs is committed)."""
-    failed = []
+    """Materialize every selected asset of the op, then evaluate its selected checks (but not those of an
+    asset that failed in this step); one failing does not stop the others, and the step fails at the
+    end naming each one that failed (nothing of theirs is committed)."""
+    failed: list[str] = []
+    failed_keys: set[dg.AssetKey] = set()
     for key in sorted(context.selected_asset_keys, key=lambda k: k.path):
         try:
             yield from run_one(key, members[key][1])
         except dg.Failure as exc:
             context.log.error(f"{key.to_user_string()}: {exc.description}")
             failed.append(f"{key.to_user_string()}: {exc.description}")
+            failed_keys.add(key)
+    selected_checks = context.selected_asset_check_keys if checks else ()
+    for check_key in sorted(selected_checks, key=lambda k: (k.asset_key.path, k.name)):
+        if check_key.asset_key in failed_keys:
+            continue
+        try:
+            yield checks[check_key]()  # type: ignore[index]
+        except dg.Failure as exc:
+            context.log.error(f"{check_key.to_user_string()}: {exc.description}")
+            failed.append(f"{check_key.to_user_string()}: {exc.description}")
     if failed:
         raise dg.Failure(description="\n".join(failed), allow_retries=True)
 
 
-def _extract_op(name: str, pool: str, members: dict[dg.AssetKey, tuple[dg.AssetSpec, str]]) -> dg.AssetsDefinition:
-    @dg.multi_asset(specs=_skippable(members), name=name, pool=pool, can_subset=True)
-    def _extract(
-        context: dg.AssetExecutionContext,
-        prequel_source: PrequelSourceResource,
-        prequel_datalake: PrequelDatalakeResource,
-    ):
+def _subsettable_op(
+    name: str,
+    pool: str,
+    specs: Sequence[dg.AssetSpec],
+    compute: Callable[..., Iterator[Any]],
+    resource_keys: set[str],
+    check_specs: Sequence[dg.AssetCheckSpec] = (),
+    config_schema: Any = None,
+) -> dg.AssetsDefinition:
+    """What ``@multi_asset(specs=specs, check_specs=check_specs, name=name, pool=pool, can_subset=True)``
+    builds around a function taking ``context``, ``config`` and the resources ``resource_keys``: every
+    output optional, a Nothing input per upstream asset, the specs skippable (asset keys that differ only
+    in - and _ are refused when the config loads: they would share an output name)."""
+    specs = [spec if spec.skippable else spec.replace_attributes(skippable=True) for spec in specs]
+    outs: dict[str, dg.Out] = {}
+    keys_by_output_name: dict[str, dg.AssetKey] = {}
+    for spec in specs:
+        output_name = spec.key.to_python_identifier()
+        outs[output_name] = dg.Out(
+            dagster_type=dg.Nothing,
+            is_required=False,
+            description=spec.description,
+            code_version=spec.code_version,
+            metadata=spec.metadata,
+        )
+        keys_by_output_name[output_name] = spec.key
+    check_specs_by_output_name = {check.get_python_identifier(): check for check in check_specs}
+    outs.update(dict.fromkeys(check_specs_by_output_name, _check_out()))
+    own = set(keys_by_output_name.values())
+    keys_by_input_name = {
+        "_".join(dep.asset_key.path).replace("-", "_").replace(".", "_"): dep.asset_key
+        for spec in specs
+        for dep in spec.deps
+        if dep.asset_key not in own
+    }
+    node_def = dg.OpDefinition(
+        compute_fn=compute,
+        name=name,
+        ins={input_name: dg.In(dagster_type=dg.Nothing) for input_name in keys_by_input_name},
+        outs=outs,
+        config_schema=config_schema if config_schema is not None else {},
+        required_resource_keys=resource_keys,
+        tags={},
+        pool=pool,
+    )
+    return dg.AssetsDefinition(
+        keys_by_input_name=keys_by_input_name,
+        keys_by_output_name=keys_by_output_name,
+        node_def=node_def,
+        can_subset=True,
+        check_specs_by_output_name=check_specs_by_output_name,
+        specs=specs,
+    )
+
+
+@functools.cache
+def _check_out() -> dg.Out:
+    """The output of an asset check in a subsettable op (immutable: one for all)."""
+    return dg.Out(dagster_type=None, is_required=False)
+
+
+def _extract_op(name: str, pool: str, members: Members) -> dg.AssetsDefinition:
+    def extract(context: dg.AssetExecutionContext, inputs: Mapping[str, Any]) -> Iterator[Any]:
+        resources = context.resources.original_resource_dict  # as typed resource parameters get them
+        source, datalake = resources[SOURCE_KEY], resources[DATALAKE_KEY]
         yield from _each_selected(
-            context, members, lambda key, dataset_id: prequel_source.extract(context, dataset_id, prequel_datalake, key)
+            context, members, lambda key, dataset_id: source.extract(context, dataset_id, datalake, key)
         )
 
-    return _extract
+    specs = [spec for spec, _ in members.values()]
+    return _subsettable_op(name, pool, specs, extract, {SOURCE_KEY, DATALAKE_KEY})
 
 
 class StreamLoadConfig(dg.Config):
@@ -105,56 +193,45 @@ class StreamLoadConfig(dg.Config):
     record_ids: list[str] = []
 
 
-def _load_op(name: str, pool: str, members: dict[dg.AssetKey, tuple[dg.AssetSpec, str]]) -> dg.AssetsDefinition:
-    @dg.multi_asset(specs=_skippable(members), name=name, pool=pool, can_subset=True)
-    def _load(
-        context: dg.AssetExecutionContext,
-        config: StreamLoadConfig,
-        prequel_webhook: PrequelWebhookResource,
-        prequel_datalake: PrequelDatalakeResource,
-    ):
+@functools.cache
+def _stream_load_config_schema() -> Any:
+    """The config schema of a load op (a ``config: StreamLoadConfig`` parameter's), built once for all."""
+    return StreamLoadConfig.to_config_schema()
+
+
+def _load_op(
+    name: str, pool: str, members: Members, checks: list[tuple[dg.AssetCheckSpec, CheckRun]]
+) -> dg.AssetsDefinition:
+    run_by_key = {spec.key: run for spec, run in checks}
+
+    def load(context: dg.AssetExecutionContext, inputs: Mapping[str, Any]) -> Iterator[Any]:
+        resources = context.resources.original_resource_dict  # as typed resource parameters get them
+        webhook, datalake = resources[WEBHOOK_KEY], resources[DATALAKE_KEY]
+        config = StreamLoadConfig(**(context.op_execution_context.op_config or {}))
         yield from _each_selected(
             context,
             members,
-            lambda key, stream_id: prequel_webhook.load(
+            lambda key, stream_id: webhook.load(
                 context,
                 stream_id,
-                prequel_datalake,
+                datalake,
                 key,
                 record_ids=config.record_ids or None,
                 redeliver_dead_letters=config.redeliver_dead_letters,
             ),
+            {key: functools.partial(run, datalake) for key, run in run_by_key.items()},
         )
 
-    return _load
-
-
-def build_stream_checks(config: PrequelConfig, translator: DagsterPrequelTranslator) -> list[dg.AssetChecksDefinition]:
-    """Per stream: its dead letter is empty; its latest records conform to the destination's record_schema.
-    A provider's checks share one subsettable op."""
-    by_provider: dict[str, list[tuple[dg.AssetCheckSpec, Callable[[PrequelDatalakeResource], dg.AssetCheckResult]]]]
-    by_provider = defaultdict(list)
-    for stream in config.streams:
-        props = stream_props(config, stream)
-        key = translator.get_stream_asset_key(props)
-        by_provider[props.dataset.provider.id] += [
-            _dead_letter_check(key, stream.id, stream.dead_letter_check),
-            _conformance_check(key, stream.id),
-        ]
-    return [_checks_op(provider_id, checks) for provider_id, checks in by_provider.items()]
-
-
-def _checks_op(provider_id: str, checks: list[tuple[dg.AssetCheckSpec, Callable[..., dg.AssetCheckResult]]]):
-    run_by_key = {spec.key: run for spec, run in checks}
-
-    @dg.multi_asset_check(
-        specs=[spec for spec, _ in checks], name=sanitize_name(f"checks__{provider_id}"), can_subset=True
+    specs = [spec for spec, _ in members.values()]
+    return _subsettable_op(
+        name,
+        pool,
+        specs,
+        load,
+        {WEBHOOK_KEY, DATALAKE_KEY},
+        check_specs=[spec for spec, _ in checks],
+        config_schema=_stream_load_config_schema(),
     )
-    def _checks(context: dg.AssetCheckExecutionContext, prequel_datalake: PrequelDatalakeResource):
-        for key in sorted(context.selected_asset_check_keys, key=lambda k: (k.asset_key.path, k.name)):
-            yield run_by_key[key](prequel_datalake)
-
-    return _checks
 
 
 def _dead_letter_check(

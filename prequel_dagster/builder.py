@@ -6,7 +6,7 @@ from typing import Any
 
 import dagster as dg
 
-from .assets import build_dataset_assets, build_stream_assets, build_stream_checks
+from .assets import build_dataset_assets, build_stream_assets
 from .automation import build_glob_file_sensor, build_housekeeping, build_schedules, build_stream_automation_sensor
 from .config.loading import load_config
 from .config.models import PrequelConfig
@@ -47,7 +47,6 @@ def build_definitions(
     housekeeping_jobs, housekeeping_schedules = build_housekeeping(config)
     return dg.Definitions(
         assets=[*build_dataset_assets(config, translator), *build_stream_assets(config, translator)],
-        asset_checks=build_stream_checks(config, translator),
         schedules=[*build_schedules(config, translator), *housekeeping_schedules],
         jobs=housekeeping_jobs,
         sensors=sensors,

@@ -5,6 +5,7 @@ dataset or stream and returns one attribute; ``get_dataset_spec`` / ``get_stream
 """
 
 import datetime as dt
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +45,10 @@ def on_new_data() -> dg.AutomationCondition:
         & ~ac.any_deps_in_progress()
         & ~ac.in_progress()
     ).with_label("on_new_data")
+
+
+_on_new_data = functools.cache(on_new_data)
+"""One condition for all streams (conditions are immutable): building it costs as much as a stream's spec."""
 
 
 @dataclass(frozen=True)
@@ -130,6 +135,7 @@ class DagsterPrequelTranslator:
             metadata=self.get_dataset_metadata(props),
             owners=self.get_owners(props.provider),
             freshness_policy=self.get_freshness_policy(props),
+            skippable=True,  # its op materializes any subset of its assets
         )
 
     # -- streams (Load) --------------------------------------------------------------------
@@ -158,7 +164,7 @@ class DagsterPrequelTranslator:
 
     def get_stream_automation_condition(self, props: PrequelStreamProps) -> dg.AutomationCondition | None:
         """Enabled streams load when their dataset's extract brought new data (see :func:`on_new_data`)."""
-        return on_new_data() if props.stream.is_enabled else None
+        return _on_new_data() if props.stream.is_enabled else None
 
     def get_stream_metadata(self, props: PrequelStreamProps) -> dict[str, Any]:
         dataset_key = self.get_dataset_asset_key(props.dataset)
@@ -203,6 +209,7 @@ class DagsterPrequelTranslator:
             owners=self.get_owners(props.dataset.provider),
             automation_condition=self.get_stream_automation_condition(props),
             freshness_policy=self.get_freshness_policy(props.dataset),
+            skippable=True,  # its op materializes any subset of its assets
         )
 
 

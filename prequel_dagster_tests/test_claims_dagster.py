@@ -193,3 +193,41 @@ def test_the_readme_names_the_pools_the_code_uses(defs):
     }
     used = {a.op.pool for a in defs.assets if isinstance(a, dg.AssetsDefinition)}
     assert documented == used, f"README implies {sorted(documented)}, the assets use {sorted(used)}"
+
+
+# -- checks ----------------------------------------------------------------------------------------
+
+
+def test_a_streams_checks_run_in_its_load_op_and_alone_without_loading(defs):
+    """The checks of a stream are part of its load op (no op of their own): a run of the load evaluates
+    them after it, and a selection of checks alone evaluates them without loading anything."""
+    users = dg.AssetKey.from_user_string("prequel/acme/streams/users-app")
+    ops = {a.op.name: a for a in defs.assets if isinstance(a, dg.AssetsDefinition)}
+    assert set(ops) == {"extract__acme__acme_files", "load__acme__app_hooks"}
+    assert {(k.asset_key.path[-1], k.name) for k in ops["load__acme__app_hooks"].check_keys} == {
+        (stream, check)
+        for stream in ("users-app", "orders-app")
+        for check in ("dead_letters_empty", "record_schema_conformance")
+    }
+    assert not list(defs.asset_checks or [])
+    job = defs.resolve_implicit_global_asset_job_def()
+    with dg.instance_for_test() as instance:
+        full = job.execute_in_process(instance=instance)
+        assert full.success
+        assert {(e.asset_key.path[-1], e.check_name, e.passed) for e in full.get_asset_check_evaluations()} == {
+            (stream, check, True)
+            for stream in ("users-app", "orders-app")
+            for check in ("dead_letters_empty", "record_schema_conformance")
+        }
+        alone = job.get_subset(
+            asset_selection=set(), asset_check_selection={dg.AssetCheckKey(users, "dead_letters_empty")}
+        ).execute_in_process(instance=instance)
+        assert alone.success
+        assert alone.get_asset_materialization_events() == []
+        assert [(e.asset_key, e.check_name) for e in alone.get_asset_check_evaluations()] == [
+            (users, "dead_letters_empty")
+        ]
+        one = job.get_subset(asset_selection={users}, asset_check_selection=set()).execute_in_process(instance=instance)
+        assert one.success
+        assert [e.asset_key for e in one.get_asset_materialization_events()] == [users]
+        assert one.get_asset_check_evaluations() == []

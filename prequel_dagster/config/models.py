@@ -946,9 +946,11 @@ class PrequelConfig(Block):
     def _by_id(self, kind: str, id: str) -> Any:
         """A dict per kind, built on first use (thousands of providers: no scan per lookup)."""
         entries = getattr(self, kind)
-        built = self._indexes.get(kind)
+        # (not self._indexes: pydantic's __getattr__ for private attributes costs more than the lookup)
+        indexes: dict[str, tuple[list[Any], dict[str, Any]]] = self.__pydantic_private__["_indexes"]  # type: ignore[index]
+        built = indexes.get(kind)
         if built is None or built[0] is not entries:  # (a model_copy shares this dict but not the lists)
-            built = self._indexes[kind] = (entries, {})
+            built = indexes[kind] = (entries, {})
             for entry in reversed(entries):
                 built[1][entry.id] = entry  # the first one wins, as a scan would
         return built[1][id]
