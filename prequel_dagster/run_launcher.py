@@ -6,8 +6,9 @@ and the code location before doing anything: about 2 s of CPU per run, which at 
 provider and hour is most of what a machine does. Forking from a preloaded server (the standard
 library's ``multiprocessing`` forkserver) keeps one process per run — a crash or a memory leak
 stays in its run, and ``terminate`` interrupts only that run — while a run starts in milliseconds.
-The run worker still loads the code location itself, so definitions always match the config the
-code server serves (nothing is cached across runs).
+The server also builds the default code location (``prequel_dagster.definitions``) once; a run
+builds it afresh when its config file changed since, and takes the launcher's environment as it is
+at launch, so a run executes what a new process would (see :mod:`prequel_dagster.run_worker`).
 
 Configure it in ``dagster.yaml``::
 
