@@ -86,7 +86,7 @@ def _each_selected(
     context: dg.AssetExecutionContext,
     members: Members,
     run_one: Callable[[dg.AssetKey, str], Iterator[Any]],
-    checks: Mapping[dg.AssetCheckKey, Callable[[], dg.AssetCheckResult]] | None = None,
+    checks: Mapping[dg.AssetCheckKey, Callable[[], dg.AssetCheckResult]] = {},  # read only
 ) -> Iterator[Any]:
     """Materialize every selected asset of the op, then evaluate its selected checks (but not those of an
     asset that failed in this step); one failing does not stop the others, and the step fails at the
@@ -105,7 +105,7 @@ def _each_selected(
         if check_key.asset_key in failed_keys:
             continue
         try:
-            yield checks[check_key]()  # type: ignore[index]
+            yield checks[check_key]()
         except dg.Failure as exc:
             context.log.error(f"{check_key.to_user_string()}: {exc.description}")
             failed.append(f"{check_key.to_user_string()}: {exc.description}")

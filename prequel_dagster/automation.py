@@ -6,13 +6,12 @@ import json
 from collections import defaultdict
 
 import dagster as dg
+from dagster._core.definitions.assets.job.asset_job import IMPLICIT_ASSET_JOB_NAME
 
 from .config.errors import PrequelError
 from .config.models import PrequelConfig, sanitize_name
 from .resources import PrequelDatalakeResource, PrequelSourceResource
 from .translator import DagsterPrequelTranslator, dataset_props, stream_props
-
-IMPLICIT_ASSET_JOB = "__ASSET_JOB"
 
 # Intervals a cron expression can keep evenly; other frequencies round down to the nearest one.
 CRON_MINUTES = (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60, 120, 180, 240, 360, 480, 720, 1440)
@@ -56,7 +55,7 @@ def _schedule(minutes: int, by_provider: dict[str, list[dg.AssetKey]]) -> dg.Sch
         cron_schedule=cron,
         # the global asset job: a selection of its own would make Dagster build and snapshot a second
         # job holding every dataset and stream (a third of the load time with thousands of providers)
-        job_name=IMPLICIT_ASSET_JOB,
+        job_name=IMPLICIT_ASSET_JOB_NAME,
         default_status=dg.DefaultScheduleStatus.RUNNING,
         description=(
             f"Extracts the datasets with frequency_minutes: {minutes}{note} and delivers their streams, "
