@@ -18,6 +18,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -26,12 +27,19 @@ from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
 from .secrets import Secret, interpolate
 
 
-def _interpolate(value: Any) -> Any:
-    return interpolate(value) if isinstance(value, str) else value
+LITERAL = {"literal": True}
+"""Validation context for entries from the catalog (the API): their strings are data, never ``${ENV}``
+references (a tenant's host of ``${AWS_SECRET_ACCESS_KEY}`` must not read the server's environment)."""
+
+
+def _interpolate(value: Any, info: ValidationInfo) -> Any:
+    if not isinstance(value, str) or (info.context is not None and info.context.get("literal")):
+        return value
+    return interpolate(value)
 
 
 EnvStr = Annotated[str, BeforeValidator(_interpolate)]
-"""A string that may contain ``${ENV_VAR}``, resolved when the config is loaded."""
+"""A string that may contain ``${ENV_VAR}``, resolved when the config is loaded (not in the catalog's entries)."""
 
 ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 Id = Annotated[str, Field(pattern=ID_PATTERN)]

@@ -90,10 +90,15 @@ def redact(text: str) -> str:
 class Secret:
     """A secret config value. ``str()`` and ``repr()`` never show it; ``reveal()`` does."""
 
-    __slots__ = ("_template",)
+    __slots__ = ("_literal", "_template")
 
-    def __init__(self, template: str):
+    def __init__(self, template: str, *, literal: bool = False):
         self._template = template
+        self._literal = literal  # a value from the catalog: never read as ``${ENV}`` references
+
+    @property
+    def literal(self) -> bool:
+        return self._literal
 
     @property
     def template(self) -> str:
@@ -101,7 +106,7 @@ class Secret:
         return self._template
 
     def reveal(self) -> str:
-        value = interpolate(self._template)
+        value = self._template if self._literal else interpolate(self._template)
         register_secret_value(value)
         return value
 
@@ -111,24 +116,30 @@ class Secret:
     __str__ = __repr__
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._template == self._template
+        return isinstance(other, Secret) and (other._template, other._literal) == (self._template, self._literal)
 
     def __hash__(self) -> int:
-        return hash(self._template)
+        return hash((self._template, self._literal))
 
     @classmethod
     def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> core_schema.CoreSchema:
-        def build(value: Any) -> "Secret":
+        def build(value: Any, info: core_schema.ValidationInfo) -> "Secret":
             if isinstance(value, Secret):
                 return value
+            literal = bool(info.context and info.context.get("literal"))
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 value = str(value)
             if not isinstance(value, str):
                 raise ValueError("expected a string (use ${ENV_VAR} to read it from the environment)")
-            if not ENV_PATTERN.search(value):
+            if literal or not ENV_PATTERN.search(value):
                 register_secret_value(value)  # a literal secret is masked too
-            return cls(value)
+            return cls(value, literal=literal)
 
-        return core_schema.no_info_plain_validator_function(
+        return core_schema.with_info_plain_validator_function(
             build, serialization=core_schema.plain_serializer_function_ser_schema(lambda s: MASK)
         )
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, schema: Any, handler: Any) -> dict[str, Any]:
+        """A write-only string in the API's OpenAPI document."""
+        return {"type": "string", "writeOnly": True, "format": "password"}

@@ -1,0 +1,391 @@
+"""The management API's resources without HTTP: create, read, list, update and delete, checked and scoped.
+
+Every change is validated by the config models (strings taken literally) and by the cross-reference
+checks of ``prequel.yaml``, against the YAML config and the catalog together. A key scoped to a
+provider sees only that provider's entries; everything else answers as if it did not exist.
+"""
+
+import logging
+import os
+import threading
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..catalog.entries import MODELS, SINGULAR, CatalogState, change_issues, owner_of, validate_entry
+from ..catalog.keypairs import with_generated_keys
+from ..catalog.secret_fields import merge_patch, strip
+from ..catalog.store import Catalog, DuplicateId, StoredEntry, decode_cursor, encode_cursor
+from ..config.errors import ConfigError, ConfigIssue
+from ..config.loading import load_config
+from ..config.models import FILE_SOURCE_VENDORS, Entry, PrequelConfig
+from ..config.secrets import MASK
+
+log = logging.getLogger("prequel_dagster.api")
+
+PLURAL = {singular: kind for kind, singular in SINGULAR.items()}
+COMPANY_KINDS = ("datalakes", "products", "destinations")
+"""The company's own resources: a provider's key reads only the destinations its products allow, and changes none."""
+IMMUTABLE = {
+    "providers": ("datalake_id",),
+    "sources": ("provider_id", "vendor"),
+    "datasets": ("source_id",),
+    "streams": ("dataset_id", "destination_id"),
+}
+"""Reference fields a PATCH may not change: moving a source to another provider would move its data."""
+LOCAL_VENDORS = ("sqlite", "local")
+"""Source vendors that read files on the API's own machine: for the company's key only."""
+STREAM_FIELDS = ("id", "name", "is_enabled", "destination_id", "dataset_id", "mappings", "created_at", "updated_at")
+
+
+class ApiError(Exception):
+    """An answer other than success: the HTTP status and a message naming the thing and the fix."""
+
+    def __init__(self, status: int, message: str, issues: list[ConfigIssue] | None = None):
+        self.status = status
+        self.issues = issues or []
+        if self.issues:
+            message = message + ": " + "; ".join(str(i) for i in self.issues)
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: an API key, scoped to one provider or (``provider_id`` None) the company's."""
+
+    key_id: str
+    provider_id: str | None
+
+
+def not_found(kind: str, id: str) -> ApiError:
+    return ApiError(404, f"no {SINGULAR[kind]} with id '{id}'")
+
+
+class Service:
+    """The catalog and the YAML config behind the API, with a merged, checked view kept current."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        yaml_path: Path | None = None,
+        *,
+        on_change: Callable[[int], None] = lambda revision: None,
+        check_destination: Callable[[PrequelConfig, str], str | None] | None = None,
+    ):
+        self.catalog = catalog
+        self.yaml_path = yaml_path
+        self.on_change = on_change
+        self.check_destination = check_destination
+        self.lock = threading.RLock()
+        self.state = CatalogState(catalog)
+        self._yaml: PrequelConfig | None = None
+        self._yaml_stamp: tuple[int, int] | None = None
+        self._config: PrequelConfig | None = None
+        self._config_key: tuple[int, Any] | None = None
+
+    # ------------------------------------------------------------------ the merged config
+
+    def yaml(self) -> PrequelConfig | None:
+        if self.yaml_path is None:
+            return None
+        stat = os.stat(self.yaml_path)
+        stamp = (stat.st_mtime_ns, stat.st_size)
+        if stamp != self._yaml_stamp:
+            self._yaml, self._yaml_stamp = load_config(self.yaml_path), stamp
+        return self._yaml
+
+    def config(self) -> PrequelConfig:
+        """YAML and catalog together, as of the newest revision."""
+        with self.lock:
+            self.state.refresh()
+            key = (self.state.revision, self._yaml_stamp if self.yaml() is not None else None)
+            if self._config is None or key != self._config_key:
+                self._config, self._config_key = self.state.merged(self.yaml()), key
+            return self._config
+
+    def is_yaml(self, kind: str, id: str) -> bool:
+        yaml = self.yaml()
+        return yaml is not None and any(e.id == id for e in getattr(yaml, kind))
+
+    # ------------------------------------------------------------------ scoping
+
+    def visible(self, principal: Principal, config: PrequelConfig, kind: str, model: Entry) -> bool:
+        if principal.provider_id is None:
+            return True
+        if kind in ("datalakes", "products"):
+            return False
+        if kind == "destinations":
+            products = config.provider(principal.provider_id).products
+            return "all" in products or any(
+                model.id in p.destinations for p in config.products if p.id in products or p.name in products
+            )
+        return owner_of(config, kind, model) == principal.provider_id
+
+    def find(self, principal: Principal, kind: str, id: str) -> tuple[PrequelConfig, Entry]:
+        """The entry if this key may see it; 404 alike for one that does not exist and one of another provider."""
+        config = self.config()
+        try:
+            model = config._by_id(kind, id)
+        except KeyError:
+            raise not_found(kind, id) from None
+        if not self.visible(principal, config, kind, model):
+            raise not_found(kind, id)
+        return config, model
+
+    # ------------------------------------------------------------------ views
+
+    def view(self, kind: str, model: Entry) -> dict[str, Any]:
+        """The resource as the API returns it: what was written, secrets removed, with server fields."""
+        stored = self.state.stored[kind].get(model.id)
+        if stored is not None:
+            body = strip(MODELS[kind], stored.body)
+            created, updated, status = stored.created_at, stored.updated_at, stored.status or {}
+        else:  # from the YAML file
+            body = strip(MODELS[kind], _dump(model))
+            created = updated = self._yaml_time()
+            status = {}
+        return shape(kind, model, body, created, updated, status)
+
+    def _yaml_time(self) -> str:
+        import datetime as dt
+
+        if self.yaml_path is None:
+            return ""
+        stamp = os.stat(self.yaml_path).st_mtime
+        return dt.datetime.fromtimestamp(stamp, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    # ------------------------------------------------------------------ CRUD
+
+    def get(self, principal: Principal, kind: str, id: str) -> dict[str, Any]:
+        _, model = self.find(principal, kind, id)
+        return self.view(kind, model)
+
+    def list(
+        self, principal: Principal, kind: str, *, page_size: int, descending: bool, cursor: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page, ordered by creation time then id; YAML entries first (they have the file's time)."""
+        config = self.config()
+        with self.lock:
+            stored = self.state.stored[kind]
+            yaml_time = self._yaml_time()
+            rows = [
+                (stored[m.id].created_at if m.id in stored else yaml_time, m.id, m)
+                for m in getattr(config, kind)
+                if self.visible(principal, config, kind, m)
+            ]
+        rows.sort(key=lambda r: (r[0], r[1]), reverse=descending)
+        if cursor:
+            at = decode_cursor(cursor)
+            rows = [r for r in rows if ((r[0], r[1]) < at if descending else (r[0], r[1]) > at)]
+        page = rows[:page_size]
+        more = len(rows) > page_size
+        return [self.view(kind, m) for _, _, m in page], (encode_cursor(page[-1][0], page[-1][1]) if more else None)
+
+    def create(
+        self, principal: Principal, kind: str, body: Mapping[str, Any], *, skip_validation: bool = False
+    ) -> dict[str, Any]:
+        singular = SINGULAR[kind]
+        if principal.provider_id is not None and kind in (*COMPANY_KINDS, "providers"):
+            raise ApiError(403, f"a provider's key cannot create {kind}; use the company's key")
+        body = dict(body)
+        if kind == "providers":
+            if "id" not in body:
+                raise ApiError(400, "provider.id: required: providers keep the id you choose (as 'acme')")
+            id = body["id"]
+        else:
+            if "id" in body:
+                raise ApiError(400, f"{singular}.id: ids of {kind} are assigned by the server; remove it")
+            id = str(uuid.uuid4())
+            body = {"id": id, **body}
+        body = _with_defaults(kind, body)
+        if kind == "sources":
+            body = self._prepare_source(principal, body)
+        model = validate_entry(kind, body)
+        with self.lock:
+            before = self.config()
+            if self._exists(before, kind, model.id):
+                raise ApiError(409, f"{singular}.id: a {singular} with id '{model.id}' already exists")
+            self._check_scope(principal, before, kind, body)
+            after = self.state.merged(self.yaml(), change=(kind, model.id, model))
+            issues = change_issues(before, after, kind, model.id)
+            if issues:
+                raise ApiError(400, f"the {singular} is not valid", issues)
+            if kind == "destinations" and not skip_validation:
+                self._check_reachable(after, model.id)
+            try:
+                self.catalog.create(kind, model.id, owner_of(after, kind, model), body, actor=principal.key_id)
+            except DuplicateId as exc:
+                raise ApiError(409, f"{singular}.id: {exc}") from None
+            self._changed()
+            return self.view(kind, model)
+
+    def update(
+        self,
+        principal: Principal,
+        kind: str,
+        id: str,
+        patch: Mapping[str, Any],
+        *,
+        skip_validation: bool = False,
+    ) -> dict[str, Any]:
+        singular = SINGULAR[kind]
+        _, current = self.find(principal, kind, id)
+        if principal.provider_id is not None and kind in COMPANY_KINDS:
+            raise not_found(kind, id)  # may read, may not change
+        if self.is_yaml(kind, id):
+            raise ApiError(
+                400,
+                f"{singular} '{id}' is declared in {self.yaml_path}; change it there (YAML entries are read-only here)",
+            )
+        if "id" in patch and patch["id"] != id:
+            raise ApiError(400, f"{singular}.id: an id cannot be changed; create a new {singular}")
+        with self.lock:
+            stored = self.state.stored[kind][id]
+            for field in IMMUTABLE.get(kind, ()):
+                if field in patch and patch[field] != stored.body.get(field):
+                    raise ApiError(400, f"{singular}.{field}: cannot be changed; create a new {singular} instead")
+            merged = merge_patch(stored.body, dict(patch))
+            if kind == "sources":
+                merged = self._prepare_source(principal, merged)
+            from ..catalog.store import unseal_entry
+
+            model = validate_entry(kind, unseal_entry(kind, merged, self.catalog))
+            before = self.config()
+            after = self.state.merged(self.yaml(), change=(kind, id, model))
+            issues = change_issues(before, after, kind, id)
+            if issues:
+                raise ApiError(400, f"the {singular} is not valid", issues)
+            if kind == "destinations" and not skip_validation:
+                self._check_reachable(after, id)
+            self.catalog.update(kind, id, stored.provider_id, merged, actor=principal.key_id)
+            self._changed()
+            del current
+            return self.view(kind, model)
+
+    def delete(self, principal: Principal, kind: str, id: str) -> None:
+        singular = SINGULAR[kind]
+        self.find(principal, kind, id)
+        if principal.provider_id is not None and kind in (*COMPANY_KINDS, "providers"):
+            raise not_found(kind, id)
+        if self.is_yaml(kind, id):
+            raise ApiError(
+                400,
+                f"{singular} '{id}' is declared in {self.yaml_path}; remove it there (YAML entries are read-only here)",
+            )
+        with self.lock:
+            before = self.config()
+            after = self.state.merged(self.yaml(), change=(kind, id, None))
+            users = sorted({i.path.split(".")[0] for i in change_issues(before, after, kind, id)})
+            if users:
+                raise ApiError(400, f"{singular} '{id}' is used by {', '.join(users)}; delete or change them first")
+            self.catalog.delete(kind, id, actor=principal.key_id)
+            self._changed()
+
+    # ------------------------------------------------------------------ helpers
+
+    def _changed(self) -> None:
+        self.state.refresh()
+        self.on_change(self.state.revision)
+
+    def _exists(self, config: PrequelConfig, kind: str, id: str) -> bool:
+        try:
+            config._by_id(kind, id)
+        except KeyError:
+            return False
+        return True
+
+    def _check_scope(self, principal: Principal, config: PrequelConfig, kind: str, body: Mapping[str, Any]) -> None:
+        """A reference to another provider's entry reads exactly as one to an entry that does not exist."""
+        if principal.provider_id is None:
+            return
+        singular = SINGULAR[kind]
+        refs = {"sources": ("provider_id", "providers"), "datasets": ("source_id", "sources")}
+        if kind in refs:
+            field, target = refs[kind]
+            ref = body.get(field)
+            if not isinstance(ref, str) or not self._exists(config, target, ref):
+                return  # the reference checks report it
+            if owner_of(config, target, config._by_id(target, ref)) != principal.provider_id:
+                raise ApiError(
+                    400, f"the {singular} is not valid", [ConfigIssue(f"{singular}.{field}", _no(target, ref))]
+                )
+        if kind == "streams":
+            for field, target in (("dataset_id", "datasets"), ("destination_id", "destinations")):
+                ref = body.get(field)
+                if isinstance(ref, str) and self._exists(config, target, ref):
+                    if not self.visible(principal, config, target, config._by_id(target, ref)):
+                        raise ApiError(
+                            400, f"the {singular} is not valid", [ConfigIssue(f"{singular}.{field}", _no(target, ref))]
+                        )
+
+    def _prepare_source(self, principal: Principal, body: dict[str, Any]) -> dict[str, Any]:
+        vendor = body.get("vendor")
+        if principal.provider_id is not None and vendor in LOCAL_VENDORS:
+            raise ApiError(
+                400,
+                f"source.vendor: '{vendor}' reads files on the API's own machine; only the company's key may use it",
+            )
+        if isinstance(vendor, str) and isinstance(body.get(vendor), dict):
+            body = {**body, vendor: with_generated_keys(vendor, body[vendor])}
+        return body
+
+    def _check_reachable(self, config: PrequelConfig, destination_id: str) -> None:
+        if self.check_destination is None:
+            return
+        problem = self.check_destination(config, destination_id)
+        if problem:
+            raise ApiError(
+                400, f"destination is not reachable: {problem}; start the endpoint or pass ?skip_validation=true"
+            )
+
+    def stored(self, kind: str, id: str) -> StoredEntry | None:
+        return self.state.stored[kind].get(id)
+
+
+def _no(kind: str, id: str) -> str:
+    return f"no {SINGULAR[kind]} with id '{id}'"
+
+
+def _with_defaults(kind: str, body: dict[str, Any]) -> dict[str, Any]:
+    """Prequel's datasets have no name: ours take the table's name (or the id)."""
+    if kind == "datasets" and "name" not in body:
+        table = body.get("table")
+        name = table.get("source_table_name") if isinstance(table, dict) else None
+        body = {**body, "name": name if isinstance(name, str) and name else body["id"]}
+    return body
+
+
+def _dump(model: Entry) -> dict[str, Any]:
+    return model.model_dump(mode="json", by_alias=True, exclude_unset=True)
+
+
+def shape(
+    kind: str, model: Entry, body: dict[str, Any], created: str, updated: str, status: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The seed's response fields for each kind."""
+    out: dict[str, Any] = {"id": model.id, **{k: v for k, v in body.items() if k != "id"}}
+    out["created_at"], out["updated_at"] = created, updated
+    if kind == "streams":
+        out.setdefault("is_enabled", model.is_enabled)  # type: ignore[attr-defined]
+        return {k: out[k] for k in STREAM_FIELDS if k in out}
+    if kind == "sources":
+        vendor = out.get("vendor")
+        out["is_reachable"] = bool(status.get("is_reachable", False))
+        block = out.get(vendor) if isinstance(vendor, str) else None
+        if isinstance(block, dict):
+            block = dict(block)
+            block["is_valid"] = bool(status.get("is_valid", True))
+            auth = block.get("password_auth")
+            if isinstance(auth, dict) and "username" in auth:
+                block.setdefault("username", auth["username"])
+            live = getattr(model, vendor) if isinstance(vendor, str) else None
+            timeout = getattr(live, "connection_timeout_in_seconds", None)
+            if timeout is not None:
+                block.setdefault("connection_timeout_in_seconds", timeout)
+            out[vendor] = block  # type: ignore[index]
+    return out
+
+
+__all__ = ["FILE_SOURCE_VENDORS", "MASK", "ApiError", "ConfigError", "Principal", "Service", "not_found"]

@@ -1,0 +1,179 @@
+"""Catalog entries as config models, merged with the YAML config into one checked ``PrequelConfig``.
+
+The API and the definitions read the catalog through :class:`CatalogState`: validated models kept
+current by applying only what changed since the last read. Catalog strings are validated as
+literals (``${ENV}`` is never resolved in a tenant's values), and a change is checked by the very
+cross-reference checks that ``prequel.yaml`` gets.
+"""
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import ValidationError
+
+from ..config.errors import ConfigError, ConfigIssue
+from ..config.loading import KINDS, _pydantic_issues, check_references
+from ..config.models import (
+    LITERAL,
+    Datalake,
+    Dataset,
+    Destination,
+    Entry,
+    PrequelConfig,
+    Product,
+    Provider,
+    Source,
+    Stream,
+)
+from .store import Catalog, StoredEntry, unseal_entry
+
+MODELS: dict[str, type[Entry]] = {
+    "datalakes": Datalake,
+    "providers": Provider,
+    "products": Product,
+    "sources": Source,
+    "datasets": Dataset,
+    "destinations": Destination,
+    "streams": Stream,
+}
+SINGULAR = {kind: kind[:-1] for kind in KINDS}
+CATALOG_ORIGIN = "catalog"
+
+
+def validate_entry(kind: str, body: Mapping[str, Any], *, where: str | None = None) -> Entry:
+    """The config model of one entry (strings taken literally); :class:`ConfigError` naming each field path."""
+    try:
+        return MODELS[kind].model_validate(body, context=LITERAL)
+    except ValidationError as exc:
+        prefix = where if where is not None else SINGULAR[kind]
+        issues = [ConfigIssue(f"{prefix}.{i.path}" if i.path else prefix, i.message) for i in _pydantic_issues(exc)]
+        raise ConfigError("request", issues) from None
+
+
+class CatalogState:
+    """The catalog's entries as validated models at one revision."""
+
+    def __init__(self, catalog: Catalog):
+        self.catalog = catalog
+        self.revision = -1
+        self.stored: dict[str, dict[str, StoredEntry]] = {kind: {} for kind in KINDS}
+        self.models: dict[str, dict[str, Entry]] = {kind: {} for kind in KINDS}
+
+    @classmethod
+    def as_of(cls, catalog: Catalog, revision: int | None = None) -> "CatalogState":
+        """The catalog as it was at ``revision`` (default: now)."""
+        state = cls(catalog)
+        newest = catalog.revision()
+        state._apply(catalog.entries(revision), [])
+        state.revision = newest if revision is None else revision
+        return state
+
+    def refresh(self) -> bool:
+        """Catch up with the newest revision; whether anything changed."""
+        if self.revision < 0:
+            newest = self.catalog.revision()
+            self._apply(self.catalog.entries(), [])
+            self.revision = newest
+            return True
+        changes = self.catalog.changes_since(self.revision)
+        if changes.revision == self.revision:
+            return False
+        self._apply(changes.written, changes.removed)
+        self.revision = changes.revision
+        return True
+
+    def _apply(self, written: list[StoredEntry], removed: list[tuple[str, str]]) -> None:
+        issues: list[ConfigIssue] = []
+        for kind, id in removed:
+            self.stored[kind].pop(id, None)
+            self.models[kind].pop(id, None)
+        for entry in written:
+            self.stored[entry.kind][entry.id] = entry
+            try:
+                self.models[entry.kind][entry.id] = validate_entry(
+                    entry.kind, unseal_entry(entry.kind, entry.body, self.catalog), where=f"{entry.kind}['{entry.id}']"
+                )
+            except ConfigError as exc:  # written by an older release whose models accepted it
+                issues.extend(exc.issues)
+        if issues:
+            raise ConfigError(CATALOG_ORIGIN, issues)
+
+    def merged(
+        self, yaml: PrequelConfig | None, *, change: tuple[str, str, Entry | None] | None = None
+    ) -> PrequelConfig:
+        """YAML entries first, then the catalog's (with ``change``: one entry put, replaced or removed)."""
+        lists: dict[str, list[Any]] = {}
+        for kind in KINDS:
+            models = self.models[kind]
+            if change is not None and change[0] == kind:
+                models = dict(models)
+                if change[2] is None:
+                    models.pop(change[1], None)
+                else:
+                    models[change[1]] = change[2]
+            lists[kind] = [*(getattr(yaml, kind) if yaml is not None else ()), *models.values()]
+        config = PrequelConfig.model_construct(**lists)
+        if yaml is not None:
+            config._base_dir = yaml.base_dir
+            config._origin = f"{yaml.origin} + {CATALOG_ORIGIN}"
+        else:
+            config._origin = CATALOG_ORIGIN
+        return config
+
+
+def load_merged(yaml: PrequelConfig | None, state: CatalogState) -> PrequelConfig:
+    """The definitions' config: the YAML file's entries and the catalog's, checked together."""
+    config = state.merged(yaml)
+    issues = check_references(config)
+    if issues:
+        raise ConfigError(config.origin, [_named(config, issue) for issue in issues])
+    return config
+
+
+def change_issues(before: PrequelConfig, after: PrequelConfig, kind: str, id: str) -> list[ConfigIssue]:
+    """The cross-reference problems a change brings (those already there are not its fault), each
+    named by the entry it is in: ``stream.mappings[0]`` for the entry changed, ``stream 'x'`` for another."""
+    old = {_named(before, i) for i in check_references(before)}
+    found = []
+    for issue in check_references(after):
+        named = _named(after, issue, kind, id)
+        if named not in old and _named(after, issue) not in old:
+            found.append(named)
+    return found
+
+
+_INDEXED = re.compile(r"^([a-z]+)\[(\d+)\]")
+
+
+def _named(config: PrequelConfig, issue: ConfigIssue, kind: str | None = None, id: str | None = None) -> ConfigIssue:
+    """``streams[12].mappings[0]`` as ``streams['orders'].mappings[0]`` (or ``stream.mappings[0]`` for ``id``)."""
+    match = _INDEXED.match(issue.path)
+    if match is None or match.group(1) not in KINDS:
+        return issue
+    entries = getattr(config, match.group(1))
+    index = int(match.group(2))
+    if index >= len(entries):
+        return issue
+    entry_id = entries[index].id
+    rest = issue.path[match.end() :]
+    if match.group(1) == kind and entry_id == id:
+        return ConfigIssue(f"{SINGULAR[kind]}{rest}", issue.message)
+    return ConfigIssue(f"{match.group(1)}['{entry_id}']{rest}", issue.message)
+
+
+def owner_of(config: PrequelConfig, kind: str, model: Entry) -> str | None:
+    """The provider an entry belongs to (None: the company's own, as datalakes and destinations)."""
+    try:
+        if kind == "providers":
+            return model.id
+        if kind == "sources":
+            return model.provider_id  # type: ignore[attr-defined,no-any-return]
+        if kind == "datasets":
+            return config.source(model.source_id).provider_id  # type: ignore[attr-defined]
+        if kind == "streams":
+            dataset = config.dataset(model.dataset_id)  # type: ignore[attr-defined]
+            return config.source(dataset.source_id).provider_id
+    except KeyError:
+        return None
+    return None
