@@ -4,6 +4,7 @@ sensor that makes glob datasets follow their files."""
 import hashlib
 import json
 from collections import defaultdict
+from collections.abc import Mapping
 
 import dagster as dg
 from dagster._core.definitions.assets.job.asset_job import IMPLICIT_ASSET_JOB_NAME
@@ -28,7 +29,9 @@ def cron_for_minutes(minutes: int) -> tuple[str, int]:
     return "0 0 * * *", every
 
 
-def build_schedules(config: PrequelConfig, translator: DagsterPrequelTranslator) -> list[dg.ScheduleDefinition]:
+def build_schedules(
+    config: PrequelConfig, translator: DagsterPrequelTranslator, run_tags: Mapping[str, str] | None = None
+) -> list[dg.ScheduleDefinition]:
     """One schedule per distinct ``frequency_minutes``; each tick requests one run per provider
     (tagged ``prequel/provider``), so one provider's failure never fails another's extracts and the
     instance's per-provider run limits apply. A run extracts the provider's datasets, then loads the
@@ -43,10 +46,11 @@ def build_schedules(config: PrequelConfig, translator: DagsterPrequelTranslator)
         keys = by_minutes[dataset.frequency_minutes][props.provider.id]
         keys.append(translator.get_dataset_asset_key(props))
         keys.extend(streams_of[dataset.id])
-    return [_schedule(minutes, dict(by_provider)) for minutes, by_provider in sorted(by_minutes.items())]
+    tags = dict(run_tags or {})
+    return [_schedule(minutes, dict(by_provider), tags) for minutes, by_provider in sorted(by_minutes.items())]
 
 
-def _schedule(minutes: int, by_provider: dict[str, list[dg.AssetKey]]) -> dg.ScheduleDefinition:
+def _schedule(minutes: int, by_provider: dict[str, list[dg.AssetKey]], tags: dict[str, str]) -> dg.ScheduleDefinition:
     cron, every = cron_for_minutes(minutes)
     note = "" if every == minutes else f" (runs every {every} minutes: the nearest even cron interval below {minutes})"
 
@@ -68,7 +72,7 @@ def _schedule(minutes: int, by_provider: dict[str, list[dg.AssetKey]]) -> dg.Sch
         except Exception:  # dagster raises a CheckError when no tick time is set
             tick = "manual"  # evaluated outside the daemon
         return [
-            dg.RunRequest(run_key=f"{provider_id}:{tick}", asset_selection=keys, tags={"prequel/provider": provider_id})
+            dg.RunRequest(run_key=f"{provider_id}:{tick}", asset_selection=keys, tags={**tags, "prequel/provider": provider_id})
             for provider_id, keys in sorted(by_provider.items())
         ]
 
@@ -76,7 +80,7 @@ def _schedule(minutes: int, by_provider: dict[str, list[dg.AssetKey]]) -> dg.Sch
 
 
 def build_stream_automation_sensor(
-    config: PrequelConfig, translator: DagsterPrequelTranslator
+    config: PrequelConfig, translator: DagsterPrequelTranslator, run_tags: Mapping[str, str] | None = None
 ) -> dg.AutomationConditionSensorDefinition | None:
     keys = [translator.get_stream_asset_key(stream_props(config, s)) for s in config.streams]
     if not keys:
@@ -86,11 +90,14 @@ def build_stream_automation_sensor(
         target=dg.AssetSelection.assets(*keys),
         default_status=dg.DefaultSensorStatus.RUNNING,
         minimum_interval_seconds=30,
+        run_tags=dict(run_tags) if run_tags else None,
         description="Loads each enabled stream after its dataset's extract brings new data.",
     )
 
 
-def build_glob_file_sensor(config: PrequelConfig, translator: DagsterPrequelTranslator) -> dg.SensorDefinition | None:
+def build_glob_file_sensor(
+    config: PrequelConfig, translator: DagsterPrequelTranslator, run_tags: Mapping[str, str] | None = None
+) -> dg.SensorDefinition | None:
     """A sensor that requests a glob dataset's extract as soon as new or changed files land."""
     datasets = [d for d in config.datasets if d.method == "glob"]
     if not datasets:
@@ -128,7 +135,7 @@ def build_glob_file_sensor(config: PrequelConfig, translator: DagsterPrequelTran
                 dg.RunRequest(
                     run_key=f"{dataset.id}:{fingerprint[:16]}",
                     asset_selection=[keys[dataset.id]],
-                    tags={"prequel/new_files": str(len(pending))},
+                    tags={**(run_tags or {}), "prequel/new_files": str(len(pending))},
                 )
             )
         return dg.SensorResult(

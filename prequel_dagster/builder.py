@@ -20,6 +20,7 @@ def build_definitions(
     translator: DagsterPrequelTranslator | None = None,
     resources: Mapping[str, Any] | None = None,
     executor: dg.ExecutorDefinition | None = None,
+    run_tags: Mapping[str, str] | None = None,
 ) -> dg.Definitions:
     """Assets, checks, schedules, the sensors (streams follow datasets; glob datasets follow new files)
     and the resources ``prequel_datalake``, ``prequel_source`` and ``prequel_webhook`` for one config.
@@ -32,7 +33,8 @@ def build_definitions(
     A resource given here replaces the default of the same key, bound to the same config. Runs
     execute in process by default (a run is one provider's extracts or loads: a process per step
     would cost seconds each); pass ``executor=dg.multiprocess_executor`` or a Kubernetes executor
-    to isolate steps in processes or pods.
+    to isolate steps in processes or pods. ``run_tags`` go on every run the schedules and sensors
+    request (the catalog revision the definitions were built from, so a run worker builds the same).
     """
     if not isinstance(config, PrequelConfig):
         config = load_config(config)
@@ -41,13 +43,16 @@ def build_definitions(
     bound.update({key: rebind(value, bound.get(key)) for key, value in (resources or {}).items()})
     sensors = [
         s
-        for s in (build_stream_automation_sensor(config, translator), build_glob_file_sensor(config, translator))
+        for s in (
+            build_stream_automation_sensor(config, translator, run_tags),
+            build_glob_file_sensor(config, translator, run_tags),
+        )
         if s is not None
     ]
     housekeeping_jobs, housekeeping_schedules = build_housekeeping(config)
     return dg.Definitions(
         assets=[*build_dataset_assets(config, translator), *build_stream_assets(config, translator)],
-        schedules=[*build_schedules(config, translator), *housekeeping_schedules],
+        schedules=[*build_schedules(config, translator, run_tags), *housekeeping_schedules],
         jobs=housekeeping_jobs,
         sensors=sensors,
         resources=bound,

@@ -27,6 +27,8 @@ from dagster_shared.serdes import deserialize_value
 import prequel_dagster.builder  # noqa: F401
 
 DEFINITIONS = "prequel_dagster.definitions"
+REVISION_TAG = "prequel/catalog_revision"  # (as definitions.REVISION_TAG; not imported: it builds the definitions)
+REVISION_ENV_VAR = "PREQUEL_CATALOG_REVISION"
 try:  # the default code location, built once here; a run rebuilds it if its config changed since
     importlib.import_module(DEFINITIONS)
 except Exception:  # a run imports it again and reports the error in its own logs
@@ -40,10 +42,14 @@ def run_worker(run_id: str, instance_ref: str, working_directory: str | None) ->
     config a new process would read; any other code location is loaded here, per run."""
     if working_directory:
         os.chdir(working_directory)
-    definitions = sys.modules.get(DEFINITIONS)
-    if definitions is not None and not definitions.is_current():
-        del sys.modules[DEFINITIONS]  # the config changed (or is another one from here): load it afresh
     with capture_interrupts(), dg.DagsterInstance.from_ref(deserialize_value(instance_ref, InstanceRef)) as instance:
+        run = instance.get_run_by_id(run_id)
+        tagged = run.tags.get(REVISION_TAG, "") if run is not None else ""
+        if tagged.isdigit():  # the catalog revision the run was requested from: build exactly that one
+            os.environ[REVISION_ENV_VAR] = tagged
+        definitions = sys.modules.get(DEFINITIONS)
+        if definitions is not None and not definitions.is_current(int(tagged) if tagged.isdigit() else None):
+            del sys.modules[DEFINITIONS]  # the config or the catalog changed: load it afresh
         code = _execute_run_command_body(run_id, instance, lambda _event: None, set_exit_code_on_failure=False)
     sys.stdout.flush()
     sys.stderr.flush()
