@@ -1,4 +1,4 @@
-"""``prequel-dagster``: demo, validate, test-transform, redeliver, keys, receiver."""
+"""``prequel-dagster``: demo, validate, test-transform, redeliver, housekeeping, keys, receiver, api."""
 
 import argparse
 import os
@@ -17,6 +17,19 @@ def _print_error(exc: BaseException) -> None:
 
 class UsageError(PrequelError):
     """Bad command-line input: exit status 2."""
+
+
+def _load(args: argparse.Namespace):  # -> PrequelConfig
+    """The YAML config (``--config``, ``$PREQUEL_CONFIG`` or ``./prequel.yaml``) and the API's catalog together."""
+    from .catalog.entries import load_with_catalog
+    from .config.loading import find_config_path
+
+    found = load_with_catalog(find_config_path(args.config))
+    if found is None:
+        raise UsageError(
+            "no config given, PREQUEL_CONFIG unset, no ./prequel.yaml and no catalog (.prequel/catalog.db)"
+        )
+    return found[0]
 
 
 def _config_path(args: argparse.Namespace) -> Path:
@@ -181,12 +194,11 @@ def cmd_keys_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_redeliver(args: argparse.Namespace) -> int:
-    from .config.loading import load_config
     from .engine import run_load
 
     if not args.record_id and not args.dead_letters:
         raise UsageError("pass --dead-letters, or one or more --record-id")
-    config = load_config(_config_path(args))
+    config = _load(args)
     if args.stream_id not in {s.id for s in config.streams}:
         print(f"error: no stream with id '{args.stream_id}'", file=sys.stderr)
         return 1
@@ -199,10 +211,9 @@ def cmd_redeliver(args: argparse.Namespace) -> int:
 
 
 def cmd_housekeeping(args: argparse.Namespace) -> int:
-    from .config.loading import load_config
     from .lake.housekeeping import run_housekeeping
 
-    config = load_config(_config_path(args))
+    config = _load(args)
     ids = [d.id for d in config.datalakes]
     if args.datalake:
         if args.datalake not in ids:
@@ -230,12 +241,10 @@ def cmd_housekeeping(args: argparse.Namespace) -> int:
 
 
 def cmd_test_transform(args: argparse.Namespace) -> int:
-    from .config.loading import load_config
     from .engine.preview import preview_stream
 
-    path = _config_path(args)
     try:
-        config = load_config(path)
+        config = _load(args)
         if args.stream_id not in {s.id for s in config.streams}:
             raise PrequelError(f"no stream with id '{args.stream_id}'; `prequel-dagster validate` lists the config")
         preview = preview_stream(config, args.stream_id, limit=args.limit, record_ids=args.record_id)
@@ -249,6 +258,57 @@ def cmd_test_transform(args: argparse.Namespace) -> int:
             print(f"        {row.violation}")
     print(f"\n{len(preview.rows)} records from the lake, {preview.invalid} violate the destination's record_schema")
     return 0 if preview.invalid == 0 else 3
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    from .api.server import serve
+
+    serve(args.host, args.port, config_path=args.config, dagster_url=args.dagster_url)
+    return 0
+
+
+def _catalog():  # -> Catalog
+    from .catalog.store import Catalog
+
+    catalog = Catalog.open()
+    assert catalog is not None
+    return catalog
+
+
+def cmd_api_keys_create(args: argparse.Namespace) -> int:
+    catalog = _catalog()
+    if args.provider is not None:
+        from .catalog.entries import load_with_catalog
+        from .config.loading import find_config_path
+
+        found = load_with_catalog(find_config_path(args.config))
+        if found is None or args.provider not in {p.id for p in found[0].providers}:
+            raise UsageError(f"no provider with id '{args.provider}' in the config or the catalog")
+    key, text = catalog.create_key(args.provider, args.label)
+    scope = f"provider '{key.provider_id}'" if key.provider_id else "the company (every provider)"
+    print(f"API key {key.id} for {scope}. It is shown once; store it now (send it as X-API-KEY):")
+    print(text)
+    return 0
+
+
+def cmd_api_keys_list(args: argparse.Namespace) -> int:
+    for key in _catalog().keys():
+        state = f"revoked {key.revoked_at}" if key.revoked_at else "active"
+        print(f"{key.id}  {key.provider_id or '(company)':20}  {state:32}  created {key.created_at}  {key.label or ''}")
+    return 0
+
+
+def cmd_api_keys_revoke(args: argparse.Namespace) -> int:
+    if not _catalog().revoke_key(args.key_id):
+        raise UsageError(f"no active API key with id '{args.key_id}' (prequel-dagster api keys list)")
+    print(f"revoked {args.key_id}: requests with it now get 401")
+    return 0
+
+
+def cmd_api_rotate_key(args: argparse.Namespace) -> int:
+    changed = _catalog().rotate_secrets()
+    print(f"sealed the secrets of {changed} catalog rows again with the first key of PREQUEL_CATALOG_KEY")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -296,6 +356,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--db", default="received.db", help="SQLite file to store batches in")
     p.add_argument("--public-key", help="PEM public key: verify X-Prequel-Webhook-Signature, 401 if wrong")
     p.set_defaults(func=cmd_receiver)
+
+    p = sub.add_parser("api", help="serve Prequel's /import/* management API (and manage its keys)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8800)
+    p.add_argument("--config", help="YAML config served with the catalog (default: $PREQUEL_CONFIG or ./prequel.yaml)")
+    p.add_argument(
+        "--dagster-url", help="the Dagster webserver (default: $PREQUEL_DAGSTER_URL or http://127.0.0.1:3000)"
+    )
+    p.set_defaults(func=cmd_api)
+    api = p.add_subparsers(dest="api_command")
+    k = api.add_parser("keys", help="API keys: create, list, revoke")
+    keys_sub = k.add_subparsers(dest="keys_command", required=True)
+    c = keys_sub.add_parser("create", help="a new key, printed once (alone on the last line)")
+    c.add_argument("--provider", help="scope the key to this provider's resources")
+    c.add_argument("--label", help="a note to recognise the key by")
+    c.add_argument("--config", help="YAML config (to check --provider exists)")
+    c.set_defaults(func=cmd_api_keys_create)
+    c = keys_sub.add_parser("list", help="every key: id, scope, state (never the key itself)")
+    c.set_defaults(func=cmd_api_keys_list)
+    c = keys_sub.add_parser("revoke", help="revoke a key by its id")
+    c.add_argument("key_id")
+    c.set_defaults(func=cmd_api_keys_revoke)
+    c = api.add_parser("rotate-key", help="re-seal stored secrets with the first key of PREQUEL_CATALOG_KEY")
+    c.set_defaults(func=cmd_api_rotate_key)
 
     args = parser.parse_args(argv)
     try:

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from .builder import build_definitions
-from .catalog.entries import CatalogState, load_merged
+from .catalog.entries import load_with_catalog
 from .catalog.store import Catalog
 from .config.loading import find_config_path, load_config
 from .config.models import PrequelConfig
@@ -45,18 +45,11 @@ def _wanted_revision() -> int | None:
 
 def _load() -> tuple[PrequelConfig, int | None]:
     """The config (YAML and catalog) and the catalog revision it holds (None: no catalog)."""
-    path = _config_path()
-    catalog = Catalog.open(create=False)
-    if catalog is None:
-        if path is not None:
-            return load_config(path), None
-        # No config anywhere: the demo's, pointed at where `prequel-dagster demo` puts its files.
-        return load_config(TEMPLATE, base_dir=demo_dir()), None
-    try:
-        state = CatalogState.as_of(catalog, _wanted_revision())
-        return load_merged(load_config(path) if path is not None else None, state), state.revision
-    finally:
-        catalog.close()
+    found = load_with_catalog(_config_path(), revision=_wanted_revision())
+    if found is not None:
+        return found
+    # No config anywhere: the demo's, pointed at where `prequel-dagster demo` puts its files.
+    return load_config(TEMPLATE, base_dir=demo_dir()), None
 
 
 def catalog_revision() -> int | None:

@@ -18,10 +18,9 @@ from ..catalog.entries import MODELS, SINGULAR, CatalogState, change_issues, own
 from ..catalog.keypairs import with_generated_keys
 from ..catalog.secret_fields import merge_patch, strip
 from ..catalog.store import Catalog, DuplicateId, StoredEntry, decode_cursor, encode_cursor
-from ..config.errors import ConfigError, ConfigIssue
+from ..config.errors import ConfigIssue
 from ..config.loading import load_config
-from ..config.models import FILE_SOURCE_VENDORS, Entry, PrequelConfig
-from ..config.secrets import MASK
+from ..config.models import Entry, PrequelConfig
 
 log = logging.getLogger("prequel_dagster.api")
 
@@ -71,7 +70,7 @@ class Service:
         catalog: Catalog,
         yaml_path: Path | None = None,
         *,
-        on_change: Callable[[int], None] = lambda revision: None,
+        on_change: Callable[[str, str, int], None] = lambda kind, id, revision: None,
         check_destination: Callable[[PrequelConfig, str], str | None] | None = None,
     ):
         self.catalog = catalog
@@ -218,7 +217,7 @@ class Service:
                 self.catalog.create(kind, model.id, owner_of(after, kind, model), body, actor=principal.key_id)
             except DuplicateId as exc:
                 raise ApiError(409, f"{singular}.id: {exc}") from None
-            self._changed()
+            self._changed(kind, model.id)
             return self.view(kind, model)
 
     def update(
@@ -260,7 +259,7 @@ class Service:
             if kind == "destinations" and not skip_validation:
                 self._check_reachable(after, id)
             self.catalog.update(kind, id, stored.provider_id, merged, actor=principal.key_id)
-            self._changed()
+            self._changed(kind, id)
             del current
             return self.view(kind, model)
 
@@ -281,13 +280,13 @@ class Service:
             if users:
                 raise ApiError(400, f"{singular} '{id}' is used by {', '.join(users)}; delete or change them first")
             self.catalog.delete(kind, id, actor=principal.key_id)
-            self._changed()
+            self._changed(kind, id)
 
     # ------------------------------------------------------------------ helpers
 
-    def _changed(self) -> None:
+    def _changed(self, kind: str, id: str) -> None:
         self.state.refresh()
-        self.on_change(self.state.revision)
+        self.on_change(kind, id, self.state.revision)
 
     def _exists(self, config: PrequelConfig, kind: str, id: str) -> bool:
         try:
@@ -386,6 +385,3 @@ def shape(
                 block.setdefault("connection_timeout_in_seconds", timeout)
             out[vendor] = block  # type: ignore[index]
     return out
-
-
-__all__ = ["FILE_SOURCE_VENDORS", "MASK", "ApiError", "ConfigError", "Principal", "Service", "not_found"]

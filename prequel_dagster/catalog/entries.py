@@ -6,14 +6,16 @@ literals (``${ENV}`` is never resolved in a tenant's values), and a change is ch
 cross-reference checks that ``prequel.yaml`` gets.
 """
 
+import dataclasses
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
 from ..config.errors import ConfigError, ConfigIssue
-from ..config.loading import KINDS, _pydantic_issues, check_references
+from ..config.loading import KINDS, _pydantic_issues, check_references, load_config
 from ..config.models import (
     LITERAL,
     Datalake,
@@ -99,6 +101,13 @@ class CatalogState:
         if issues:
             raise ConfigError(CATALOG_ORIGIN, issues)
 
+    def set_status(self, kind: str, id: str, status: dict[str, Any]) -> None:
+        """Record a connectivity result (stored, and in this state: it is not a revision)."""
+        self.catalog.set_status(kind, id, status)
+        stored = self.stored[kind].get(id)
+        if stored is not None:
+            self.stored[kind][id] = dataclasses.replace(stored, status=status)
+
     def merged(
         self, yaml: PrequelConfig | None, *, change: tuple[str, str, Entry | None] | None = None
     ) -> PrequelConfig:
@@ -113,7 +122,7 @@ class CatalogState:
                 else:
                     models[change[1]] = change[2]
             lists[kind] = [*(getattr(yaml, kind) if yaml is not None else ()), *models.values()]
-        config = PrequelConfig.model_construct(**lists)
+        config = PrequelConfig.model_construct(**lists)  # type: ignore[arg-type]  # entries validated one by one
         if yaml is not None:
             config._base_dir = yaml.base_dir
             config._origin = f"{yaml.origin} + {CATALOG_ORIGIN}"
@@ -157,7 +166,7 @@ def _named(config: PrequelConfig, issue: ConfigIssue, kind: str | None = None, i
         return issue
     entry_id = entries[index].id
     rest = issue.path[match.end() :]
-    if match.group(1) == kind and entry_id == id:
+    if kind is not None and match.group(1) == kind and entry_id == id:
         return ConfigIssue(f"{SINGULAR[kind]}{rest}", issue.message)
     return ConfigIssue(f"{match.group(1)}['{entry_id}']{rest}", issue.message)
 
@@ -177,3 +186,16 @@ def owner_of(config: PrequelConfig, kind: str, model: Entry) -> str | None:
     except KeyError:
         return None
     return None
+
+
+def load_with_catalog(path: Path | None, *, revision: int | None = None) -> tuple[PrequelConfig, int | None] | None:
+    """The YAML file's config and the catalog's (``.prequel/catalog.db`` or ``$PREQUEL_CATALOG_URL``)
+    together, and the catalog revision read (None: no catalog); None when there is neither."""
+    catalog = Catalog.open(create=False)
+    if catalog is None:
+        return (load_config(path), None) if path is not None else None
+    try:
+        state = CatalogState.as_of(catalog, revision)
+        return load_merged(load_config(path) if path is not None else None, state), state.revision
+    finally:
+        catalog.close()

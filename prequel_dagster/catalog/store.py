@@ -377,6 +377,14 @@ class Catalog:
                 )
             )
 
+    def set_job_run(self, id: str, run_id: str) -> None:
+        with self._write_lock, self.engine.begin() as c:
+            c.execute(t.jobs.update().where(t.jobs.c.id == id).values(run_id=run_id))
+
+    def set_job_error(self, id: str, error: dict[str, Any]) -> None:
+        with self._write_lock, self.engine.begin() as c:
+            c.execute(t.jobs.update().where(t.jobs.c.id == id).values(error=orjson.dumps(error).decode()))
+
     def get_job(self, kind: str, id: str) -> Job | None:
         with self.engine.connect() as c:
             row = c.execute(sa.select(t.jobs).where(t.jobs.c.kind == kind, t.jobs.c.id == id)).first()
@@ -463,7 +471,9 @@ def _live(kind: str, id: str) -> tuple[Any, ...]:
 
 
 def _new_revision(c: sa.Connection, actor: str | None, stamp: str) -> int:
-    return int(c.execute(t.revisions.insert().values(created_at=stamp, actor_id=actor)).inserted_primary_key[0])
+    key = c.execute(t.revisions.insert().values(created_at=stamp, actor_id=actor)).inserted_primary_key
+    assert key is not None
+    return int(key[0])
 
 
 def _row(

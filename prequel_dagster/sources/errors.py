@@ -33,6 +33,26 @@ _FIXES = [  # first match wins
 ]
 
 
+_CODES = [
+    "AUTHENTICATION_FAILED",
+    "DATABASE_NOT_FOUND",
+    "UNREACHABLE",
+    "PERMISSION_DENIED",
+    "NOT_FOUND",
+    "SYNTAX_ERROR",
+]
+"""test-source's code for each entry of ``_FIXES``, in order."""
+
+
+def fix_for(message: str) -> tuple[str, str]:
+    """A short code and the fix for a driver's failure message."""
+    low = message.lower()
+    for (needles, fix), code in zip(_FIXES, _CODES):
+        if any(n in low for n in needles):
+            return code, fix
+    return "CONNECTION_FAILED", "see the message above"
+
+
 def describe_failure(source: Source, dataset: Dataset, exc: BaseException) -> SourceError:
     """The database's own first line (secrets masked) and what to change."""
     raw = str(getattr(exc, "orig", None) or exc)

@@ -67,13 +67,12 @@ def _numeric_type(field: pa.Field) -> pa.DataType:
     return pa.decimal128(precision, scale) if 0 < precision <= 38 else pa.string()
 
 
-class PostgresReader:
-    """Reads one table or query dataset of a PostgreSQL source as Arrow record batches."""
+class PostgresEndpoint:
+    """Where and how to connect to a PostgreSQL source: the libpq connection string, through the
+    source's SSH tunnel while :meth:`open` (reads and test-source share it)."""
 
-    def __init__(self, source: Source, dataset: Dataset, config: PrequelConfig):
+    def __init__(self, source: Source):
         self.source = source
-        self.dataset = dataset
-        self.keys_unique = False  # set by read() before the first batch: the key is a unique index's only column
         pg = source.postgres
         assert pg is not None
         if pg.use_ssh_tunnel and pg.ssh_tunnel is None:
@@ -106,7 +105,7 @@ class PostgresReader:
         )
 
     @contextlib.contextmanager
-    def _endpoint(self) -> Iterator[str]:
+    def open(self) -> Iterator[str]:
         """The connection string: straight to the database, or through the SSH tunnel for this read."""
         pg = self.pg
         if not pg.use_ssh_tunnel:
@@ -133,6 +132,19 @@ class PostgresReader:
                 yield self._conninfo("127.0.0.1", local_port)
         finally:
             client.close()
+
+
+class PostgresReader:
+    """Reads one table or query dataset of a PostgreSQL source as Arrow record batches."""
+
+    def __init__(self, source: Source, dataset: Dataset, config: PrequelConfig):
+        self.dataset = dataset
+        self.keys_unique = False  # set by read() before the first batch: the key is a unique index's only column
+        self.endpoint = PostgresEndpoint(source)
+        self.source, self.pg = source, self.endpoint.pg
+
+    def _endpoint(self) -> contextlib.AbstractContextManager[str]:
+        return self.endpoint.open()
 
     def _relation(self) -> sql.Composable:
         if self.dataset.method == "table":

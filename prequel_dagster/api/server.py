@@ -1,0 +1,58 @@
+"""The whole service wired together: catalog, YAML config, the Dagster link, and the ASGI app to serve or mount.
+
+Mount it in your own app with ``app.mount("/prequel", build_app())``; serve it with
+``prequel-dagster api`` (uvicorn).
+"""
+
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from ..catalog.store import Catalog
+from ..config.loading import find_config_path
+from ..config.models import PrequelConfig
+from ..delivery.reachability import unreachable
+from .actions import Actions
+from .app import create_app
+from .dagster_link import DagsterLink, Launcher, Reloader
+from .service import Service
+
+
+def check_destination(config: PrequelConfig, destination_id: str) -> str | None:
+    return unreachable(config.destination(destination_id))
+
+
+def build_app(
+    *,
+    config_path: str | Path | None = None,
+    catalog_url: str | None = None,
+    dagster_url: str | None = None,
+    poll_seconds: float = 5.0,
+) -> FastAPI:
+    """The API over the catalog (``catalog_url``, default ``$PREQUEL_CATALOG_URL`` or ``.prequel/catalog.db``)
+    and the YAML config, launching Extracts and Loads through the Dagster webserver at ``dagster_url``
+    (default ``$PREQUEL_DAGSTER_URL`` or ``http://127.0.0.1:3000``)."""
+    catalog = Catalog.open(catalog_url)
+    assert catalog is not None
+    service = Service(catalog, find_config_path(config_path), check_destination=check_destination)
+    link = DagsterLink(dagster_url) if dagster_url else DagsterLink.from_environment()
+    reloader = Reloader(link, catalog.revision, poll_seconds=poll_seconds)
+    launcher = Launcher(link, reloader)
+    actions = Actions(service, link, reloader=reloader, launcher=launcher)
+    service.on_change = actions.changed
+    app = create_app(service=service, actions=actions)
+
+    @app.on_event("shutdown")
+    def _stop() -> None:
+        launcher.stop(5)
+        reloader.stop(5)
+        link.close()
+        catalog.close()
+
+    return app
+
+
+def serve(host: str, port: int, **kwargs: object) -> None:
+    import uvicorn
+
+    uvicorn.run(build_app(**kwargs), host=host, port=port, log_level="info")  # type: ignore[arg-type]
