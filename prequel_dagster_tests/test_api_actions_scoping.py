@@ -64,17 +64,7 @@ def api(tmp_path, monkeypatch, receiver):
     actions = Actions(service, link, reloader=reloader, launcher=launcher)
     service.on_change = actions.changed
     company = Principal("test", None)
-    service.create(
-        company, "datalakes", {"name": "lake", "storage": "local", "local": {"path": str(tmp_path / "lake")}}
-    )
-    lake_id = service.config().datalakes[0].id
-    service.catalog.update(
-        "datalakes",
-        lake_id,
-        None,
-        {"id": "lake", "name": "lake", "storage": "local", "local": {"path": str(tmp_path / "lake")}},
-    )  # (a readable id for the providers below; ids are the server's through the API)
-    service.catalog.delete("datalakes", lake_id)
+    # the company's resources with readable ids (through the API, ids are the server's)
     service.catalog.create(
         "datalakes",
         "lake",
