@@ -116,7 +116,10 @@ class Service:
         if kind in ("datalakes", "products"):
             return False
         if kind == "destinations":
-            products = config.provider(principal.provider_id).products
+            try:
+                products = config.provider(principal.provider_id).products
+            except KeyError:  # the key's provider was deleted
+                return False
             return "all" in products or any(
                 model.id in p.destinations for p in config.products if p.id in products or p.name in products
             )
@@ -233,6 +236,8 @@ class Service:
         _, current = self.find(principal, kind, id)
         if principal.provider_id is not None and kind in COMPANY_KINDS:
             raise not_found(kind, id)  # may read, may not change
+        if principal.provider_id is not None and kind == "providers":  # its products decide what it may reach
+            raise ApiError(403, "a provider's key cannot change its provider; use the company's key")
         if self.is_yaml(kind, id):
             raise ApiError(
                 400,
@@ -266,8 +271,10 @@ class Service:
     def delete(self, principal: Principal, kind: str, id: str) -> None:
         singular = SINGULAR[kind]
         self.find(principal, kind, id)
-        if principal.provider_id is not None and kind in (*COMPANY_KINDS, "providers"):
+        if principal.provider_id is not None and kind in COMPANY_KINDS:
             raise not_found(kind, id)
+        if principal.provider_id is not None and kind == "providers":
+            raise ApiError(403, "a provider's key cannot delete its provider; use the company's key")
         if self.is_yaml(kind, id):
             raise ApiError(
                 400,
