@@ -162,3 +162,13 @@ def test_own_extract_that_dagster_cannot_take_fails_with_its_reason(api):
     assert "Dagster" in job["error"]["message"] or "127.0.0.1" in job["error"]["message"]
     listed = data(acme.get("/import/extracts"))["extracts"]
     assert [e["id"] for e in listed] == [made["id"]]
+
+
+def test_a_providers_key_cannot_widen_its_own_products(api):
+    acme, _ = api
+    before = data(acme.get("/import/providers/acme"))["provider"]
+    assert "refused" not in before
+    message = error(acme.patch("/import/providers/acme", json={"provider": {"products": ["all", "extra"]}}), 403)
+    assert "company" in message
+    error(acme.delete("/import/providers/acme"), 403)
+    assert data(acme.get("/import/providers/acme"))["provider"] == before
