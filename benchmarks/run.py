@@ -3,6 +3,7 @@
     python benchmarks/run.py delivery [--records 1000000] [--repeats 3]
     python benchmarks/run.py growth [--commits 2000] [--compact-every 50]   (see growth.py)
     python benchmarks/run.py defs [--providers 1000 5000] [--no-baseline]    (see defs.py)
+    python benchmarks/run.py api [--providers 1000] [--creates 300]          (see api.py)
 
 delivery: 1M records from the lake, mapped by 10 mappings (3 expressions), validated and delivered
 to a loopback endpoint (its own process) that parses each body, against the ceiling of the same
@@ -285,6 +286,16 @@ def defs(args: argparse.Namespace) -> None:
         print(f"{key}={value:.2f}")
 
 
+def api(args: argparse.Namespace) -> None:
+    from api import run as run_api_benchmark
+
+    figures = run_api_benchmark(
+        args.providers, args.creates, repeats=args.repeats, api_port=args.api_port, dagster_port=args.dagster_port
+    )
+    for key, value in figures.items():
+        print(f"{key}={value:.2f}" if isinstance(value, float) else f"{key}={value}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="which", required=True)
@@ -307,6 +318,13 @@ def main() -> None:
     p.add_argument("--orchestration-providers", type=int, default=40)
     p.add_argument("--no-baseline", action="store_true", help="skip the run with Dagster's default run launcher")
     p.set_defaults(func=defs)
+    p = sub.add_parser("api")
+    p.add_argument("--providers", type=int, default=1_000)
+    p.add_argument("--creates", type=int, default=300)
+    p.add_argument("--repeats", type=int, default=2, help="definitions refreshes timed per catalog")
+    p.add_argument("--api-port", type=int, default=0, help="the API's port (0: a free one)")
+    p.add_argument("--dagster-port", type=int, default=0, help="the Dagster webserver's port (0: a free one)")
+    p.set_defaults(func=api)
     args = parser.parse_args()
     os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
     args.func(args)

@@ -72,7 +72,9 @@ def _schedule(minutes: int, by_provider: dict[str, list[dg.AssetKey]], tags: dic
         except Exception:  # dagster raises a CheckError when no tick time is set
             tick = "manual"  # evaluated outside the daemon
         return [
-            dg.RunRequest(run_key=f"{provider_id}:{tick}", asset_selection=keys, tags={**tags, "prequel/provider": provider_id})
+            dg.RunRequest(
+                run_key=f"{provider_id}:{tick}", asset_selection=keys, tags={**tags, "prequel/provider": provider_id}
+            )
             for provider_id, keys in sorted(by_provider.items())
         ]
 

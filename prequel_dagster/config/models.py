@@ -26,7 +26,6 @@ from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
 
 from .secrets import Secret, interpolate
 
-
 LITERAL = {"literal": True}
 """Validation context for entries from the catalog (the API): their strings are data, never ``${ENV}``
 references (a tenant's host of ``${AWS_SECRET_ACCESS_KEY}`` must not read the server's environment)."""

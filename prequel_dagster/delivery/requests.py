@@ -33,7 +33,9 @@ class RequestTemplates:
         headers = {}
         for name, secret in t.headers.items():
             tpl = parse_template(secret.template, allow_record=per_record, allow_records=not per_record)
-            headers[name] = tpl.with_literals(lambda text, s=secret: Secret(text, literal=s.literal).reveal()) if reveal else tpl
+            headers[name] = (
+                tpl.with_literals(lambda text, s=secret: Secret(text, literal=s.literal).reveal()) if reveal else tpl
+            )
         return cls(
             parse_template(t.uri, allow_record=per_record, allow_records=not per_record, place="uri"),
             headers,
