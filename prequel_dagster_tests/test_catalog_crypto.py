@@ -118,7 +118,11 @@ def destination_body(token: str, api_key: str, signing_key: str) -> dict:
         "webhook_batch": {
             "request_template": {
                 "uri": "https://hooks.example.test/in",
-                "headers": {"Authorization": f"Bearer {token}", "X-Api-Key": api_key, "X-Tenant": "acme"},
+                "headers": {
+                    "Authorization": f"Bearer {token}",
+                    "X-Api-Key": api_key,
+                    "X-Tenant": "tenant-header-value",
+                },
             }
         },
     }

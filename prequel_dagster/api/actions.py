@@ -22,7 +22,7 @@ from ..config.models import Source, sanitize_name
 from ..config.secrets import redact
 from ..sources.probe import Probe, probe_source
 from . import envelope
-from .app import next_url, page_args, principal, wrapped
+from .app import next_url, page_args, principal, refuse_deep, wrapped
 from .dagster_link import DagsterLink, Launcher, Reloader, RunInfo
 from .service import ApiError, Principal, Service
 
@@ -406,6 +406,7 @@ async def _object(request: Request) -> dict[str, Any]:
         raise ApiError(400, f"the request body is not JSON ({exc})") from None
     if not isinstance(data, dict):
         raise ApiError(400, "the request body must be a JSON object")
+    refuse_deep(data, "body")
     return data
 
 

@@ -19,7 +19,7 @@ from ..catalog.entries import SINGULAR
 from ..catalog.secret_fields import is_sealed
 from ..catalog.store import Catalog, CatalogError
 from ..config.errors import ConfigError, PrequelError
-from ..config.loading import KINDS, find_config_path
+from ..config.loading import KINDS, find_config_path, shape_issues
 from ..config.secrets import redact
 from . import envelope
 from .openapi import document
@@ -93,18 +93,30 @@ async def wrapped(request: Request, name: str) -> dict[str, Any]:
     body = data[name]
     if not isinstance(body, dict):
         raise ApiError(400, f"{name}: expected an object")
+    refuse_deep(body, name)
     if _holds_sealed(body):
         raise ApiError(400, f"{name}: '$sealed' values are the catalog's own; send secrets in clear")
     return body
 
 
+def refuse_deep(body: Any, name: str) -> None:
+    """A body nested deeper than a config may be (or expanding past its size limit): 400, measured
+    without recursion, before anything walks it recursively."""
+    issues = shape_issues(body)
+    if issues:
+        raise ApiError(400, f"{name}" + (f".{issues[0].path}" if issues[0].path else "") + f": {issues[0].message}")
+
+
 def _holds_sealed(value: Any) -> bool:
-    if is_sealed(value):
-        return True
-    if isinstance(value, dict):
-        return any(_holds_sealed(v) for v in value.values())
-    if isinstance(value, list):
-        return any(_holds_sealed(v) for v in value)
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if is_sealed(item):
+            return True
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
     return False
 
 

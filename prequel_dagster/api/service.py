@@ -156,7 +156,7 @@ class Service:
         if self.yaml_path is None:
             return ""
         stamp = os.stat(self.yaml_path).st_mtime
-        return dt.datetime.fromtimestamp(stamp, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return dt.datetime.fromtimestamp(stamp, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")  # as the catalog's
 
     # ------------------------------------------------------------------ CRUD
 
