@@ -34,7 +34,9 @@ def build_app(
     (default ``$PREQUEL_DAGSTER_URL`` or ``http://127.0.0.1:3000``)."""
     catalog = Catalog.open(catalog_url)
     assert catalog is not None
-    service = Service(catalog, find_config_path(config_path), check_destination=check_destination)
+    service = Service(
+        catalog, find_config_path(config_path), check_destination=check_destination, freeze_after_load=True
+    )
     link = DagsterLink(dagster_url) if dagster_url else DagsterLink.from_environment()
     reloader = Reloader(link, catalog.revision, poll_seconds=poll_seconds)
     launcher = Launcher(link, reloader)

@@ -15,7 +15,14 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..config.errors import ConfigError, ConfigIssue
-from ..config.loading import KINDS, _pydantic_issues, check_references, load_config
+from ..config.loading import (
+    KINDS,
+    _pydantic_issues,
+    check_reference_entries,
+    check_references,
+    load_config,
+    reference_entry,
+)
 from ..config.models import (
     LITERAL,
     Datalake,
@@ -140,16 +147,43 @@ def load_merged(yaml: PrequelConfig | None, state: CatalogState) -> PrequelConfi
     return config
 
 
-def change_issues(before: PrequelConfig, after: PrequelConfig, kind: str, id: str) -> list[ConfigIssue]:
-    """The cross-reference problems a change brings (those already there are not its fault), each
-    named by the entry it is in: ``stream.mappings[0]`` for the entry changed, ``stream 'x'`` for another."""
-    old = {_named(before, i) for i in check_references(before)}
-    found = []
-    for issue in check_references(after):
-        named = _named(after, issue, kind, id)
-        if named not in old and _named(after, issue) not in old:
-            found.append(named)
-    return found
+class ReferenceChecker:
+    """The cross-reference checks of ``prequel.yaml`` for a config that changes one entry at a time:
+    what they read of each entry is kept between checks (per model object), and issues are named by
+    entry id (``streams['orders'].mappings[0]``)."""
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[str, str], Any] = {}  # (kind, id) -> (model, its reference entry)
+
+    def issues(self, config: PrequelConfig) -> set[ConfigIssue]:
+        entries: dict[str, list[Any]] = {}
+        kept: dict[tuple[str, str], Any] = {}
+        for kind in KINDS:
+            listed = entries[kind] = []
+            for model in getattr(config, kind):
+                key = (kind, model.id)
+                cached = self._entries.get(key)
+                if cached is None or cached[0] is not model:
+                    cached = (model, reference_entry(kind, model, f"{kind}['{model.id}']"))
+                kept[key] = cached
+                listed.append(cached[1])
+        self._entries = kept
+        return set(check_reference_entries(entries))
+
+
+def change_issues(
+    checker: ReferenceChecker, before: set[ConfigIssue], after: PrequelConfig, kind: str, id: str
+) -> tuple[list[ConfigIssue], set[ConfigIssue]]:
+    """The cross-reference problems a change brings (those ``before`` had are not its fault), the
+    changed entry's named as ``stream.mappings[0]``; and all of ``after``'s (the next change's
+    ``before``: one check per change, not two)."""
+    now = checker.issues(after)
+    prefix = f"{kind}['{id}']"
+    found = [
+        ConfigIssue(SINGULAR[kind] + i.path[len(prefix) :], i.message) if i.path.startswith(prefix) else i
+        for i in sorted(now - before, key=lambda i: (i.path, i.message))
+    ]
+    return found, now
 
 
 _INDEXED = re.compile(r"^([a-z]+)\[(\d+)\]")

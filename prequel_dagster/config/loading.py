@@ -420,6 +420,16 @@ def check_references(config: PrequelConfig) -> list[ConfigIssue]:
     return _check_references(entries, set())
 
 
+def reference_entry(kind: str, model: Any, path: str) -> _Entry:
+    """One valid entry as the cross-reference checks see it (for callers that keep them between checks)."""
+    return _Entry(path, model.id, model, {f: getattr(model, f) for f in _REFERENCE_FIELDS[kind]})
+
+
+def check_reference_entries(entries: dict[str, list[_Entry]]) -> list[ConfigIssue]:
+    """:func:`check_references` over entries built with :func:`reference_entry` (each issue at its entry's path)."""
+    return _check_references(entries, set())
+
+
 def _references_despite_field_errors(raw: dict[str, Any], exc: ValidationError) -> list[ConfigIssue]:
     """The cross-reference checks of a config with field errors: the valid entries in full, and the
     reference fields (ids, products, destinations) of the others that are valid on their own.

@@ -6,6 +6,7 @@ key, plus a user-chosen ``id``. Unknown keys are errors. Plain strings may conta
 only when a connection is made, and masked everywhere).
 """
 
+import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -963,9 +964,14 @@ class PrequelConfig(Block):
         return built[1][id]
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def sanitize_name(text: str) -> str:
-    """Dagster op and group names allow only ``[A-Za-z0-9_]``."""
-    return re.sub(r"[^A-Za-z0-9_]", "_", text)
+    """Dagster op and group names allow only ``[A-Za-z0-9_]`` (memoized: the cross-checks ask for
+    every op name of the config, and the API runs them on each change)."""
+    return _NOT_NAME.sub("_", text)
+
+
+_NOT_NAME = re.compile(r"[^A-Za-z0-9_]")
 
 
 @dataclass(frozen=True)
