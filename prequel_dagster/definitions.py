@@ -82,5 +82,5 @@ def is_current(revision: int | None = None) -> bool:
             return False
         wanted = revision if revision is not None else catalog_revision()
         return wanted == CATALOG_REVISION
-    except (OSError, ValueError):
+    except Exception:  # the catalog cannot be read: rebuild, and let the load report why
         return False

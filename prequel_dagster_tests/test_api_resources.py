@@ -936,7 +936,8 @@ def test_destination_creation_checks_the_endpoint(api, receiver):
 
 
 def test_a_deleted_providers_key_sees_nothing(api, receiver):
-    """A key outliving its provider (offboarded, key not revoked) reads empty lists and 404s, never a 500."""
+    """Deleting a provider revokes its keys (401); a key for a provider that never existed reads empty
+    lists and 404s, never a 500."""
     with api.client() as c:
         made = pipeline(c, receiver.url, "acme")
         _, acme_key = api.catalog.create_key(provider_id="acme")
@@ -944,7 +945,9 @@ def test_a_deleted_providers_key_sees_nothing(api, receiver):
         for kind in ("streams", "datasets", "sources"):
             data(c.delete(f"/import/{kind}/{made[kind[:-1]]['id']}"))
         data(c.delete("/import/providers/acme"))
-    for key in (acme_key, ghost_key):
+    with api.client(acme_key) as k:
+        error(k.get("/import/sources"), 401)
+    for key in (ghost_key,):
         for kind in ("datalakes", "providers", "products", "sources", "datasets", "destinations", "streams"):
             with api.client(key) as k:  # (a fresh connection each: a 500 would close it)
                 assert data(k.get(f"/import/{kind}"))[kind] == [], kind

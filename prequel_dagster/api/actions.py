@@ -6,6 +6,7 @@ read their status and counters from the run.
 """
 
 import datetime as dt
+import logging
 import threading
 import uuid
 from collections.abc import Mapping
@@ -16,15 +17,18 @@ from fastapi import FastAPI, Request
 from starlette.responses import Response
 
 from ..catalog.entries import validate_entry
-from ..catalog.store import Job, now
+from ..catalog.secret_fields import merge_patch
+from ..catalog.store import Job, now, unseal_entry
 from ..config.errors import PrequelError
 from ..config.models import Source, sanitize_name
 from ..config.secrets import redact
 from ..sources.probe import Probe, probe_source
 from . import envelope
-from .app import next_url, page_args, principal, refuse_deep, wrapped
+from .app import _holds_sealed, next_url, page_args, principal, refuse_deep, wrapped
 from .dagster_link import DagsterLink, Launcher, Reloader, RunInfo
-from .service import ApiError, Principal, Service
+from .service import IMMUTABLE, ApiError, Principal, Service
+
+log = logging.getLogger("prequel_dagster.api")
 
 KEY_PREFIX = ("prequel",)
 """The translator's default asset key prefix: datasets are ``prequel/<provider>/<dataset>``."""
@@ -90,26 +94,29 @@ class Actions:
     # ------------------------------------------------------------------ test-source
 
     def test_source(self, who: Principal, source_id: str | None, body: Mapping[str, Any] | None) -> Probe:
+        """Connect with a stored source, a change to it (not saved), or a new one (not saved)."""
         service = self.service
+        if body is not None and _holds_sealed(body):
+            raise ApiError(400, "source: '$sealed' values are the catalog's own; send secrets in clear")
         if source_id is not None:
             config, current = service.find(who, "sources", source_id)
             model = current
             if body:  # a credential change, tried without saving it
-                from ..catalog.secret_fields import merge_patch
-                from ..catalog.store import unseal_entry
-
-                stored = service.stored("sources", source_id)
-                base = stored.body if stored is not None else current.model_dump(mode="json", by_alias=True)
-                merged = merge_patch(base, dict(body))
-                model = validate_entry("sources", unseal_entry("sources", merged, service.catalog))
+                for field in ("id", *IMMUTABLE["sources"]):
+                    if field in body and body[field] != getattr(current, field):
+                        raise ApiError(400, f"source.{field}: cannot be changed")
+                with service.lock:
+                    stored = service.stored("sources", source_id)
+                    base = stored.body if stored is not None else current.model_dump(mode="json", by_alias=True)
+                    merged = service._prepare_source(who, merge_patch(base, dict(body)))
+                    model = validate_entry("sources", unseal_entry("sources", merged, service.catalog))
+                service.check_tenant_source(who, model)
         else:
-            body = dict(body or {})
-            body.setdefault("id", "test-source")
-            body = service._prepare_source(who, body)
+            body = service._prepare_source(who, {"id": "test-source", **dict(body or {})})
+            if body["id"] != "test-source":
+                raise ApiError(400, "source.id: ids of sources are assigned by the server; remove it")
             model = validate_entry("sources", body)
-            config = service.config()
-            if who.provider_id is not None and body.get("provider_id") != who.provider_id:
-                raise ApiError(400, f"source.provider_id: no provider with id '{body.get('provider_id')}'")
+            config = service.candidate(who, "sources", model, body)
         assert isinstance(model, Source)
         found = probe_source(config, model)
         if source_id is not None and not body:
@@ -152,7 +159,17 @@ class Actions:
         self.service.catalog.set_job_run(job_id, run_id)
 
     def _failed(self, job_id: str, message: str) -> None:
-        self.service.catalog.set_job_error(job_id, _error("LAUNCH_FAILED", "The run could not be launched", message))
+        # Dagster's reason may quote the code location's load error, which can name any provider's
+        # entries: it goes to the API's log; the job says where to look.
+        log.error("job %s: the run could not be launched: %s", job_id, redact(message))
+        self.service.catalog.set_job_error(
+            job_id,
+            _error(
+                "LAUNCH_FAILED",
+                "The run could not be launched",
+                f"Dagster could not launch the run; the API's log has the reason (job {job_id})",
+            ),
+        )
 
     def job(self, who: Principal, kind: str, id: str) -> Job:
         job = self.service.catalog.get_job(kind, id)
@@ -201,27 +218,24 @@ class Actions:
         if not 1 <= len(record_ids) <= limit:
             raise ApiError(400, f"record_ids: between 1 and {limit} ids")
         service = self.service
+        if stream_body is not None and not isinstance(stream_body, Mapping):
+            raise ApiError(400, "stream: expected an object")
         if stream_id is not None:
             config, current = service.find(who, "streams", stream_id)
             if stream_body:
-                from ..catalog.secret_fields import merge_patch
-
+                for field in ("id", *IMMUTABLE["streams"]):
+                    if field in stream_body and stream_body[field] != getattr(current, field):
+                        raise ApiError(400, f"stream.{field}: cannot be changed in a test; test a new stream instead")
                 merged = merge_patch(
                     current.model_dump(mode="json", by_alias=True, exclude_unset=True), dict(stream_body)
                 )
                 patched = validate_entry("streams", merged)
-                config = service.state.merged(service.yaml(), change=("streams", stream_id, patched))
+                config = service.candidate(who, "streams", patched, merged)
             target = stream_id
         else:
             body = {"id": "test-stream", **dict(stream_body or {})}
             model = validate_entry("streams", body)
-            service._check_scope(who, service.config(), "streams", body)
-            config = service.state.merged(service.yaml(), change=("streams", model.id, model))
-            try:
-                config.dataset(model.dataset_id)  # type: ignore[attr-defined]
-                config.destination(model.destination_id)  # type: ignore[attr-defined]
-            except KeyError as exc:
-                raise ApiError(400, f"stream: {exc.args[0]!r} does not exist") from None
+            config = service.candidate(who, "streams", model, body)
             target = model.id
         preview = preview_stream(config, target, record_ids=[str(r) for r in record_ids])
         schema = config.destination(config.stream(target).destination_id).record_schema

@@ -256,8 +256,10 @@ def _errors(app: FastAPI) -> None:
         issues = "; ".join(str(i) for i in exc.issues)
         if exc.source == "request":
             return envelope.error(400, f"the request is not valid: {issues}")
-        log.error("config problem: %s", redact(str(exc)))
-        return envelope.error(500, f"the server's configuration is not valid ({exc.source}): {issues}")
+        incident = uuid.uuid4().hex[:12]
+        log.error("incident %s: the configuration is not valid: %s", incident, redact(str(exc)))
+        del issues  # other tenants' entries may be named: the details go to the log only
+        return envelope.error(500, f"the server's configuration is not valid (incident {incident}); see the API's log")
 
     @app.exception_handler(PrequelError)
     async def prequel_error(request: Request, exc: PrequelError) -> Response:

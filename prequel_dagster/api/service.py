@@ -10,7 +10,7 @@ import logging
 import os
 import threading
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,10 +26,11 @@ from ..catalog.entries import (
 )
 from ..catalog.keypairs import with_generated_keys
 from ..catalog.secret_fields import merge_patch, strip
-from ..catalog.store import Catalog, DuplicateId, StoredEntry, decode_cursor, encode_cursor
+from ..catalog.store import Catalog, DuplicateId, StaleCatalog, StoredEntry, decode_cursor, encode_cursor
 from ..config.errors import ConfigIssue
-from ..config.loading import load_config
-from ..config.models import Entry, PrequelConfig
+from ..config.loading import load_config, parse_yaml
+from ..config.models import Entry, PrequelConfig, Source
+from .tenancy import LOCAL_VENDORS, tenant_source_issues
 
 log = logging.getLogger("prequel_dagster.api")
 
@@ -43,8 +44,12 @@ IMMUTABLE = {
     "streams": ("dataset_id", "destination_id"),
 }
 """Reference fields a PATCH may not change: moving a source to another provider would move its data."""
-LOCAL_VENDORS = ("sqlite", "local")
-"""Source vendors that read files on the API's own machine: for the company's key only."""
+_REFERENCES = {
+    "sources": ("provider_id",),
+    "datasets": ("source_id",),
+    "streams": ("dataset_id", "destination_id"),
+}
+"""What ``_check_scope`` checks, in its order."""
 STREAM_FIELDS = ("id", "name", "is_enabled", "destination_id", "dataset_id", "mappings", "created_at", "updated_at")
 
 
@@ -92,6 +97,7 @@ class Service:
         self.state = CatalogState(catalog)
         self._yaml: PrequelConfig | None = None
         self._yaml_stamp: tuple[int, int] | None = None
+        self._yaml_raw: dict[str, dict[str, dict[str, Any]]] = {}
         self._config: PrequelConfig | None = None
         self._config_key: tuple[int, Any] | None = None
         self._issues: tuple[Any, set[ConfigIssue]] | None = None
@@ -106,6 +112,7 @@ class Service:
         stamp = (stat.st_mtime_ns, stat.st_size)
         if stamp != self._yaml_stamp:
             self._yaml, self._yaml_stamp = load_config(self.yaml_path), stamp
+            self._yaml_raw = _raw_entries(self.yaml_path)
         return self._yaml
 
     def config(self) -> PrequelConfig:
@@ -172,8 +179,9 @@ class Service:
         if stored is not None:
             body = strip(MODELS[kind], stored.body)
             created, updated, status = stored.created_at, stored.updated_at, stored.status or {}
-        else:  # from the YAML file
-            body = strip(MODELS[kind], _dump(model))
+        else:  # from the YAML file: as written (``${VAR}`` shown, never its value)
+            raw = self._yaml_raw.get(kind, {}).get(model.id)
+            body = strip(MODELS[kind], raw if raw is not None else _dump(model))
             created = updated = self._yaml_time()
             status = {}
         return shape(kind, model, body, created, updated, status)
@@ -216,6 +224,34 @@ class Service:
     def create(
         self, principal: Principal, kind: str, body: Mapping[str, Any], *, skip_validation: bool = False
     ) -> dict[str, Any]:
+        return self._retrying(self._create, principal, kind, body, skip_validation=skip_validation)
+
+    def update(
+        self,
+        principal: Principal,
+        kind: str,
+        id: str,
+        patch: Mapping[str, Any],
+        *,
+        skip_validation: bool = False,
+    ) -> dict[str, Any]:
+        return self._retrying(self._update, principal, kind, id, patch, skip_validation=skip_validation)
+
+    def delete(self, principal: Principal, kind: str, id: str) -> None:
+        self._retrying(self._delete, principal, kind, id)
+
+    def _retrying(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """A change checked against a catalog another process changed meanwhile is checked again."""
+        for _ in range(5):
+            try:
+                return fn(*args, **kwargs)
+            except StaleCatalog:
+                continue  # config() catches up on the next attempt
+        raise ApiError(503, "the catalog kept changing while this change was checked; send it again")
+
+    def _create(
+        self, principal: Principal, kind: str, body: Mapping[str, Any], *, skip_validation: bool = False
+    ) -> dict[str, Any]:
         singular = SINGULAR[kind]
         if principal.provider_id is not None and kind in (*COMPANY_KINDS, "providers"):
             raise ApiError(403, f"a provider's key cannot create {kind}; use the company's key")
@@ -238,20 +274,27 @@ class Service:
             if self._exists(before, kind, model.id):
                 raise ApiError(409, f"{singular}.id: a {singular} with id '{model.id}' already exists")
             self._check_scope(principal, before, kind, body)
+            self.check_tenant_source(principal, model)
             after = self.state.merged(self.yaml(), change=(kind, model.id, model))
             issues, now = change_issues(self.checker, self.issues(), after, kind, model.id)
-            if issues:
-                raise ApiError(400, f"the {singular} is not valid", issues)
+            self._refuse(principal, kind, issues)
             if kind == "destinations" and not skip_validation:
                 self._check_reachable(after, model.id)
             try:
-                self.catalog.create(kind, model.id, owner_of(after, kind, model), body, actor=principal.key_id)
+                self.catalog.create(
+                    kind,
+                    model.id,
+                    owner_of(after, kind, model),
+                    body,
+                    actor=principal.key_id,
+                    expected=self.state.revision,
+                )
             except DuplicateId as exc:
                 raise ApiError(409, f"{singular}.id: {exc}") from None
             self._changed(kind, model.id, now)
             return self.view(kind, model)
 
-    def update(
+    def _update(
         self,
         principal: Principal,
         kind: str,
@@ -274,7 +317,10 @@ class Service:
         if "id" in patch and patch["id"] != id:
             raise ApiError(400, f"{singular}.id: an id cannot be changed; create a new {singular}")
         with self.lock:
-            stored = self.state.stored[kind][id]
+            self.find(principal, kind, id)  # again, under the lock: it may have gone meanwhile
+            stored = self.state.stored[kind].get(id)
+            if stored is None:
+                raise not_found(kind, id)
             for field in IMMUTABLE.get(kind, ()):
                 if field in patch and patch[field] != stored.body.get(field):
                     raise ApiError(400, f"{singular}.{field}: cannot be changed; create a new {singular} instead")
@@ -284,18 +330,20 @@ class Service:
             from ..catalog.store import unseal_entry
 
             model = validate_entry(kind, unseal_entry(kind, merged, self.catalog))
+            self.check_tenant_source(principal, model)
             after = self.state.merged(self.yaml(), change=(kind, id, model))
             issues, now = change_issues(self.checker, self.issues(), after, kind, id)
-            if issues:
-                raise ApiError(400, f"the {singular} is not valid", issues)
+            self._refuse(principal, kind, issues)
             if kind == "destinations" and not skip_validation:
                 self._check_reachable(after, id)
-            self.catalog.update(kind, id, stored.provider_id, merged, actor=principal.key_id)
+            self.catalog.update(
+                kind, id, stored.provider_id, merged, actor=principal.key_id, expected=self.state.revision
+            )
             self._changed(kind, id, now)
             del current
             return self.view(kind, model)
 
-    def delete(self, principal: Principal, kind: str, id: str) -> None:
+    def _delete(self, principal: Principal, kind: str, id: str) -> None:
         singular = SINGULAR[kind]
         self.find(principal, kind, id)
         if principal.provider_id is not None and kind in COMPANY_KINDS:
@@ -313,7 +361,7 @@ class Service:
             users = sorted({i.path.split(".")[0] for i in issues})
             if users:
                 raise ApiError(400, f"{singular} '{id}' is used by {', '.join(users)}; delete or change them first")
-            self.catalog.delete(kind, id, actor=principal.key_id)
+            self.catalog.delete(kind, id, actor=principal.key_id, expected=self.state.revision)
             self._changed(kind, id, now)
 
     # ------------------------------------------------------------------ helpers
@@ -357,6 +405,40 @@ class Service:
                             400, f"the {singular} is not valid", [ConfigIssue(f"{singular}.{field}", _no(target, ref))]
                         )
 
+    def candidate(self, principal: Principal, kind: str, model: Entry, body: Mapping[str, Any]) -> PrequelConfig:
+        """The config as if ``model`` were saved (nothing is), after the checks a save would make:
+        test-stream and test-transform of an unsaved stream, test-source of an unsaved source."""
+        with self.lock:
+            before = self.config()
+            self._check_scope(principal, before, kind, body)
+            self.check_tenant_source(principal, model)
+            after = self.state.merged(self.yaml(), change=(kind, model.id, model))
+            issues, _ = change_issues(self.checker, self.issues(), after, kind, model.id)
+            self._refuse(principal, kind, issues)
+            return after
+
+    def _refuse(self, principal: Principal, kind: str, issues: Sequence[ConfigIssue]) -> None:
+        """400 with the issues. For a provider's key, a reference to a missing entry is reported alone,
+        as one to another provider's entry is (which ``_check_scope`` refuses first): the two read the same."""
+        if not issues:
+            return
+        singular = SINGULAR[kind]
+        if principal.provider_id is not None:
+            missing = [
+                i
+                for i in issues
+                if i.message.startswith("no ") and i.path in {f"{singular}.{f}" for f in _REFERENCES.get(kind, ())}
+            ]
+            issues = missing[:1] or issues
+        raise ApiError(400, f"the {singular} is not valid", [*issues])
+
+    def check_tenant_source(self, principal: Principal, model: Entry) -> None:
+        """A provider's key: only sources that reach the provider's systems with the provider's own credentials."""
+        if principal.provider_id is not None and isinstance(model, Source):
+            issues = tenant_source_issues(model)
+            if issues:
+                raise ApiError(400, "the source is not valid", issues)
+
     def _prepare_source(self, principal: Principal, body: dict[str, Any]) -> dict[str, Any]:
         vendor = body.get("vendor")
         if principal.provider_id is not None and vendor in LOCAL_VENDORS:
@@ -392,6 +474,18 @@ def _with_defaults(kind: str, body: dict[str, Any]) -> dict[str, Any]:
         name = table.get("source_table_name") if isinstance(table, dict) else None
         body = {**body, "name": name if isinstance(name, str) and name else body["id"]}
     return body
+
+
+def _raw_entries(path: Path) -> dict[str, dict[str, dict[str, Any]]]:
+    """The YAML file's entries as written, by kind and id."""
+    raw = parse_yaml(path.read_text(encoding="utf-8-sig"), str(path))
+    found: dict[str, dict[str, dict[str, Any]]] = {}
+    for kind in MODELS:
+        items = raw.get(kind)
+        for item in items if isinstance(items, list) else []:
+            if isinstance(item, dict) and isinstance(item.get("id"), str):
+                found.setdefault(kind, {})[item["id"]] = item
+    return found
 
 
 def _dump(model: Entry) -> dict[str, Any]:

@@ -73,16 +73,16 @@ class CatalogState:
     def as_of(cls, catalog: Catalog, revision: int | None = None) -> "CatalogState":
         """The catalog as it was at ``revision`` (default: now)."""
         state = cls(catalog)
-        newest = catalog.revision()
-        state._apply(catalog.entries(revision), [])
-        state.revision = newest if revision is None else revision
+        at = catalog.revision() if revision is None else revision
+        state._apply(catalog.entries(at), [])  # as of that revision exactly, whatever is written meanwhile
+        state.revision = at
         return state
 
     def refresh(self) -> bool:
         """Catch up with the newest revision; whether anything changed."""
         if self.revision < 0:
             newest = self.catalog.revision()
-            self._apply(self.catalog.entries(), [])
+            self._apply(self.catalog.entries(newest), [])
             self.revision = newest
             return True
         changes = self.catalog.changes_since(self.revision)

@@ -45,6 +45,10 @@ class EntryNotFound(CatalogError):
     pass
 
 
+class StaleCatalog(CatalogError):
+    """Another writer changed the catalog after the caller read it: read again and redo the checks."""
+
+
 def now() -> str:
     """RFC 3339 UTC with microseconds (sortable as text)."""
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -254,15 +258,23 @@ class Catalog:
     # ------------------------------------------------------------------ writing
 
     def create(
-        self, kind: str, id: str, provider_id: str | None, body: dict[str, Any], *, actor: str | None = None
+        self,
+        kind: str,
+        id: str,
+        provider_id: str | None,
+        body: dict[str, Any],
+        *,
+        actor: str | None = None,
+        expected: int | None = None,
     ) -> StoredEntry:
-        """Add an entry (``body`` with secrets in clear: they are sealed here)."""
+        """Add an entry (``body`` with secrets in clear: they are sealed here). With ``expected``, only
+        if the catalog is still at that revision (:class:`StaleCatalog` otherwise)."""
         sealed = seal_entry(kind, body, self)
         stamp = now()
         with self._write_lock, self.engine.begin() as c:
+            revision = _new_revision(c, actor, stamp, expected)
             if c.execute(sa.select(t.entries.c.row_id).where(*_live(kind, id))).first() is not None:
                 raise DuplicateId(f"a {kind[:-1]} with id '{id}' already exists")
-            revision = _new_revision(c, actor, stamp)
             try:
                 c.execute(t.entries.insert().values(_row(kind, id, provider_id, sealed, stamp, stamp, revision)))
             except sa.exc.IntegrityError:
@@ -270,27 +282,43 @@ class Catalog:
         return StoredEntry(kind, id, provider_id, sealed, stamp, stamp, revision)
 
     def update(
-        self, kind: str, id: str, provider_id: str | None, body: dict[str, Any], *, actor: str | None = None
+        self,
+        kind: str,
+        id: str,
+        provider_id: str | None,
+        body: dict[str, Any],
+        *,
+        actor: str | None = None,
+        expected: int | None = None,
     ) -> StoredEntry:
         """Replace an entry's body (clear secrets sealed; sealed ones kept as they are)."""
         sealed = seal_entry(kind, body, self)
         stamp = now()
         with self._write_lock, self.engine.begin() as c:
+            revision = _new_revision(c, actor, stamp, expected)
             old = c.execute(sa.select(t.entries).where(*_live(kind, id))).first()
             if old is None:
                 raise EntryNotFound(f"no {kind[:-1]} with id '{id}'")
-            revision = _new_revision(c, actor, stamp)
             c.execute(t.entries.update().where(t.entries.c.row_id == old.row_id).values(to_revision=revision))
             c.execute(t.entries.insert().values(_row(kind, id, provider_id, sealed, old.created_at, stamp, revision)))
         return StoredEntry(kind, id, provider_id, sealed, old.created_at, stamp, revision)
 
-    def delete(self, kind: str, id: str, *, actor: str | None = None) -> int:
+    def delete(self, kind: str, id: str, *, actor: str | None = None, expected: int | None = None) -> int:
+        """End an entry's live version; a provider's API keys are revoked with it (a provider created
+        later with the same id must not be reachable with them)."""
+        stamp = now()
         with self._write_lock, self.engine.begin() as c:
+            revision = _new_revision(c, actor, stamp, expected)
             old = c.execute(sa.select(t.entries.c.row_id).where(*_live(kind, id))).first()
             if old is None:
                 raise EntryNotFound(f"no {kind[:-1]} with id '{id}'")
-            revision = _new_revision(c, actor, now())
             c.execute(t.entries.update().where(t.entries.c.row_id == old.row_id).values(to_revision=revision))
+            if kind == "providers":
+                c.execute(
+                    t.api_keys.update()
+                    .where(t.api_keys.c.provider_id == id, t.api_keys.c.revoked_at.is_(None))
+                    .values(revoked_at=stamp)
+                )
         return revision
 
     def set_status(self, kind: str, id: str, status: dict[str, Any]) -> None:
@@ -470,10 +498,22 @@ def _live(kind: str, id: str) -> tuple[Any, ...]:
     return (e.kind == kind, e.entry_id == id, e.to_revision.is_(None))
 
 
-def _new_revision(c: sa.Connection, actor: str | None, stamp: str) -> int:
+def _new_revision(c: sa.Connection, actor: str | None, stamp: str, expected: int | None = None) -> int:
+    """The next revision, first in its transaction: writers in other processes queue behind it (SQLite's
+    write lock; a table lock on PostgreSQL), so revisions commit in their order and a reader that
+    applies the changes after its revision misses none. With ``expected``, :class:`StaleCatalog` when
+    another writer came after that revision."""
+    if c.dialect.name == "postgresql":
+        c.execute(sa.text("LOCK TABLE catalog_revisions IN EXCLUSIVE MODE"))
     key = c.execute(t.revisions.insert().values(created_at=stamp, actor_id=actor)).inserted_primary_key
     assert key is not None
-    return int(key[0])
+    revision = int(key[0])
+    if expected is not None:
+        r = t.revisions.c.revision
+        before = c.execute(sa.select(sa.func.coalesce(sa.func.max(r), 0)).where(r < revision)).scalar_one()
+        if int(before) != expected:
+            raise StaleCatalog(f"the catalog changed (revision {before}) since it was read (revision {expected})")
+    return revision
 
 
 def _row(

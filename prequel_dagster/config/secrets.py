@@ -131,8 +131,9 @@ class Secret:
                 value = str(value)
             if not isinstance(value, str):
                 raise ValueError("expected a string (use ${ENV_VAR} to read it from the environment)")
-            if literal or not ENV_PATTERN.search(value):
-                register_secret_value(value)  # a literal secret is masked too
+            if not literal and not ENV_PATTERN.search(value):
+                register_secret_value(value)  # a literal secret of the config is masked too
+            # (a catalog value registers when revealed: a tenant's rejected bodies must not grow the registry)
             return cls(value, literal=literal)
 
         return core_schema.with_info_plain_validator_function(
