@@ -257,3 +257,27 @@ def test_yaml_values_are_shown_as_written_and_catalog_secrets_register_only_when
         },
     )
     assert redact(f"x {value} y") == f"x {value} y"  # a rejected or unused tenant value is not registered
+
+
+def test_the_webhook_public_key_is_the_signing_keys_pair(stack, receiver):
+    from cryptography.hazmat.primitives import serialization
+
+    from prequel_dagster.delivery.signing import generate_key_pair
+
+    assert "signing" in error(stack["company"].get("/public/signatures/webhook-public-key"), 404)
+    private, public = generate_key_pair(2048)
+    body = {
+        "destination": {
+            "name": "signed",
+            "type": "webhook_batch",
+            "record_schema": SCHEMA,
+            "webhook_batch": {"request_template": {"uri": receiver.url}},
+            "signing": {"private_key": private.decode()},
+        }
+    }
+    made = data(stack["company"].post("/import/destinations", json=body))["destination"]
+    assert "PRIVATE KEY" not in str(made)
+    shown = data(stack["company"].get("/public/signatures/webhook-public-key"))["public_key"]
+    assert serialization.load_pem_public_key(shown.encode()).public_numbers() == (
+        serialization.load_pem_public_key(public).public_numbers()
+    )
