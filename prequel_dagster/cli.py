@@ -311,6 +311,52 @@ def cmd_api_rotate_key(args: argparse.Namespace) -> int:
     return 0
 
 
+def _push_source(args: argparse.Namespace):  # -> (Catalog, PushSource)
+    from .catalog import push_tokens
+
+    config = _load(args)
+    try:
+        source = config.source(args.source_id)
+    except KeyError:
+        raise UsageError(f"no source with id '{args.source_id}' in the config or the catalog") from None
+    if source.vendor != "import_api":
+        raise UsageError(f"source '{source.id}' is a {source.vendor} source; push tokens are for vendor: import_api")
+    catalog = _catalog()
+    return catalog, push_tokens.push_source(catalog, source.id, source.provider_id)
+
+
+def cmd_push_tokens_create(args: argparse.Namespace) -> int:
+    from .catalog import push_tokens
+
+    catalog, source = _push_source(args)
+    try:
+        token_id, token = push_tokens.create_token(catalog, source)
+    except push_tokens.TooManyTokens as exc:
+        raise UsageError(f"{exc} (prequel-dagster push tokens revoke {args.source_id} TOKEN_ID)") from None
+    print(f"access token {token_id} for source '{args.source_id}' (client_id {source.id}); shown once:")
+    print(token)
+    return 0
+
+
+def cmd_push_tokens_list(args: argparse.Namespace) -> int:
+    from .catalog import push_tokens
+
+    catalog, source = _push_source(args)
+    ids = push_tokens.token_ids(catalog, source.source_id)
+    print(f"source '{args.source_id}' (client_id {source.id}): active tokens {', '.join(map(str, ids)) or '(none)'}")
+    return 0
+
+
+def cmd_push_tokens_revoke(args: argparse.Namespace) -> int:
+    from .catalog import push_tokens
+
+    catalog, source = _push_source(args)
+    if not push_tokens.revoke_token(catalog, source.source_id, args.token_id):
+        raise UsageError(f"no active token {args.token_id} for source '{args.source_id}'")
+    print(f"revoked token {args.token_id}: pushes with it now get 401")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="prequel-dagster", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -380,6 +426,22 @@ def main(argv: list[str] | None = None) -> int:
     c.set_defaults(func=cmd_api_keys_revoke)
     c = api.add_parser("rotate-key", help="re-seal stored secrets with the first key of PREQUEL_CATALOG_KEY")
     c.set_defaults(func=cmd_api_rotate_key)
+
+    p = sub.add_parser("push", help="Import API sources (vendor: import_api): their access tokens")
+    push_sub = p.add_subparsers(dest="push_command", required=True)
+    t = push_sub.add_parser("tokens", help="access tokens: create (at most two live), list, revoke")
+    tokens_sub = t.add_subparsers(dest="tokens_command", required=True)
+    for name, func, help_text in (
+        ("create", cmd_push_tokens_create, "a new token, printed once (alone on the last line)"),
+        ("list", cmd_push_tokens_list, "the ids of the source's live tokens"),
+        ("revoke", cmd_push_tokens_revoke, "revoke a token by its id"),
+    ):
+        c = tokens_sub.add_parser(name, help=help_text)
+        c.add_argument("source_id")
+        if name == "revoke":
+            c.add_argument("token_id", type=int)
+        c.add_argument("--config", help="YAML config (default: $PREQUEL_CONFIG or ./prequel.yaml)")
+        c.set_defaults(func=func)
 
     args = parser.parse_args(argv)
     try:

@@ -49,6 +49,11 @@ def create_app(
     app.state.actions = actions
     _errors(app)
     _routes(app, service)
+    from .connect import Connect
+    from .import_api import ImportApi
+
+    ImportApi(service).register(app)
+    Connect(service).register(app)
     if actions is not None:
         actions.register(app)
 

@@ -319,6 +319,12 @@ class Catalog:
                     .where(t.api_keys.c.provider_id == id, t.api_keys.c.revoked_at.is_(None))
                     .values(revoked_at=stamp)
                 )
+            if kind == "sources":  # an Import API source's access tokens go with it
+                c.execute(
+                    t.push_tokens.update()
+                    .where(t.push_tokens.c.source_id == id, t.push_tokens.c.revoked_at.is_(None))
+                    .values(revoked_at=stamp)
+                )
         return revision
 
     def set_status(self, kind: str, id: str, status: dict[str, Any]) -> None:

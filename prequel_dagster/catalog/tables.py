@@ -63,3 +63,25 @@ jobs = sa.Table(
     sa.Column("error", sa.Text, nullable=True),  # JSON error object when it could not be launched
     sa.Index("catalog_jobs_target", "kind", "target_id", "submitted_at"),
 )
+
+push_sources = sa.Table(
+    "push_sources",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),  # Connect's integer source id
+    sa.Column("source_id", sa.String(64), nullable=False, unique=True),
+    sa.Column("provider_id", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.String(32), nullable=False),
+)
+"""An Import API source's integer id (Connect's ``id`` and the ``client_id`` its pushes carry)."""
+
+push_tokens = sa.Table(
+    "push_tokens",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("source_id", sa.String(64), nullable=False, index=False),
+    sa.Column("secret_hash", sa.String(64), nullable=False, unique=True),  # SHA-256 of the token
+    sa.Column("created_at", sa.String(32), nullable=False),
+    sa.Column("revoked_at", sa.String(32), nullable=True),
+    sa.Index("push_tokens_source", "source_id"),
+)
+"""Import API access tokens: at most two live per source (rotation), shown once, stored hashed."""

@@ -14,7 +14,7 @@ import yaml
 from pydantic import ValidationError
 
 from .errors import ConfigError, ConfigIssue, format_path
-from .models import FILE_SOURCE_VENDORS, PrequelConfig, sanitize_name
+from .models import FILE_SOURCE_VENDORS, PUSH_SOURCE_VENDORS, PrequelConfig, sanitize_name
 from .secrets import MissingEnvironmentVariable, interpolate
 
 DEFAULT_CONFIG_NAME = "prequel.yaml"
@@ -561,6 +561,15 @@ def _check_references(entries: dict[str, list[_Entry]], malformed: set[str]) -> 
             continue
         source = entry("sources", source_id)
         vendor, method = (source.fields.get("vendor") if source else None), d.fields.get("method")
+        if vendor in PUSH_SOURCE_VENDORS:
+            issues.append(
+                ConfigIssue(
+                    f"{d.path}.source_id",
+                    f"source '{source_id}' is an {vendor} source: its tables are pushed to it, not read; "
+                    "remove this dataset",
+                )
+            )
+            continue
         if vendor is not None and method is not None:
             if method == "glob" and vendor not in FILE_SOURCE_VENDORS:
                 issues.append(

@@ -608,6 +608,13 @@ class SqliteSource(Block):
     path: EnvStr
 
 
+class ImportApiSource(Block):
+    """Stitch's Import API: the provider pushes records (``/v2/import/batch``) with the source's access
+    tokens (``prequel-dagster push tokens create SOURCE``); each ``table_name`` lands in the lake."""
+
+    display_name: str | None = None
+
+
 SourceVendor = Literal[
     "postgres",
     "redshift",
@@ -621,10 +628,13 @@ SourceVendor = Literal[
     "sftp",
     "local",
     "sqlite",
+    "import_api",
 ]
 SOURCE_VENDORS: tuple[str, ...] = get_args(SourceVendor)
 FILE_SOURCE_VENDORS: tuple[str, ...] = ("s3", "s3_compatible", "gcs", "abs", "sftp", "local")
 """Vendors whose datasets are files, read with ``method: glob``."""
+PUSH_SOURCE_VENDORS: tuple[str, ...] = ("import_api",)
+"""Vendors whose data is pushed to us: nothing to connect to or read."""
 
 
 class Source(Entry):
@@ -642,6 +652,7 @@ class Source(Entry):
     sftp: SftpSource | None = None
     local: LocalFilesSource | None = None
     sqlite: SqliteSource | None = None
+    import_api: ImportApiSource | None = None
 
     @model_validator(mode="after")
     def _one_block(self) -> "Source":

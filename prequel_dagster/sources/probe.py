@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 
 from ..config.errors import PrequelError
-from ..config.models import FILE_SOURCE_VENDORS, PrequelConfig, Source
+from ..config.models import FILE_SOURCE_VENDORS, PUSH_SOURCE_VENDORS, PrequelConfig, Source
 from ..config.secrets import redact
 from .errors import fix_for
 
@@ -22,6 +22,8 @@ class Probe:
 
 def probe_source(config: PrequelConfig, source: Source) -> Probe:
     """Open a connection (or list the bucket) with the source's settings; never raises for the source's own faults."""
+    if source.vendor in PUSH_SOURCE_VENDORS:
+        return Probe("OK", f"source '{source.id}' is pushed to (Stitch's Import API): nothing to connect to")
     try:
         if source.vendor == "postgres":
             _postgres(config, source)

@@ -1,0 +1,128 @@
+"""Stitch's Import API (``/v2/import/*``): pushed batches validated and staged durably in the lake of
+the provider whose source the access token belongs to, before the client hears 2xx.
+
+A token writes to one source of one provider: nothing in a body (``client_id``, ``table_name``)
+can direct records anywhere else. Nothing waits for Dagster: staged batches are committed into
+the provider's datasets later.
+"""
+
+import logging
+import threading
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from ..catalog import push_tokens
+from ..config.models import PrequelConfig
+from ..config.secrets import redact
+from ..push.staging import StagingUnavailable, stage
+from ..push.wire import MAX_BODY_BYTES, WireError, parse_batch, parse_push
+from ..stores import Store, open_datalake
+from .service import Service
+
+log = logging.getLogger("prequel_dagster.api")
+
+STATUS_BODY = {"name": "pipeline.gate", "version": "2", "revision": "prequel-dagster", "status": "OK", "reason": None}
+
+
+def _answer(status: int, body: Any) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+def _error(status: int, message: str) -> Response:
+    return _answer(status, {"status": "ERROR", "message": message})
+
+
+class ImportApi:
+    """The Import API's routes over the service's catalog and config."""
+
+    def __init__(self, service: Service):
+        self.service = service
+        self._stores: dict[str, Store] = {}
+        self._lock = threading.Lock()
+
+    def owner(self, request: Request) -> tuple[push_tokens.TokenOwner, PrequelConfig] | Response:
+        """The token's source, if the token is live and its source still exists; else Stitch's 401."""
+        auth = request.headers.get("authorization", "")
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return _error(401, "Not Authorized: send the source's access token as Authorization: Bearer <token>")
+        owner = push_tokens.authenticate(self.service.catalog, token.strip())
+        if owner is None:
+            return _error(401, "Not Authorized: the access token is invalid or revoked")
+        config = self.service.config()
+        try:
+            source = config.source(owner.source_id)
+        except KeyError:
+            return _answer(401, {"error": "Forbidden", "errors": {"error": "Connection is not active."}})
+        if source.provider_id != owner.provider_id or source.vendor != "import_api":
+            return _answer(401, {"error": "Forbidden", "errors": {"error": "Connection is not active."}})
+        return owner, config
+
+    def storage(self, config: PrequelConfig, provider_id: str) -> Store:
+        datalake = config.datalake(config.provider(provider_id).datalake_id)
+        with self._lock:
+            store = self._stores.get(datalake.id)
+            if store is None:
+                store = self._stores[datalake.id] = open_datalake(datalake, config)
+        return store
+
+    def register(self, app: FastAPI) -> None:
+        api = self
+
+        async def status_route() -> Response:
+            return _answer(200, STATUS_BODY)
+
+        async def batch_route(request: Request) -> Response:
+            return await api._accept(request, "batch")
+
+        async def push_route(request: Request) -> Response:
+            return await api._accept(request, "push")
+
+        async def validate_route(request: Request) -> Response:
+            return await api._accept(request, "validate")
+
+        app.add_api_route("/v2/import/status", status_route, methods=["GET"], tags=["Import API"])
+        app.add_api_route("/v2/import/batch", batch_route, methods=["POST"], tags=["Import API"])
+        app.add_api_route("/v2/import/push", push_route, methods=["POST"], tags=["Import API"])
+        app.add_api_route("/v2/import/validate", validate_route, methods=["POST"], tags=["Import API"])
+
+    async def _accept(self, request: Request, kind: str) -> Response:
+        found = await run_in_threadpool(self.owner, request)
+        if isinstance(found, Response):
+            return found
+        owner, config = found
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+            return _error(413, f"Request rejected: request size ({declared} bytes) exceeds the maximum")
+        body = await request.body()
+        content_type = request.headers.get("content-type")
+        try:
+            if kind == "batch":
+                batches = [await run_in_threadpool(parse_batch, body, content_type)]
+            else:
+                batches = await run_in_threadpool(parse_push, body, content_type, owner.client_id)
+        except WireError as exc:
+            if exc.plain:  # a few of Stitch's errors are plain strings
+                return Response(exc.message, status_code=exc.status, media_type="text/plain")
+            return _answer(exc.status, exc.body)
+        if kind == "validate":
+            return _answer(200, {"status": "OK", "message": "Batch is valid!"})
+        try:
+            await run_in_threadpool(self._stage_all, config, owner, batches)
+        except StagingUnavailable as exc:
+            log.error("push to source %s not staged: %s", owner.source_id, exc)
+            return _error(503, "The Import API cannot take writes right now; send the batch again later")
+        return _answer(201, {"status": "OK", "message": "Batch Accepted!"})
+
+    def _stage_all(self, config: PrequelConfig, owner: push_tokens.TokenOwner, batches: list[Any]) -> None:
+        try:
+            storage = self.storage(config, owner.provider_id)
+        except Exception as exc:  # the lake cannot be opened: nothing accepted, the client retries
+            log.error("push to source %s: the lake cannot be opened: %s", owner.source_id, redact(str(exc)))
+            raise StagingUnavailable(type(exc).__name__) from exc
+        for batch in batches:
+            stage(storage, owner.provider_id, owner.source_id, batch)

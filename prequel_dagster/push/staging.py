@@ -1,0 +1,94 @@
+"""Accepted pushes, staged durably in the provider's lake before the client hears 2xx.
+
+Each accepted batch becomes one Parquet file under
+``artifacts/push/<provider>/<source>/<table>/staged/``, written with the store's atomic create
+(fsync'd on a local disk, a completed conditional PUT on object stores): a crash after the answer
+loses nothing, and a crash before it leaves no partial file (a client retries what it was not told
+was accepted). The file carries the table's JSON Schema and ``key_names`` in its metadata.
+"""
+
+import datetime as dt
+import time
+import uuid
+from dataclasses import dataclass
+from urllib.parse import quote, unquote
+
+import orjson
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from ..stores import Store
+from .wire import Batch
+
+STAGED = "staged"
+SDC_RECEIVED_AT = "_sdc_received_at"
+
+
+class StagingUnavailable(Exception):
+    """The lake did not take the write: the client is answered 503 and sends the batch again."""
+
+
+def table_segment(table_name: str) -> str:
+    """A table name as one path segment: percent-encoded (``.`` too), so a tenant's name never names
+    another folder."""
+    return quote(table_name, safe="").replace(".", "%2E")
+
+
+def push_root(provider_id: str, source_id: str) -> str:
+    return f"artifacts/push/{provider_id}/{source_id}"
+
+
+def staged_dir(provider_id: str, source_id: str, table_name: str) -> str:
+    return f"{push_root(provider_id, source_id)}/{table_segment(table_name)}/{STAGED}"
+
+
+@dataclass(frozen=True)
+class StagedBatch:
+    path: str
+    records: int
+    received_at: dt.datetime
+
+
+def stage(
+    storage: Store, provider_id: str, source_id: str, batch: Batch, *, now: dt.datetime | None = None
+) -> StagedBatch:
+    """Write one accepted batch durably; file names sort by arrival (nanoseconds, then a random suffix)."""
+    received = now or dt.datetime.now(dt.UTC)
+    table = batch.records.append_column(
+        pa.field(SDC_RECEIVED_AT, pa.timestamp("us", "UTC"), nullable=False),
+        pa.array([received] * batch.records.num_rows, pa.timestamp("us", "UTC")),
+    )
+    metadata = {
+        b"prequel.push.table_name": batch.table_name.encode(),
+        b"prequel.push.schema": orjson.dumps(batch.schema),
+        b"prequel.push.key_names": orjson.dumps(batch.key_names),
+    }
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    path = f"{staged_dir(provider_id, source_id, batch.table_name)}/{time.time_ns():020d}-{uuid.uuid4().hex}.parquet"
+    try:
+        storage.create_exclusive(path, sink.getvalue().to_pybytes())
+    except Exception as exc:  # any failure of the lake: not accepted, the client sends it again
+        raise StagingUnavailable(f"the lake did not take the batch ({type(exc).__name__})") from exc
+    return StagedBatch(path, table.num_rows, received)
+
+
+def staged_tables(storage: Store, provider_id: str, source_id: str) -> dict[str, list[str]]:
+    """Every table of the source with staged batches, and their files in arrival order."""
+    root = push_root(provider_id, source_id)
+    selector = pafs.FileSelector(storage.full_path(root), allow_not_found=True, recursive=False)
+    found: dict[str, list[str]] = {}
+    for info in storage.fs.get_file_info(selector):
+        if info.type != pafs.FileType.Directory:
+            continue
+        folder = f"{root}/{info.base_name}/{STAGED}"
+        files = storage.list_names(folder)
+        if files:
+            found[unquote(info.base_name)] = [f"{folder}/{name}" for name in files]
+    return found
+
+
+def read_staged(storage: Store, path: str) -> pa.Table:
+    return pq.read_table(pa.BufferReader(storage.read_bytes(path)))

@@ -1,0 +1,258 @@
+"""Stitch's Connect token flow and Import API on a real server: sources and tokens (at most two live,
+revocation), batches staged durably in the token's provider's lake before 2xx, Stitch's status codes,
+and a token that never writes another provider's lake."""
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+from cryptography.fernet import Fernet
+
+from prequel_dagster.api.app import create_app
+from prequel_dagster.api.service import Service
+from prequel_dagster.catalog.store import Catalog
+from prequel_dagster.cli import main
+from prequel_dagster.push.staging import read_staged, staged_tables
+from prequel_dagster.stores import LocalStore
+
+from .api_helpers import api_server, client
+
+SCHEMA = {
+    "properties": {
+        "id": {"type": "integer"},
+        "email": {"type": ["null", "string"]},
+        "updated_at": {"type": "string", "format": "date-time"},
+    }
+}
+
+
+def _batch(n: int = 3, *, start: int = 1, table: str = "users") -> dict:
+    return {
+        "table_name": table,
+        "schema": SCHEMA,
+        "key_names": ["id"],
+        "messages": [
+            {
+                "action": "upsert",
+                "sequence": 1000 + i,
+                "data": {"id": i, "email": f"u{i}@x.example", "updated_at": "2026-12-01T10:00:00Z"},
+            }
+            for i in range(start, start + n)
+        ],
+    }
+
+
+@pytest.fixture
+def push(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("PREQUEL_CATALOG_KEY", Fernet.generate_key().decode())
+    catalog = Catalog.open(f"sqlite:///{tmp_path / 'catalog.db'}")
+    assert catalog is not None
+    for provider in ("acme", "globex"):
+        lake = tmp_path / f"lake-{provider}"
+        catalog.create(
+            "datalakes",
+            f"lake-{provider}",
+            None,
+            {"id": f"lake-{provider}", "name": "l", "storage": "local", "local": {"path": str(lake)}},
+        )
+        catalog.create(
+            "providers",
+            provider,
+            provider,
+            {"id": provider, "name": provider, "datalake_id": f"lake-{provider}", "products": ["all"]},
+        )
+    _, company_key = catalog.create_key()
+    _, acme_key = catalog.create_key("acme")
+    with api_server(create_app(service=Service(catalog))) as base:
+        yield {"base": base, "company": company_key, "acme": acme_key, "tmp": tmp_path, "catalog": catalog}
+    catalog.close()
+
+
+def _connect(base: str, key: str) -> httpx.Client:
+    return httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+
+
+def _source(push, key: str, **extra) -> dict:
+    with _connect(push["base"], key) as c:
+        made = c.post("/v4/sources", json={"type": "import_api", "display_name": "Import API", **extra})
+        assert made.status_code == 200, made.text
+        return made.json()
+
+
+def _token(push, source: dict) -> tuple[int, str]:
+    with _connect(push["base"], push["company"]) as c:
+        made = c.post(f"/v4/sources/{source['id']}/tokens")
+        assert made.status_code == 200, made.text
+        body = made.json()
+        assert set(body) == {"id", "access_token"} and body["access_token"].startswith("at_")
+        return body["id"], body["access_token"]
+
+
+def _post(
+    push,
+    token: str | None,
+    body: bytes | dict,
+    *,
+    path: str = "/v2/import/batch",
+    content_type: str = "application/json",
+):
+    headers = {"Content-Type": content_type}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return httpx.post(push["base"] + path, content=data, headers=headers, timeout=60)
+
+
+def test_connect_creates_a_source_and_rotates_its_tokens(push):
+    with _connect(push["base"], push["acme"]) as c:
+        card = c.get("/v4/source-types/import_api")
+        assert card.status_code == 200 and card.json()["details"]["protocol"] == "import_api"
+    source = _source(push, push["acme"])  # a provider's key: its own provider
+    assert isinstance(source["id"], int) and source["stitch_client_id"] == source["id"]
+    assert source["name"] == "import_api" and source["provider_id"] == "acme"
+    company_made = _source(push, push["company"], provider_id="globex")
+    assert company_made["provider_id"] == "globex"
+    with _connect(push["base"], push["company"]) as c:
+        assert c.post("/v4/sources", json={"type": "import_api", "display_name": "x"}).status_code == 400
+
+    first_id, first = _token(push, source)
+    second_id, second = _token(push, source)
+    with _connect(push["base"], push["company"]) as c:
+        third = c.post(f"/v4/sources/{source['id']}/tokens")
+        assert third.status_code == 400 and "revoke one" in third.text
+        assert c.get(f"/v4/sources/{source['id']}/tokens").json() == [first_id, second_id]
+    assert _post(push, first, _batch()).status_code == 201
+    with _connect(push["base"], push["company"]) as c:
+        assert c.delete(f"/v4/sources/{source['id']}/tokens/{first_id}").json()["id"] == source["id"]
+        assert c.get(f"/v4/sources/{source['id']}/tokens").json() == [second_id]
+    assert _post(push, first, _batch()).status_code == 401  # revoked: the next request is refused
+    assert _post(push, second, _batch()).status_code == 201
+    _token(push, source)  # a free slot again
+
+    # globex's key cannot see or mint tokens for acme's source: the same 404 as a missing one
+    _, globex_key = push["catalog"].create_key("globex")
+    with _connect(push["base"], globex_key) as c:
+        theirs = c.post(f"/v4/sources/{source['id']}/tokens")
+        missing = c.post("/v4/sources/999999/tokens")
+        assert theirs.status_code == missing.status_code == 404
+        assert [s["id"] for s in c.get("/v4/sources").json()] == [company_made["id"]]
+
+
+def test_an_accepted_batch_is_in_the_tokens_provider_lake(push):
+    acme, globex = (
+        _source(push, push["company"], provider_id="acme"),
+        _source(push, push["company"], provider_id="globex"),
+    )
+    _, acme_token = _token(push, acme)
+    _, globex_token = _token(push, globex)
+    answer = _post(push, acme_token, _batch(5))
+    assert answer.status_code == 201 and answer.json() == {"status": "OK", "message": "Batch Accepted!"}
+    store = LocalStore(push["tmp"] / "lake-acme")
+    staged = staged_tables(store, "acme", acme["prequel_source_id"])
+    assert list(staged) == ["users"] and len(staged["users"]) == 1
+    table = read_staged(store, staged["users"][0])
+    assert table.column("id").to_pylist() == [1, 2, 3, 4, 5]
+    assert table.column("_sdc_sequence").to_pylist() == [1001, 1002, 1003, 1004, 1005]
+    assert "_sdc_received_at" in table.column_names
+    # globex's token, even naming acme's table and a hostile table name, writes only globex's lake
+    hostile = _batch(2, table="../../acme/" + acme["prequel_source_id"] + "/users")
+    assert _post(push, globex_token, hostile).status_code == 201
+    assert len(staged_tables(store, "acme", acme["prequel_source_id"])["users"]) == 1
+    globex_store = LocalStore(push["tmp"] / "lake-globex")
+    assert list(staged_tables(globex_store, "globex", globex["prequel_source_id"])) == [hostile["table_name"]]
+    assert not (push["tmp"] / "lake-globex" / "artifacts" / "acme").exists()
+
+
+def test_stitchs_status_codes(push):
+    source = _source(push, push["company"], provider_id="acme")
+    _, token = _token(push, source)
+    status = httpx.get(push["base"] + "/v2/import/status", timeout=10)
+    assert status.status_code == 200 and status.json()["status"] == "OK"
+    assert _post(push, None, _batch()).status_code == 401
+    assert _post(push, "at_nope", _batch()).status_code == 401
+    assert _post(push, token, b"{not json").status_code == 400
+    assert _post(push, token, _batch(), content_type="text/plain").status_code == 415
+    too_many = _batch(20_001)
+    assert _post(push, token, too_many).status_code == 400
+    big = b'{"table_name": "t", "padding": "' + b"x" * (21 * 1024 * 1024) + b'"}'
+    assert _post(push, token, big).status_code == 413
+    bad = _batch(3)
+    bad["messages"][1]["data"]["id"] = "not-an-integer"
+    refused = _post(push, token, bad)
+    assert refused.status_code == 400 and "Record 1 did not conform to schema" in refused.json()["message"]
+    valid = _post(
+        push,
+        token,
+        [
+            {
+                "client_id": source["stitch_client_id"],
+                "table_name": "t",
+                "sequence": 1,
+                "action": "upsert",
+                "key_names": ["id"],
+                "data": {"id": 1},
+            }
+        ],
+        path="/v2/import/validate",
+    )
+    assert valid.status_code == 200 and valid.json()["message"] == "Batch is valid!"
+    other_client = [
+        {
+            "client_id": source["stitch_client_id"] + 1,
+            "table_name": "t",
+            "sequence": 1,
+            "action": "upsert",
+            "key_names": ["id"],
+            "data": {"id": 1},
+        }
+    ]
+    assert _post(push, token, other_client, path="/v2/import/push").status_code == 403
+    pushed = _post(
+        push,
+        token,
+        [
+            {
+                "client_id": source["stitch_client_id"],
+                "table_name": "events",
+                "sequence": 1,
+                "action": "upsert",
+                "key_names": ["id"],
+                "data": {"id": 1},
+            }
+        ],
+        path="/v2/import/push",
+    )
+    assert pushed.status_code == 201
+    assert "events" in staged_tables(LocalStore(push["tmp"] / "lake-acme"), "acme", source["prequel_source_id"])
+
+
+def test_a_lake_that_cannot_take_writes_answers_503_and_keeps_nothing(push):
+    blocker = push["tmp"] / "not-a-folder"
+    blocker.write_text("a file where the lake's folder would be")
+    push["catalog"].update(
+        "datalakes",
+        "lake-acme",
+        None,
+        {"id": "lake-acme", "name": "l", "storage": "local", "local": {"path": str(blocker / "lake")}},
+    )
+    source = _source(push, push["company"], provider_id="acme")
+    _, token = _token(push, source)
+    assert _post(push, token, _batch()).status_code == 503
+
+
+def test_deleting_the_source_revokes_its_tokens_and_tokens_come_from_the_cli(push, monkeypatch, capsys, tmp_path):
+    source = _source(push, push["company"], provider_id="acme")
+    _, token = _token(push, source)
+    with client(push["base"], push["company"]) as c:
+        assert c.delete(f"/import/sources/{source['prequel_source_id']}").status_code == 200
+    assert _post(push, token, _batch()).status_code == 401
+
+    monkeypatch.setenv("PREQUEL_CATALOG_URL", f"sqlite:///{push['tmp'] / 'catalog.db'}")
+    monkeypatch.setenv("PREQUEL_CONFIG", str(tmp_path / "none.yaml"))
+    monkeypatch.delenv("PREQUEL_CONFIG")
+    monkeypatch.chdir(tmp_path)
+    yaml_source = _source(push, push["company"], provider_id="acme")
+    assert main(["push", "tokens", "create", yaml_source["prequel_source_id"]]) == 0
+    printed = capsys.readouterr().out.strip().splitlines()[-1]
+    assert printed.startswith("at_") and _post(push, printed, _batch()).status_code == 201
