@@ -139,7 +139,7 @@ def test_malformed_json_is_400_naming_the_problem() -> None:
             {k: v for k, v in batch_doc().items() if k != "messages"},
             "Request failed validation:#: required key [messages] not found",
         ),
-        (batch_doc(table_version=2), "Request failed validation:#: extraneous key [table_version] is not permitted"),
+        (batch_doc(version_tag=2), "Request failed validation:#: extraneous key [version_tag] is not permitted"),
         (batch_doc(table_name=5), "Request failed validation:#/table_name: expected type: String, found: Integer"),
         (batch_doc(table_name=""), "Request failed validation:#/table_name: expected minLength: 1, actual: 0"),
         (batch_doc(schema=[SCHEMA]), "Request failed validation:#/schema: expected type: JSONObject, found: JSONArray"),
@@ -738,3 +738,28 @@ def test_push_split_column_colliding_with_a_field_is_422() -> None:
     records = [push_record(data={"id": 1, "cost": 1.5, "cost__it": "x"}), push_record(data={"id": 2, "cost": 2})]
     error = push_error(records)
     assert error.status == 422 and "cost__it" in error.message
+
+
+def test_what_singers_target_stitch_sends_besides_the_documented_keys_is_accepted():
+    """target-stitch adds ``table_version``, ``bookmark_names``, ``time_extracted`` and
+    ``activate_version`` messages: accepted; the version is kept as ``_sdc_table_version``."""
+    doc = {
+        "table_name": "users",
+        "schema": {"properties": {"id": {"type": "integer"}}},
+        "key_names": ["id"],
+        "table_version": 1733000000000,
+        "bookmark_names": ["id"],
+        "messages": [
+            {"action": "upsert", "sequence": 1, "data": {"id": 1}, "time_extracted": "2026-12-01T10:00:00.000000Z"},
+            {"action": "upsert", "sequence": 2, "data": {"id": 2}},
+            {"action": "activate_version", "sequence": 3},
+        ],
+    }
+    batch = parse_batch(orjson.dumps(doc), "application/json")
+    assert batch.count == 2 and batch.records.column("id").to_pylist() == [1, 2]
+    assert batch.records.column("_sdc_table_version").to_pylist() == [1733000000000] * 2
+    assert batch.table_version == 1733000000000 and batch.activated_versions == (3,)
+    bad = {**doc, "messages": [{"action": "activate_version", "sequence": 1, "oops": 1}]}
+    with pytest.raises(WireError) as caught:
+        parse_batch(orjson.dumps(bad), "application/json")
+    assert "extraneous key [oops]" in caught.value.body["message"]

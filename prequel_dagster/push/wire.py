@@ -34,8 +34,12 @@ TRANSIT_MEDIA_TYPE = "application/transit+json"
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _DRAFT4_TYPES = frozenset({"array", "boolean", "integer", "null", "number", "object", "string"})
 _BATCH_REQUIRED = ("table_name", "schema", "messages")
-_BATCH_ALLOWED = frozenset({*_BATCH_REQUIRED, "key_names"})
+_BATCH_ALLOWED = frozenset({*_BATCH_REQUIRED, "key_names", "table_version", "bookmark_names"})
+"""``table_version`` and ``bookmark_names`` are what Singer's target-stitch sends besides the documented keys."""
 _MESSAGE_REQUIRED = ("action", "sequence", "data")
+_MESSAGE_ALLOWED = frozenset({*_MESSAGE_REQUIRED, "time_extracted"})
+_ACTIONS = ("upsert", "activate_version")
+SDC_TABLE_VERSION = "_sdc_table_version"
 _PUSH_REQUIRED = ("table_name", "sequence", "action", "key_names", "data")
 _UNPROCESSABLE = "Request cannot be processed; see errors."
 _ROW = "_sdc_wire_row"  # helper column of sequence_winners (data columns never start with _sdc)
@@ -96,6 +100,10 @@ class Batch:
     key_names: list[str] | None
     records: pa.Table
     count: int
+    table_version: int | None = None
+    activated_versions: tuple[int, ...] = ()
+    """``activate_version`` messages (Singer's full-table replacement): accepted and recorded; their
+    replacement of older versions is not applied yet (nothing is dropped)."""
 
 
 @dataclass(frozen=True)
@@ -312,7 +320,7 @@ def _property_kind(prop: Any) -> tuple[str, bool]:
     return "json", nullable
 
 
-def _check_batch_envelope(doc: Any) -> tuple[str, dict, list, list[str] | None]:
+def _check_batch_envelope(doc: Any) -> tuple[str, dict, list, list[str] | None, int | None]:
     """The request's shape, with the texts of Stitch's request validator (``Request failed validation:...``)."""
     _expect(doc, dict, "JSONObject", "#")
     for key in _BATCH_REQUIRED:
@@ -340,31 +348,41 @@ def _check_batch_envelope(doc: Any) -> tuple[str, dict, list, list[str] | None]:
             _expect(key, str, "String", f"#/key_names/{j}")
         if len(set(key_names)) != len(key_names):
             raise _invalid("#/key_names", "array items are not unique")
+    if "table_version" in doc:
+        _expect(doc["table_version"], int, "Integer", "#/table_version")
+        if not 0 <= doc["table_version"] <= MAX_SEQUENCE:
+            raise _invalid("#/table_version", f"{doc['table_version']} is not a table version (0..{MAX_SEQUENCE})")
+    if "bookmark_names" in doc:
+        _expect(doc["bookmark_names"], list, "JSONArray", "#/bookmark_names")
     for i, message in enumerate(messages):
         path = f"#/messages/{i}"
         _expect(message, dict, "JSONObject", path)
-        for key in _MESSAGE_REQUIRED:
+        action = message.get("action")
+        for key in _MESSAGE_REQUIRED if action != "activate_version" else ("action", "sequence"):
             if key not in message:
                 raise _invalid(path, f"required key [{key}] not found")
-        for key in sorted(set(message) - set(_MESSAGE_REQUIRED)):
+        for key in sorted(set(message) - _MESSAGE_ALLOWED):
             raise _invalid(path, f"extraneous key [{key}] is not permitted")
-        if message["action"] != "upsert":
-            action = message["action"]
+        if action not in _ACTIONS:
             raise _invalid(
                 f"{path}/action",
                 f"{action if isinstance(action, str) else _json_text(action)} is not a valid enum value",
             )
+        if "time_extracted" in message:
+            _expect(message["time_extracted"], str, "String", f"{path}/time_extracted")
         sequence = message["sequence"]
         _expect(sequence, int, "Integer", f"{path}/sequence")
         if sequence > MAX_SEQUENCE:
             raise _invalid("#", f"sequence can not be above {MAX_SEQUENCE}")
         if sequence < 0:
             raise _invalid(f"{path}/sequence", f"{sequence} is not greater or equal to 0")
+        if action == "activate_version":
+            continue
         data = message["data"]
         _expect(data, dict, "JSONObject", f"{path}/data")
         if len(data) > MAX_FIELDS:
             raise _invalid(f"{path}/data", f"maximum size: [{MAX_FIELDS}], found: [{len(data)}]")
-    return table_name, schema, messages, key_names
+    return table_name, schema, messages, key_names, doc.get("table_version")
 
 
 def parse_batch(body: bytes, content_type: str | None) -> Batch:
@@ -389,7 +407,7 @@ def parse_batch(body: bytes, content_type: str | None) -> Batch:
     """
     check_size(len(body))
     _check_content_type(content_type, push=False)
-    table_name, schema, messages, key_names = _check_batch_envelope(_load_json(body))
+    table_name, schema, messages, key_names, table_version = _check_batch_envelope(_load_json(body))
     validator = _checked_validator(schema)
     properties: dict[str, Any] = schema["properties"]
     for key in key_names or []:
@@ -411,8 +429,9 @@ def parse_batch(body: bytes, content_type: str | None) -> Batch:
     datetimes: dict[str, list[datetime | None]] = {c.field: [] for c in columns if c.kind == "datetime"}
     extras: dict[str, None] = {}
 
-    datas: list[dict] = [m["data"] for m in messages]
-    for i, data in enumerate(datas):
+    upserts = [(i, m) for i, m in enumerate(messages) if m["action"] == "upsert"]
+    datas: list[dict] = [m["data"] for _, m in upserts]
+    for i, data in ((i, m["data"]) for i, m in upserts):
         try:
             valid = validator.is_valid(data)
             if not valid:
@@ -457,8 +476,21 @@ def parse_batch(body: bytes, content_type: str | None) -> Batch:
             arrays.append(pa.array(datetimes[column.field], _ARROW_TYPES["datetime"]))
         else:
             arrays.append(_plain_values(column.kind, [d.get(column.field) for d in datas]))
-    records = _build_table(columns, arrays, [m["sequence"] for m in messages])
-    return Batch(table_name, schema, None if key_names is None else list(key_names), records, len(messages))
+    records = _build_table(columns, arrays, [m["sequence"] for _, m in upserts])
+    if table_version is not None:  # Stitch's _sdc_table_version: the version the rows belong to
+        records = records.append_column(
+            pa.field(SDC_TABLE_VERSION, pa.int64(), nullable=False),
+            pa.array([table_version] * records.num_rows, pa.int64()),
+        )
+    return Batch(
+        table_name,
+        schema,
+        None if key_names is None else list(key_names),
+        records,
+        len(upserts),
+        table_version=table_version,
+        activated_versions=tuple(m["sequence"] for m in messages if m["action"] == "activate_version"),
+    )
 
 
 # --------------------------------------------------------------------------------------------- #
