@@ -3,6 +3,7 @@ revocation), batches staged durably in the token's provider's lake before 2xx, S
 and a token that never writes another provider's lake."""
 
 import json
+import subprocess
 from pathlib import Path
 
 import httpx
@@ -17,6 +18,7 @@ from prequel_dagster.push.staging import read_staged, staged_tables
 from prequel_dagster.stores import LocalStore
 
 from .api_helpers import api_server, client
+from .servers import need
 
 SCHEMA = {
     "properties": {
@@ -256,3 +258,55 @@ def test_deleting_the_source_revokes_its_tokens_and_tokens_come_from_the_cli(pus
     assert main(["push", "tokens", "create", yaml_source["prequel_source_id"]]) == 0
     printed = capsys.readouterr().out.strip().splitlines()[-1]
     assert printed.startswith("at_") and _post(push, printed, _batch()).status_code == 201
+
+
+def _target_stitch() -> str:
+    exe = Path(__file__).resolve().parents[1] / ".venv-clients" / "bin" / "target-stitch"
+    if not exe.exists():
+        need("target-stitch", "bash scripts/test.sh installs it into .venv-clients")
+    return str(exe)
+
+
+def test_singers_target_stitch_pushes_unchanged(push):
+    """Stitch's own Singer target, pointed at our URL, delivers a stream's records (schema, keys,
+    table_version and activate_version included) into the provider's lake."""
+    exe = _target_stitch()
+    source = _source(push, push["company"], provider_id="acme")
+    _, token = _token(push, source)
+    config = push["tmp"] / "target-stitch.json"
+    config.write_text(
+        json.dumps(
+            {
+                "token": token,
+                "client_id": source["stitch_client_id"],
+                "small_batch_url": push["base"] + "/v2/import/batch",
+                "big_batch_url": push["base"] + "/v2/import/batch",
+                "batch_size_preferences": {},
+            }
+        )
+    )
+    schema = {"type": "object", "properties": {"id": {"type": "integer"}, "email": {"type": ["null", "string"]}}}
+    lines = [
+        {"type": "SCHEMA", "stream": "users", "schema": schema, "key_properties": ["id"]},
+        {"type": "ACTIVATE_VERSION", "stream": "users", "version": 7},
+        *(
+            {"type": "RECORD", "stream": "users", "record": {"id": i, "email": f"u{i}@x.example"}, "version": 7}
+            for i in range(1, 2001)
+        ),
+        {"type": "ACTIVATE_VERSION", "stream": "users", "version": 7},
+        {"type": "STATE", "value": {"bookmark": 2000}},
+    ]
+    done = subprocess.run(
+        [exe, "-c", str(config)],
+        input="\n".join(json.dumps(line) for line in lines) + "\n",
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {"bookmark": 2000}  # it emits state once accepted
+    store = LocalStore(push["tmp"] / "lake-acme")
+    files = staged_tables(store, "acme", source["prequel_source_id"])["users"]
+    ids = sorted(i for path in files for i in read_staged(store, path).column("id").to_pylist())
+    assert ids == list(range(1, 2001))
+    assert set(read_staged(store, files[0]).column("_sdc_table_version").to_pylist()) == {7}

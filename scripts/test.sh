@@ -28,6 +28,14 @@ fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
 
+# Stitch's own clients, pushed at our Import API by the tests: in a venv of their own, since
+# target-stitch pins jsonschema 2.6 and requests versions the package cannot share.
+if [ ! -x .venv-clients/bin/target-stitch ]; then
+  echo "installing Stitch's clients (target-stitch) into .venv-clients"
+  python3 -m venv .venv-clients
+  .venv-clients/bin/python -m pip install -q --disable-pip-version-check 'target-stitch==4.0.3'
+fi
+
 if [ "$#" -eq 0 ]; then  # the whole suite: the layer contracts, lint, format and types first
   echo "checks: import contracts, ruff, mypy"
   .venv/bin/lint-imports --no-cache >/dev/null || { .venv/bin/lint-imports --no-cache; exit 1; }
