@@ -66,8 +66,16 @@ def push(tmp_path: Path, monkeypatch):
         )
     _, company_key = catalog.create_key()
     _, acme_key = catalog.create_key("acme")
-    with api_server(create_app(service=Service(catalog))) as base:
-        yield {"base": base, "company": company_key, "acme": acme_key, "tmp": tmp_path, "catalog": catalog}
+    service = Service(catalog)
+    with api_server(create_app(service=service)) as base:
+        yield {
+            "base": base,
+            "company": company_key,
+            "acme": acme_key,
+            "tmp": tmp_path,
+            "catalog": catalog,
+            "service": service,
+        }
     catalog.close()
 
 
@@ -164,6 +172,11 @@ def test_an_accepted_batch_is_in_the_tokens_provider_lake(push):
     globex_store = LocalStore(push["tmp"] / "lake-globex")
     assert list(staged_tables(globex_store, "globex", globex["prequel_source_id"])) == [hostile["table_name"]]
     assert not (push["tmp"] / "lake-globex" / "artifacts" / "acme").exists()
+    # housekeeping (retention, leftovers of crashed runs) never takes an accepted batch
+    from prequel_dagster.lake.housekeeping import run_housekeeping
+
+    run_housekeeping(push["service"].config(), "lake-acme")
+    assert staged_tables(store, "acme", acme["prequel_source_id"])["users"] == staged["users"]
 
 
 def test_stitchs_status_codes(push):

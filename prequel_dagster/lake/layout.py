@@ -14,6 +14,7 @@ artifacts/<provider_id>/streams/<stream_id>/_deliveries/<seq>.json       deliver
 artifacts/<provider_id>/streams/<stream_id>/_position.json               the newest marker's seq (a hint)
 artifacts/<provider_id>/streams/<stream_id>/_pending/load.json           the open load (for resume)
 artifacts/<provider_id>/streams/<stream_id>/dead_letter/<load>-<batch>.parquet   rejected records
+artifacts/<provider_id>/push/<source_id>/<table>/staged/<ns>-<id>.parquet   accepted Import API batches, not yet committed
 ```
 Data files not named by a commit manifest or a compaction are leftovers of a failed run and are never
 read. Checkpoints, key snapshots and hints are caches: without them (missing or damaged) readers
@@ -66,3 +67,8 @@ LAST_CHECKPOINT = "_last_checkpoint.json"
 
 def stream_dir(provider_id: str, stream_id: str) -> str:
     return f"artifacts/{provider_id}/streams/{stream_id}"
+
+
+def push_dir(provider_id: str, source_id: str) -> str:
+    """An Import API source's accepted batches, one folder per table (``push/staging.py``)."""
+    return f"artifacts/{provider_id}/push/{source_id}"

@@ -1,7 +1,7 @@
 """Accepted pushes, staged durably in the provider's lake before the client hears 2xx.
 
 Each accepted batch becomes one Parquet file under
-``artifacts/push/<provider>/<source>/<table>/staged/``, written with the store's atomic create
+``artifacts/<provider>/push/<source>/<table>/staged/``, written with the store's atomic create
 (fsync'd on a local disk, a completed conditional PUT on object stores): a crash after the answer
 loses nothing, and a crash before it leaves no partial file (a client retries what it was not told
 was accepted). The file carries the table's JSON Schema and ``key_names`` in its metadata.
@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from ..lake.layout import push_dir
 from ..stores import Store
 from .wire import Batch
 
@@ -36,7 +37,7 @@ def table_segment(table_name: str) -> str:
 
 
 def push_root(provider_id: str, source_id: str) -> str:
-    return f"artifacts/push/{provider_id}/{source_id}"
+    return push_dir(provider_id, source_id)
 
 
 def staged_dir(provider_id: str, source_id: str, table_name: str) -> str:
