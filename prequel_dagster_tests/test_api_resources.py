@@ -22,8 +22,10 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 import yaml
+from alembic.script import ScriptDirectory
 from cryptography.fernet import Fernet
 
+import prequel_dagster.catalog.store as catalog_store
 from prequel_dagster.api.app import create_app
 from prequel_dagster.api.server import check_destination
 from prequel_dagster.api.service import Service
@@ -995,7 +997,10 @@ def test_catalog_on_postgresql(pg, tmp_path, catalog_key, receiver):
     try:
         with running(tmp_path, url=url) as api, api.client() as c:
             with api.catalog.engine.connect() as conn:
-                assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalars().all() == ["0001"]
+                head = ScriptDirectory(str(Path(catalog_store.__file__).parent / "migrations")).get_current_head()
+                assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalars().all() == [head]
+                tables = set(sa.inspect(conn).get_table_names())
+                assert {"catalog_entries", "catalog_api_keys", "push_sources", "push_tokens"} <= tables
             revisions = [api.catalog.revision()]
             made = pipeline(c, receiver.url)
             revisions.append(api.catalog.revision())

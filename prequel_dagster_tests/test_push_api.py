@@ -323,3 +323,22 @@ def test_singers_target_stitch_pushes_unchanged(push):
     ids = sorted(i for path in files for i in read_staged(store, path).column("id").to_pylist())
     assert ids == list(range(1, 2001))
     assert set(read_staged(store, files[0]).column("_sdc_table_version").to_pylist()) == {7}
+
+
+def test_a_chunked_body_past_20_mb_is_refused_without_being_held(push):
+    source = _source(push, push["company"], provider_id="acme")
+    _, token = _token(push, source)
+
+    def chunks():
+        yield b'{"table_name": "t", "padding": "'
+        for _ in range(22):
+            yield b"x" * (1024 * 1024)
+        yield b'"}'
+
+    answer = httpx.post(
+        push["base"] + "/v2/import/batch",
+        content=chunks(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        timeout=60,
+    )
+    assert answer.status_code == 413 and "exceeds the maximum" in answer.json()["message"]

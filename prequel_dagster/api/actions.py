@@ -25,6 +25,7 @@ from ..config.secrets import redact
 from ..sources.probe import Probe, probe_source
 from . import envelope
 from .app import _holds_sealed, next_url, page_args, principal, refuse_deep, wrapped
+from .body import MAX_MANAGEMENT_BODY_BYTES, read_at_most
 from .dagster_link import DagsterLink, Launcher, Reloader, RunInfo
 from .service import IMMUTABLE, ApiError, Principal, Service
 
@@ -411,7 +412,9 @@ def _probe_answer(found: Probe) -> Response:
 async def _object(request: Request) -> dict[str, Any]:
     import orjson
 
-    raw = await request.body()
+    raw = await read_at_most(request, MAX_MANAGEMENT_BODY_BYTES)
+    if raw is None:
+        raise ApiError(413, f"the request body is over {MAX_MANAGEMENT_BODY_BYTES // (1024 * 1024)} MB")
     if not raw.strip():
         return {}
     try:

@@ -22,6 +22,7 @@ from ..config.errors import ConfigError, PrequelError
 from ..config.loading import KINDS, find_config_path, shape_issues
 from ..config.secrets import redact
 from . import envelope
+from .body import MAX_MANAGEMENT_BODY_BYTES, read_at_most
 from .openapi import document
 from .service import ApiError, Principal, Service
 
@@ -85,7 +86,9 @@ def principal(request: Request) -> Principal:
 
 async def wrapped(request: Request, name: str) -> dict[str, Any]:
     """The resource inside its wrapper key (``{"source": {...}}``); 400 naming what is wrong otherwise."""
-    raw = await request.body()
+    raw = await read_at_most(request, MAX_MANAGEMENT_BODY_BYTES)
+    if raw is None:
+        raise ApiError(413, f"the request body is over {MAX_MANAGEMENT_BODY_BYTES // (1024 * 1024)} MB")
     try:
         data = orjson.loads(raw) if raw.strip() else None
     except orjson.JSONDecodeError as exc:

@@ -17,6 +17,7 @@ from starlette.responses import Response
 
 from ..catalog import push_tokens
 from .app import principal
+from .body import MAX_MANAGEMENT_BODY_BYTES, read_at_most
 from .service import ApiError, Principal, Service
 
 REPORT_CARD = {
@@ -117,8 +118,11 @@ class Connect:
             return _json(200, SOURCE_TYPE)
 
         async def create_route(request: Request) -> Response:
+            raw = await read_at_most(request, MAX_MANAGEMENT_BODY_BYTES)
+            if raw is None:
+                raise ApiError(413, "the request body is too large")
             try:
-                body = orjson.loads(await request.body())
+                body = orjson.loads(raw)
             except orjson.JSONDecodeError as exc:
                 raise ApiError(400, f"the request body is not JSON ({exc})") from None
             if not isinstance(body, dict):

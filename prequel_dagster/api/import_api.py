@@ -21,6 +21,7 @@ from ..config.secrets import redact
 from ..push.staging import StagingUnavailable, stage
 from ..push.wire import MAX_BODY_BYTES, WireError, parse_batch, parse_push
 from ..stores import Store, open_datalake
+from .body import read_at_most
 from .service import Service
 
 log = logging.getLogger("prequel_dagster.api")
@@ -98,7 +99,9 @@ class ImportApi:
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
             return _error(413, f"Request rejected: request size ({declared} bytes) exceeds the maximum")
-        body = await request.body()
+        body = await read_at_most(request, MAX_BODY_BYTES)
+        if body is None:  # a chunked body that kept going: never held whole
+            return _error(413, f"Request rejected: request size (over {MAX_BODY_BYTES} bytes) exceeds the maximum")
         content_type = request.headers.get("content-type")
         try:
             if kind == "batch":
