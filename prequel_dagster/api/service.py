@@ -26,7 +26,15 @@ from ..catalog.entries import (
 )
 from ..catalog.keypairs import with_generated_keys
 from ..catalog.secret_fields import merge_patch, strip
-from ..catalog.store import Catalog, DuplicateId, StaleCatalog, StoredEntry, decode_cursor, encode_cursor
+from ..catalog.store import (
+    Catalog,
+    DuplicateId,
+    StaleCatalog,
+    StoredEntry,
+    decode_cursor,
+    encode_cursor,
+    unseal_entry,
+)
 from ..config.errors import ConfigIssue
 from ..config.loading import load_config, parse_yaml
 from ..config.models import Entry, PrequelConfig, Source
@@ -304,7 +312,7 @@ class Service:
         skip_validation: bool = False,
     ) -> dict[str, Any]:
         singular = SINGULAR[kind]
-        _, current = self.find(principal, kind, id)
+        self.find(principal, kind, id)
         if principal.provider_id is not None and kind in COMPANY_KINDS:
             raise not_found(kind, id)  # may read, may not change
         if principal.provider_id is not None and kind == "providers":  # its products decide what it may reach
@@ -327,8 +335,6 @@ class Service:
             merged = merge_patch(stored.body, dict(patch))
             if kind == "sources":
                 merged = self._prepare_source(principal, merged)
-            from ..catalog.store import unseal_entry
-
             model = validate_entry(kind, unseal_entry(kind, merged, self.catalog))
             self.check_tenant_source(principal, model)
             after = self.state.merged(self.yaml(), change=(kind, id, model))
@@ -340,7 +346,6 @@ class Service:
                 kind, id, stored.provider_id, merged, actor=principal.key_id, expected=self.state.revision
             )
             self._changed(kind, id, now)
-            del current
             return self.view(kind, model)
 
     def _delete(self, principal: Principal, kind: str, id: str) -> None:
