@@ -342,3 +342,50 @@ def test_a_chunked_body_past_20_mb_is_refused_without_being_held(push):
         timeout=60,
     )
     assert answer.status_code == 413 and "exceeds the maximum" in answer.json()["message"]
+
+
+STITCHCLIENT_SCRIPT = """
+import datetime, decimal, json, sys
+from stitchclient.client import Client
+
+client_id, token, url, count = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
+acked = []
+with Client(client_id, token, override_stitch_url=url, callback_function=acked.extend,
+            batch_delay_seconds=0.0) as client:
+    for i in range(count):
+        client.push({"action": "upsert", "table_name": "orders", "key_names": ["id"], "sequence": i,
+                     "data": {"id": i, "placed_at": datetime.datetime(2026, 12, 1, tzinfo=datetime.timezone.utc),
+                              "amount": decimal.Decimal("9.99")}}, callback_arg=i)
+print(json.dumps(sorted(acked)))
+"""
+
+
+def test_stitchs_python_client_pushes_transit_unchanged(push):
+    """Stitch's stitchclient (Transit bodies to /v2/import/push): every record its callback reports
+    as accepted is in the provider's lake."""
+    python = Path(_target_stitch()).parent / "python"
+    source = _source(push, push["company"], provider_id="acme")
+    _, token = _token(push, source)
+    done = subprocess.run(
+        [
+            str(python),
+            "-c",
+            STITCHCLIENT_SCRIPT,
+            str(source["stitch_client_id"]),
+            token,
+            push["base"] + "/v2/import/push",
+            "300",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    acked = json.loads(done.stdout.strip().splitlines()[-1])
+    assert acked == list(range(300))
+    store = LocalStore(push["tmp"] / "lake-acme")
+    files = staged_tables(store, "acme", source["prequel_source_id"])["orders"]
+    tables = [read_staged(store, path) for path in files]
+    assert sorted(i for t in tables for i in t.column("id").to_pylist()) == list(range(300))
+    assert {v for t in tables for v in t.column("amount").to_pylist()} == {"9.99"}
+    assert {v for t in tables for v in t.column("placed_at").to_pylist()} == {"2026-12-01T00:00:00Z"}

@@ -596,11 +596,38 @@ def test_push_more_than_20000_records_is_400() -> None:
 
 
 def test_push_content_types() -> None:
-    error = push_error([push_record()], "application/transit+json")
-    assert error.status == 415 and "Transit is not supported yet" in error.message
     error = push_error([push_record()], "text/csv")
     assert (error.status, error.message) == (415, "Content-Type must be application/json")
     assert parse_push(body([push_record()]), "application/json; charset=utf-8", 7)
+
+
+def test_push_transit_bodies_read_as_their_json_would() -> None:
+    """Transit (stitchclient's format): maps with cached keys, timestamps and decimals."""
+    import datetime as dt
+    import decimal
+    import io
+
+    from transit.writer import Writer
+
+    records = [
+        {
+            "client_id": 7,
+            "table_name": "orders",
+            "sequence": n,
+            "action": "upsert",
+            "key_names": ["id"],
+            "data": {"id": n, "when": dt.datetime(2026, 1, 1, tzinfo=dt.UTC), "amount": decimal.Decimal("12.50")},
+        }
+        for n in range(3)
+    ]
+    out = io.StringIO()
+    Writer(out, "json").write(records)
+    (batch,) = parse_push(out.getvalue().encode(), "application/transit+json", 7)
+    assert batch.records.column("id").to_pylist() == [0, 1, 2]
+    assert batch.records.column("when").to_pylist() == ["2026-01-01T00:00:00Z"] * 3
+    assert batch.records.column("amount").to_pylist() == ["12.50"] * 3
+    assert parse_push(body([push_record()]), "application/transit+json", 7)  # plain JSON is Transit too
+    assert push_error(b'["~#nope', "application/transit+json").status == 400
 
 
 def test_push_client_id_checks() -> None:

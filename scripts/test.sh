@@ -30,10 +30,14 @@ fi
 
 # Stitch's own clients, pushed at our Import API by the tests: in a venv of their own, since
 # target-stitch pins jsonschema 2.6 and requests versions the package cannot share.
-if [ ! -x .venv-clients/bin/target-stitch ]; then
-  echo "installing Stitch's clients (target-stitch) into .venv-clients"
+if [ ! -x .venv-clients/bin/target-stitch ] || [ ! -f .venv-clients/.stitchclient ]; then
+  echo "installing Stitch's clients (target-stitch, stitchclient) into .venv-clients"
   python3 -m venv .venv-clients
-  .venv-clients/bin/python -m pip install -q --disable-pip-version-check 'target-stitch==4.0.3'
+  .venv-clients/bin/python -m pip install -q --disable-pip-version-check 'target-stitch==4.0.3' 'stitchclient==1.0.1'
+  # stitchclient bundles a Transit library that predates Python 3.10 (collections.MutableMapping):
+  # the aliases it needs, restored for that venv only; the client's own code runs as published.
+  cp scripts/stitchclient_sitecustomize.py "$(.venv-clients/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/sitecustomize.py"
+  touch .venv-clients/.stitchclient
 fi
 
 if [ "$#" -eq 0 ]; then  # the whole suite: the layer contracts, lint, format and types first

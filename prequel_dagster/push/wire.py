@@ -632,8 +632,8 @@ def parse_push(body: bytes, content_type: str | None, client_id: int) -> list[Ba
     """A ``/v2/import/push`` or ``/v2/import/validate`` body as one :class:`Batch` per table (in
     first-seen order), else :class:`WireError`.
 
-    Checks: size (413), Content-Type (415; Transit, ``application/transit+json``, is not supported
-    yet), JSON (400), an array root of 1..20,000 objects (400 ``An array of records is expected``),
+    Checks: size (413), Content-Type (415 unless JSON or Transit ``application/transit+json``, which
+    ``push/transit.py`` decodes to the same values), JSON or Transit (400), an array root of 1..20,000 objects (400 ``An array of records is expected``),
     one ``client_id`` (missing: Stitch's 401 ``Not Authenticated.``; several: 422; not the token's:
     403 ``Access token is not associated with this client.``), then each record: ``table_name``,
     ``sequence`` (0..2**63-1), ``action: "upsert"``, ``key_names`` (required; ``[]`` = append-only,
@@ -647,8 +647,13 @@ def parse_push(body: bytes, content_type: str | None, client_id: int) -> list[Ba
     reserved fields (``_sdc*``, ``_rjm*``) are dropped. ``Batch.schema`` describes the columns.
     """
     check_size(len(body))
-    _check_content_type(content_type, push=True)
-    doc = _load_json(body)
+    if media_type(content_type) == TRANSIT_MEDIA_TYPE:
+        from .transit import decode_transit
+
+        doc = decode_transit(body)
+    else:
+        _check_content_type(content_type, push=True)
+        doc = _load_json(body)
     if not isinstance(doc, list) or not doc:
         raise WireError(400, "An array of records is expected")
     if len(doc) > MAX_RECORDS:
