@@ -90,9 +90,17 @@ class DagsterPrequelTranslator:
             what = f"table {d.table.source_table_namespace + '.' if d.table.source_table_namespace else ''}{d.table.source_table_name}"
         elif d.sql is not None:
             what = "a SQL query"
+        elif d.push is not None:
+            what = f"the batches pushed to table '{d.push.table_name}' (Stitch's Import API)"
         else:
             what = f"files matching {d.glob.pattern}"  # type: ignore[union-attr]
-        how = f"incremental by {d.cursor_column}" if d.cursor_column else "full read, changes found by comparison"
+        how = (
+            "the highest sequence winning per key"
+            if d.push is not None
+            else f"incremental by {d.cursor_column}"
+            if d.cursor_column
+            else "full read, changes found by comparison"
+        )
         return (
             f"Extract of {what} from source '{props.source.id}' ({props.source.vendor}) of provider "
             f"'{props.provider.name}' into the datalake: a {d.type} dataset keyed by {d.primary_key}, {how}."

@@ -561,12 +561,13 @@ def _check_references(entries: dict[str, list[_Entry]], malformed: set[str]) -> 
             continue
         source = entry("sources", source_id)
         vendor, method = (source.fields.get("vendor") if source else None), d.fields.get("method")
-        if vendor in PUSH_SOURCE_VENDORS:
+        if (vendor in PUSH_SOURCE_VENDORS) != (method == "push") and vendor is not None and method is not None:
             issues.append(
                 ConfigIssue(
-                    f"{d.path}.source_id",
-                    f"source '{source_id}' is an {vendor} source: its tables are pushed to it, not read; "
-                    "remove this dataset",
+                    f"{d.path}.method",
+                    f"an {vendor} source's tables are pushed to it: use method: push with push: {{table_name: ...}}"
+                    if vendor in PUSH_SOURCE_VENDORS
+                    else f"method: push needs an import_api source, not {vendor}",
                 )
             )
             continue

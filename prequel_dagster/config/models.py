@@ -704,6 +704,13 @@ class GlobMethod(Block):
     file_format: Literal["csv", "json", "parquet"] = "parquet"
 
 
+class PushMethod(Block):
+    """A table pushed to an ``import_api`` source (Stitch's ``table_name``): its staged batches are
+    committed into the dataset by each extract, the highest ``sequence`` winning per key."""
+
+    table_name: Annotated[str, Field(min_length=1, max_length=255)]
+
+
 class Dimension(Block):
     primary_key_column: str
     last_modified_column: str | None = None
@@ -740,10 +747,11 @@ def _frequency(minutes: int) -> int:
 
 class Dataset(Entry):
     source_id: Id
-    method: Literal["table", "sql", "glob"] = "table"
+    method: Literal["table", "sql", "glob", "push"] = "table"
     table: TableMethod | None = None
     sql: SqlMethod | None = None
     glob: GlobMethod | None = None
+    push: PushMethod | None = None
     type: Literal["dimension", "fact"]
     dimension: Dimension | None = None
     fact: Fact | None = None
@@ -758,7 +766,7 @@ class Dataset(Entry):
 
     @model_validator(mode="after")
     def _blocks(self) -> "Dataset":
-        _exactly_one_block(self, "method", ("table", "sql", "glob"))
+        _exactly_one_block(self, "method", ("table", "sql", "glob", "push"))
         _exactly_one_block(self, "type", ("dimension", "fact"))
         return self
 

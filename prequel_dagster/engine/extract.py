@@ -164,6 +164,14 @@ def _hard_deletes(lake: DatasetLog, key: str, source_keys: list[pa.Array], datas
     return versions.set_column(versions.schema.get_field_index(OP_COLUMN), OP_COLUMN, ops.cast(pa.string()))
 
 
+def _reader(source: Any, dataset: Any, config: PrequelConfig) -> Reader:
+    if dataset.method == "push":
+        from ..push.reader import PushReader
+
+        return PushReader(source, dataset, config)
+    return open_reader(source, dataset, config)
+
+
 def run_extract(
     config: PrequelConfig,
     dataset_id: str,
@@ -191,9 +199,10 @@ class _Extract:
         self.lake = DatasetLog(storage, self.provider.id, self.dataset.id, log=log)
         self.latest = self.lake.latest()
         self.previous_cursor = self.latest.cursor if self.latest else None
-        self.glob = self.dataset.method == "glob"
+        # glob and push datasets take new files (fingerprints; staged batches) and compare by key
+        self.glob = self.dataset.method in ("glob", "push")
         self.bound = self._lower_bound()
-        self.reader: Reader = open_reader(self.source, self.dataset, config)
+        self.reader: Reader = _reader(self.source, self.dataset, config)
         self.counts = ExtractCounts()
         self.cursor = self.previous_cursor
         self.source_schema: pa.Schema | None = None
@@ -242,6 +251,9 @@ class _Extract:
         except BaseException:
             writer.abort()
             raise
+        after_commit = getattr(self.reader, "after_commit", None)
+        if after_commit is not None and (commit is not None or self.cursor != self.previous_cursor):
+            after_commit()  # (push: the staged batches the commit took)
         return self._result(commit, writer)
 
     def _read_and_classify(self, writer: CommitWriter) -> None:

@@ -1,0 +1,90 @@
+"""A push dataset's reader: the batches staged for its table since the last commit, one version per
+key, and only versions newer (by ``sequence``) than the one the lake holds.
+
+The extract engine reads it like a glob dataset: its cursor is the name of the last staged file
+committed (names sort by arrival), so a commit takes each staged batch exactly once, and a batch
+staged while an extract runs waits for the next one. After the commit the files it took are removed.
+"""
+
+from collections.abc import Iterator
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..config.errors import SourceError
+from ..config.models import Dataset, PrequelConfig, Source
+from ..lake.changes import latest_versions
+from ..lake.commits import DatasetLog
+from ..stores import open_datalake
+from .staging import read_staged, staged_dir
+from .wire import SDC_SEQUENCE, sequence_winners
+
+CURSOR_KEY = "staged"
+MAX_FILES_PER_EXTRACT = 2_000
+"""Staged batches one extract commits at most (bounded memory); the next extract takes the rest."""
+
+
+class PushReader:
+    keys_unique = True  # one version per key, after sequence_winners
+
+    def __init__(self, source: Source, dataset: Dataset, config: PrequelConfig):
+        assert dataset.push is not None
+        chain = config.chain(dataset.id)
+        self.dataset, self.source = dataset, source
+        self.storage = open_datalake(chain.datalake, config)
+        self.lake = DatasetLog(self.storage, chain.provider.id, dataset.id)
+        self.folder = staged_dir(chain.provider.id, source.id, dataset.push.table_name)
+        self._cursor: Any = None
+        self._taken: list[str] = []
+
+    def read(self, lower_bound: Any = None) -> Iterator[pa.RecordBatch]:
+        after = lower_bound.get(CURSOR_KEY, "") if isinstance(lower_bound, dict) else ""
+        self._cursor = lower_bound
+        names = self.storage.list_names_after(self.folder, after)[:MAX_FILES_PER_EXTRACT]
+        if not names:
+            return
+        tables = [read_staged(self.storage, f"{self.folder}/{name}") for name in names]
+        table = pa.concat_tables([t.replace_schema_metadata(None) for t in tables], promote_options="permissive")
+        key = self.dataset.primary_key
+        if key not in table.column_names:
+            raise SourceError(
+                f"dataset '{self.dataset.id}': the pushed table '{self.dataset.push.table_name}' has no column "  # type: ignore[union-attr]
+                f"'{key}' (its columns: {', '.join(table.column_names)}); set primary_key_column to one of its key_names"
+            )
+        table = self._newer_than_the_lake(sequence_winners(table, [key]), key)
+        self._cursor = {CURSOR_KEY: names[-1]}
+        self._taken = names
+        yield from table.to_batches()
+
+    def _newer_than_the_lake(self, table: pa.Table, key: str) -> pa.Table:
+        """Drop versions whose sequence is not above the lake's current version of their key (sequence
+        wins whatever the arrival order; an equal sequence is the same version sent again)."""
+        if not table.num_rows or self.lake.latest() is None or SDC_SEQUENCE not in self.lake.schema().names:  # type: ignore[union-attr]
+            return table
+        current = latest_versions(self.lake, table.column(key).combine_chunks(), key)
+        if current is None or not current.num_rows:
+            return table
+        held = current.select([key, SDC_SEQUENCE]).rename_columns([key, "_held_sequence"])
+        joined = table.join(held, key, join_type="left outer")
+        keep = pc.or_kleene(
+            pc.is_null(joined.column("_held_sequence")),
+            pc.greater(joined.column(SDC_SEQUENCE), joined.column("_held_sequence")),
+        )
+        return joined.filter(pc.fill_null(keep, True)).drop_columns(["_held_sequence"])
+
+    def cursor_after_read(self) -> Any:
+        return self._cursor
+
+    def read_keys(self) -> Iterator[pa.Array]:
+        return iter(())
+
+    def after_commit(self) -> None:
+        """The staged files this extract committed: removed (the cursor is past them, so a crash before
+        this leaves files no extract reads again; housekeeping-free)."""
+        for name in self._taken:
+            self.storage.delete(f"{self.folder}/{name}")
+        self._taken = []
+
+    def close(self) -> None:
+        pass
