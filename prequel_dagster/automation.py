@@ -100,8 +100,9 @@ def build_stream_automation_sensor(
 def build_glob_file_sensor(
     config: PrequelConfig, translator: DagsterPrequelTranslator, run_tags: Mapping[str, str] | None = None
 ) -> dg.SensorDefinition | None:
-    """A sensor that requests a glob dataset's extract as soon as new or changed files land."""
-    datasets = [d for d in config.datasets if d.method == "glob"]
+    """A sensor that requests a glob dataset's extract as soon as new or changed files land, and a
+    push dataset's as soon as batches are staged for it."""
+    datasets = [d for d in config.datasets if d.method in ("glob", "push")]
     if not datasets:
         return None
     keys = {d.id: translator.get_dataset_asset_key(dataset_props(config, d)) for d in datasets}
@@ -111,7 +112,10 @@ def build_glob_file_sensor(
         target=dg.AssetSelection.assets(*keys.values()),
         minimum_interval_seconds=60,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Requests a glob dataset's extract when new or changed files land in its bucket.",
+        description=(
+            "Requests a glob dataset's extract when new or changed files land in its bucket, and a push "
+            "dataset's when batches are staged for it."
+        ),
     )
     def _glob_new_files(
         context: dg.SensorEvaluationContext,

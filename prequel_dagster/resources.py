@@ -167,13 +167,18 @@ class PrequelSourceResource(_BoundResource):
         )
 
     def pending_files(self, dataset_id: str, datalake: PrequelDatalakeResource) -> list[Any]:
-        """A glob dataset's files that are new or changed since its last commit (the sensor's question)."""
+        """A glob dataset's files that are new or changed since its last commit, or a push dataset's
+        batches staged since (the sensor's question)."""
         from .sources.files import GlobReader
 
         config = self.prequel_config
         dataset = config.dataset(dataset_id)
         latest = datalake.dataset_log(dataset_id).latest()
         previous = latest.cursor if latest is not None and isinstance(latest.cursor, dict) else None
+        if dataset.push is not None:  # batches staged since the last commit
+            from .push.reader import staged_after
+
+            return staged_after(config, dataset, previous)
         reader = GlobReader(config.source(dataset.source_id), dataset, config)
         try:
             return reader.pending(previous)

@@ -131,3 +131,89 @@ def test_push_datasets_are_assets_and_need_an_import_api_source(tmp_path, receiv
     del wrong["datasets"][0]["push"]
     with pytest.raises(Exception, match="use method: push"):
         load_config(wrong)
+
+
+def test_the_sensor_requests_an_extract_when_batches_are_staged(tmp_path, receiver):
+    import dagster as dg
+
+    cfg = _config(tmp_path, receiver.url)
+    defs = build_definitions(cfg)
+    sensor = next(s for s in defs.sensors if s.name == "prequel_glob_new_files")
+    store = LocalStore(tmp_path / "lake")
+    with dg.instance_for_test() as instance:
+
+        def tick(cursor=None):
+            return sensor(
+                dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs, resources=defs.resources)
+            )
+
+        assert not tick().run_requests  # nothing staged
+        _push(store, [(1, 1, "a@x")])
+        result = tick()
+        assert [r.asset_selection for r in result.run_requests] == [[dg.AssetKey(["prequel", "acme", "users"])]]
+        assert not tick(result.cursor).run_requests  # the same batches: not requested twice
+        run_extract(load_config(cfg), "users")
+        assert not tick(result.cursor).run_requests  # committed: nothing pending
+        _push(store, [(2, 1, "b@x")])
+        assert len(tick(result.cursor).run_requests) == 1
+
+
+def test_a_tables_first_batch_makes_it_a_dataset(tmp_path, monkeypatch):
+    """Through the API: the first accepted batch of a table with one key creates the provider's push
+    dataset (once, whatever follows); an extract then commits what was staged."""
+    from cryptography.fernet import Fernet
+
+    from prequel_dagster.api.app import create_app
+    from prequel_dagster.api.service import Service
+    from prequel_dagster.catalog import push_tokens
+    from prequel_dagster.catalog.store import Catalog
+
+    from .api_helpers import api_server
+
+    monkeypatch.setenv("PREQUEL_CATALOG_KEY", Fernet.generate_key().decode())
+    catalog = Catalog.open(f"sqlite:///{tmp_path / 'catalog.db'}")
+    assert catalog is not None
+    catalog.create(
+        "datalakes",
+        "lake",
+        None,
+        {"id": "lake", "name": "l", "storage": "local", "local": {"path": str(tmp_path / "lake")}},
+    )
+    catalog.create("providers", "acme", "acme", {"id": "acme", "name": "a", "datalake_id": "lake", "products": ["all"]})
+    catalog.create(
+        "sources",
+        "ev",
+        "acme",
+        {"id": "ev", "name": "e", "vendor": "import_api", "provider_id": "acme", "import_api": {}},
+    )
+    _, token = push_tokens.create_token(catalog, push_tokens.push_source(catalog, "ev", "acme"))
+    service = Service(catalog)
+    import httpx
+
+    def push(table: str, keys: list[str], rows: list[tuple[int, int]]) -> int:
+        body = {
+            "table_name": table,
+            "schema": {"properties": {"id": {"type": "integer"}, "n": {"type": "integer"}}},
+            "key_names": keys,
+            "messages": [{"action": "upsert", "sequence": s, "data": {"id": i, "n": s}} for i, s in rows],
+        }
+        answer = httpx.post(
+            base + "/v2/import/batch",
+            content=orjson.dumps(body),
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+            timeout=30,
+        )
+        return answer.status_code
+
+    with api_server(create_app(service=service)) as base:
+        assert push("orders", ["id"], [(1, 1), (2, 1)]) == 201
+        assert push("orders", ["id"], [(1, 2)]) == 201
+        assert push("pairs", ["id", "n"], [(1, 1)]) == 201  # a composite key: declared by hand
+        datasets = [d for d in service.config().datasets if d.source_id == "ev"]
+        assert [(d.push.table_name, d.primary_key, d.method) for d in datasets] == [("orders", "id", "push")]
+        result = run_extract(service.config(), datasets[0].id)
+        assert result.counts.records_new_inserted == 2
+        log = DatasetLog(LocalStore(tmp_path / "lake"), "acme", datasets[0].id)
+        found = latest_versions(log, __import__("pyarrow").array([1, 2]), "id")
+        assert dict(zip(found.column("id").to_pylist(), found.column("n").to_pylist())) == {1: 2, 2: 1}
+    catalog.close()

@@ -22,7 +22,7 @@ from ..push.staging import StagingUnavailable, stage
 from ..push.wire import MAX_BODY_BYTES, WireError, parse_batch, parse_push
 from ..stores import Store, open_datalake
 from .body import read_at_most
-from .service import Service
+from .service import Principal, Service
 
 log = logging.getLogger("prequel_dagster.api")
 
@@ -121,6 +121,33 @@ class ImportApi:
             return _error(503, "The Import API cannot take writes right now; send the batch again later")
         return _answer(201, {"status": "OK", "message": "Batch Accepted!"})
 
+    def _dataset_for(self, owner: push_tokens.TokenOwner, batch: Any) -> None:
+        """A table's first accepted batch makes it a push dataset of the provider (an asset once the
+        definitions follow). A single key becomes its primary key; a table with a composite key, or
+        none (append-only), waits for a dataset declared by hand (its key is not one column)."""
+        keys = batch.key_names or []
+        if len(keys) != 1:
+            return
+        with self._lock:
+            config = self.service.config()
+            for dataset in config.datasets:
+                if dataset.source_id == owner.source_id and dataset.push is not None:
+                    if dataset.push.table_name == batch.table_name:
+                        return
+            body = {
+                "name": batch.table_name[:200],
+                "source_id": owner.source_id,
+                "method": "push",
+                "push": {"table_name": batch.table_name},
+                "type": "dimension",
+                "dimension": {"primary_key_column": keys[0]},
+                "frequency_minutes": 5,
+            }
+            try:
+                self.service.create(Principal("import_api", None), "datasets", body)
+            except Exception as exc:  # the batch is staged either way; the dataset can be declared by hand
+                log.error("push to source %s: no dataset for table %r: %s", owner.source_id, batch.table_name, exc)
+
     def _stage_all(self, config: PrequelConfig, owner: push_tokens.TokenOwner, batches: list[Any]) -> None:
         try:
             storage = self.storage(config, owner.provider_id)
@@ -129,3 +156,4 @@ class ImportApi:
             raise StagingUnavailable(type(exc).__name__) from exc
         for batch in batches:
             stage(storage, owner.provider_id, owner.source_id, batch)
+            self._dataset_for(owner, batch)

@@ -7,6 +7,7 @@ staged while an extract runs waits for the next one. After the commit the files 
 """
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
@@ -88,3 +89,24 @@ class PushReader:
 
     def close(self) -> None:
         pass
+
+
+@dataclass(frozen=True)
+class StagedFile:
+    """A staged batch as the new-files sensor sees it (path and fingerprint, as a glob file)."""
+
+    path: str
+
+    @property
+    def fingerprint(self) -> str:
+        return self.path.rsplit("/", 1)[-1]
+
+
+def staged_after(config: PrequelConfig, dataset: Dataset, cursor: Any) -> list[StagedFile]:
+    """The batches staged for a push dataset after ``cursor`` (its last commit's)."""
+    assert dataset.push is not None
+    chain = config.chain(dataset.id)
+    storage = open_datalake(chain.datalake, config)
+    folder = staged_dir(chain.provider.id, chain.source.id, dataset.push.table_name)
+    after = cursor.get(CURSOR_KEY, "") if isinstance(cursor, dict) else ""
+    return [StagedFile(f"{folder}/{name}") for name in storage.list_names_after(folder, after)]
