@@ -217,3 +217,22 @@ def test_a_tables_first_batch_makes_it_a_dataset(tmp_path, monkeypatch):
         found = latest_versions(log, __import__("pyarrow").array([1, 2]), "id")
         assert dict(zip(found.column("id").to_pylist(), found.column("n").to_pylist())) == {1: 2, 2: 1}
     catalog.close()
+
+
+def test_a_field_whose_type_changes_between_batches_stops_the_commit_with_a_clear_message(tmp_path, receiver):
+    from prequel_dagster.config.errors import SourceError
+
+    config = load_config(_config(tmp_path, receiver.url))
+    store = LocalStore(tmp_path / "lake")
+    _push(store, [(1, 1, "a@x")])
+    body = {
+        "table_name": "users",
+        "schema": {"properties": {"id": {"type": "integer"}, "email": {"type": "integer"}}},
+        "key_names": ["id"],
+        "messages": [{"action": "upsert", "sequence": 2, "data": {"id": 2, "email": 7}}],
+    }
+    stage(store, "acme", "ev", parse_batch(orjson.dumps(body), "application/json"))
+    with pytest.raises(SourceError, match="disagree on a field's type") as caught:
+        run_extract(config, "users")
+    assert "users" in str(caught.value) and "stay staged" in str(caught.value)
+    assert len(staged_tables(store, "acme", "ev")["users"]) == 2  # nothing dropped

@@ -46,7 +46,15 @@ class PushReader:
         if not names:
             return
         tables = [read_staged(self.storage, f"{self.folder}/{name}") for name in names]
-        table = pa.concat_tables([t.replace_schema_metadata(None) for t in tables], promote_options="permissive")
+        try:
+            table = pa.concat_tables([t.replace_schema_metadata(None) for t in tables], promote_options="permissive")
+        except (pa.ArrowTypeError, pa.ArrowInvalid) as exc:
+            raise SourceError(
+                f"dataset '{self.dataset.id}': batches pushed to table '{self.dataset.push.table_name}' disagree on a "  # type: ignore[union-attr]
+                f"field's type ({exc}); nothing was committed and the batches stay staged. Push the field with "
+                "one type (or under a new name), and move or delete the staged batch with the other type "
+                f"from {self.storage.uri(self.folder)}"
+            ) from None
         key = self.dataset.primary_key
         if key not in table.column_names:
             raise SourceError(
