@@ -236,3 +236,14 @@ def test_a_field_whose_type_changes_between_batches_stops_the_commit_with_a_clea
         run_extract(config, "users")
     assert "users" in str(caught.value) and "stay staged" in str(caught.value)
     assert len(staged_tables(store, "acme", "ev")["users"]) == 2  # nothing dropped
+
+
+def test_a_write_killed_mid_way_leaves_nothing_a_reader_takes(tmp_path, receiver):
+    """The temporary file of a staging write that was killed before its atomic link is never read."""
+    config = load_config(_config(tmp_path, receiver.url))
+    store = LocalStore(tmp_path / "lake")
+    _push(store, [(1, 1, "a@x")])
+    folder = tmp_path / "lake" / "artifacts" / "acme" / "push" / "ev" / "users" / "staged"
+    (folder / ".00000000000000000001-dead.parquet.0123.tmp").write_bytes(b"")  # what SIGKILL mid-write leaves
+    assert len(staged_tables(store, "acme", "ev")["users"]) == 1
+    assert run_extract(config, "users").counts.records_new_inserted == 1

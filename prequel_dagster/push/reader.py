@@ -18,7 +18,7 @@ from ..config.models import Dataset, PrequelConfig, Source
 from ..lake.changes import latest_versions
 from ..lake.commits import DatasetLog
 from ..stores import open_datalake
-from .staging import read_staged, staged_dir
+from .staging import is_staged_batch, read_staged, staged_dir
 from .wire import SDC_SEQUENCE, sequence_winners
 
 CURSOR_KEY = "staged"
@@ -42,7 +42,8 @@ class PushReader:
     def read(self, lower_bound: Any = None) -> Iterator[pa.RecordBatch]:
         after = lower_bound.get(CURSOR_KEY, "") if isinstance(lower_bound, dict) else ""
         self._cursor = lower_bound
-        names = self.storage.list_names_after(self.folder, after)[:MAX_FILES_PER_EXTRACT]
+        names = [n for n in self.storage.list_names_after(self.folder, after) if is_staged_batch(n)]
+        names = names[:MAX_FILES_PER_EXTRACT]
         if not names:
             return
         tables = [read_staged(self.storage, f"{self.folder}/{name}") for name in names]
@@ -117,4 +118,4 @@ def staged_after(config: PrequelConfig, dataset: Dataset, cursor: Any) -> list[S
     storage = open_datalake(chain.datalake, config)
     folder = staged_dir(chain.provider.id, chain.source.id, dataset.push.table_name)
     after = cursor.get(CURSOR_KEY, "") if isinstance(cursor, dict) else ""
-    return [StagedFile(f"{folder}/{name}") for name in storage.list_names_after(folder, after)]
+    return [StagedFile(f"{folder}/{name}") for name in storage.list_names_after(folder, after) if is_staged_batch(name)]

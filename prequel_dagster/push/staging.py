@@ -76,6 +76,11 @@ def stage(
     return StagedBatch(path, table.num_rows, received)
 
 
+def is_staged_batch(name: str) -> bool:
+    """A whole staged batch: not the temporary file a write killed mid-way leaves behind (``.<name>.tmp``)."""
+    return name.endswith(".parquet") and not name.startswith(".")
+
+
 def staged_tables(storage: Store, provider_id: str, source_id: str) -> dict[str, list[str]]:
     """Every table of the source with staged batches, and their files in arrival order."""
     root = push_root(provider_id, source_id)
@@ -85,7 +90,7 @@ def staged_tables(storage: Store, provider_id: str, source_id: str) -> dict[str,
         if info.type != pafs.FileType.Directory:
             continue
         folder = f"{root}/{info.base_name}/{STAGED}"
-        files = storage.list_names(folder)
+        files = [name for name in storage.list_names(folder) if is_staged_batch(name)]
         if files:
             found[unquote(info.base_name)] = [f"{folder}/{name}" for name in files]
     return found
