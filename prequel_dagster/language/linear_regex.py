@@ -6,7 +6,7 @@ properties, ``patternProperties``) would use Python's backtracking ``re``, where
 match through RE2 instead.
 """
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pyarrow as pa
@@ -41,8 +41,13 @@ def schema_patterns(node: Any) -> Iterator[str]:
             yield from schema_patterns(value)
 
 
-def linear_validator_class() -> Any:
-    """``Draft7Validator`` whose ``pattern``, ``patternProperties`` and ``additionalProperties`` use RE2."""
+def _extras_message(extras: list[str]) -> str:
+    return f"additional properties are not allowed ({', '.join(map(repr, extras))})"
+
+
+def linear_validator_class(base: Any = None, extras_message: Callable[[list[str]], str] = _extras_message) -> Any:
+    """``base`` (default ``Draft7Validator``) whose ``pattern``, ``patternProperties`` and
+    ``additionalProperties`` use RE2; ``extras_message`` words the refusal of unlisted properties."""
     import jsonschema
     from jsonschema import ValidationError
 
@@ -69,9 +74,9 @@ def linear_validator_class() -> Any:
             for extra in extras:
                 yield from validator.descend(instance[extra], ap, path=extra)
         elif ap is False and extras:
-            yield ValidationError(f"additional properties are not allowed ({', '.join(map(repr, extras))})")
+            yield ValidationError(extras_message(extras))
 
     return jsonschema.validators.extend(
-        jsonschema.Draft7Validator,
+        base or jsonschema.Draft7Validator,
         {"pattern": pattern, "patternProperties": pattern_properties, "additionalProperties": additional_properties},
     )

@@ -13,11 +13,10 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import referencing.exceptions
-from jsonschema import ValidationError
 from jsonschema.exceptions import best_match
 from referencing import Registry
 
-from ..language.linear_regex import schema_patterns, search, unsupported
+from ..language.linear_regex import linear_validator_class, schema_patterns, unsupported
 
 MAX_BODY_BYTES = 20 * 1024 * 1024
 MAX_RECORDS = 20_000
@@ -233,41 +232,17 @@ def _schema_nodes(node: Any) -> Iterator[dict]:
         yield from _schema_nodes(node.get(key))
 
 
+def _stitch_extras(extras: list[str]) -> str:
+    """jsonschema's own wording, which Stitch's answers carry."""
+    shown = ", ".join(map(repr, extras))
+    return f"Additional properties are not allowed ({shown} {'was' if len(extras) == 1 else 'were'} unexpected)"
+
+
 @functools.cache
 def _validator_class() -> Any:
     """``Draft4Validator`` (Stitch validates with python jsonschema 2.6.0: draft 4) whose regular
-    expressions (``pattern``, ``patternProperties``, ``additionalProperties``) run in RE2's linear
-    time: a tenant's schema cannot make a record take seconds."""
-
-    def pattern(validator: Any, patrn: str, instance: Any, schema: dict) -> Iterator[ValidationError]:
-        if validator.is_type(instance, "string") and not search(patrn, instance):
-            yield ValidationError(f"{instance[:80]!r} does not match {patrn!r}")
-
-    def pattern_properties(validator: Any, patterns: dict, instance: Any, schema: dict) -> Iterator[ValidationError]:
-        if validator.is_type(instance, "object"):
-            for patrn, subschema in patterns.items():
-                for key, value in instance.items():
-                    if search(patrn, key):
-                        yield from validator.descend(value, subschema, path=key, schema_path=patrn)
-
-    def additional_properties(validator: Any, extra: Any, instance: Any, schema: dict) -> Iterator[ValidationError]:
-        if not validator.is_type(instance, "object"):
-            return
-        known, patterns = schema.get("properties", {}), schema.get("patternProperties", {})
-        extras = [k for k in instance if k not in known and not any(search(p, k) for p in patterns)]
-        if validator.is_type(extra, "object"):
-            for key in extras:
-                yield from validator.descend(instance[key], extra, path=key)
-        elif extra is False and extras:
-            shown = ", ".join(map(repr, sorted(extras)))
-            yield ValidationError(
-                f"Additional properties are not allowed ({shown} {'was' if len(extras) == 1 else 'were'} unexpected)"
-            )
-
-    return jsonschema.validators.extend(
-        jsonschema.Draft4Validator,
-        {"pattern": pattern, "patternProperties": pattern_properties, "additionalProperties": additional_properties},
-    )
+    expressions run in RE2's linear time: a tenant's schema cannot make a record take seconds."""
+    return linear_validator_class(jsonschema.Draft4Validator, _stitch_extras)
 
 
 def _checked_validator(schema: dict) -> Any:
