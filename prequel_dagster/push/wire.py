@@ -17,6 +17,7 @@ from jsonschema.exceptions import best_match
 from referencing import Registry
 
 from ..language.linear_regex import linear_validator_class, schema_patterns, unsupported
+from .columnar import PlainField, plain_columns, plain_fields, plain_messages
 
 MAX_BODY_BYTES = 20 * 1024 * 1024
 MAX_RECORDS = 20_000
@@ -329,6 +330,11 @@ def _check_batch_envelope(doc: Any) -> tuple[str, dict, list, list[str] | None, 
             raise _invalid("#/table_version", f"{doc['table_version']} is not a table version (0..{MAX_SEQUENCE})")
     if "bookmark_names" in doc:
         _expect(doc["bookmark_names"], list, "JSONArray", "#/bookmark_names")
+    return table_name, schema, messages, key_names, doc.get("table_version")
+
+
+def _check_messages(messages: list) -> None:
+    """Each message's shape, in order: the first bad one answers with Stitch's text."""
     for i, message in enumerate(messages):
         path = f"#/messages/{i}"
         _expect(message, dict, "JSONObject", path)
@@ -357,10 +363,9 @@ def _check_batch_envelope(doc: Any) -> tuple[str, dict, list, list[str] | None, 
         _expect(data, dict, "JSONObject", f"{path}/data")
         if len(data) > MAX_FIELDS:
             raise _invalid(f"{path}/data", f"maximum size: [{MAX_FIELDS}], found: [{len(data)}]")
-    return table_name, schema, messages, key_names, doc.get("table_version")
 
 
-def parse_batch(body: bytes, content_type: str | None) -> Batch:
+def parse_batch(body: bytes, content_type: str | None, *, vectorised: bool = True) -> Batch:
     """A ``POST /v2/import/batch`` body as one validated :class:`Batch`, else :class:`WireError`.
 
     Checks in Stitch's order: size (413), Content-Type ``application/json`` with any parameters
@@ -379,10 +384,17 @@ def parse_batch(body: bytes, content_type: str | None) -> Batch:
     the schema does not declare (allowed unless ``additionalProperties: false``) as JSON text
     columns, in first-seen order; then ``_sdc_sequence``. Reserved fields (``_sdc*``, ``_rjm*``) in
     data or schema are validated as sent, then dropped: Stitch does not replicate them.
+
+    A batch whose schema types only its top-level fields is proven valid field by field
+    (``push/columnar.py``); any other (or ``vectorised=False``) goes record by record. Both accept
+    the same batches and build the same table.
     """
     check_size(len(body))
     _check_content_type(content_type, push=False)
     table_name, schema, messages, key_names, table_version = _check_batch_envelope(_load_json(body))
+    plain = plain_messages(messages, MAX_SEQUENCE, MAX_FIELDS) if vectorised else None
+    if plain is None:
+        _check_messages(messages)
     validator = _checked_validator(schema)
     properties: dict[str, Any] = schema["properties"]
     for key in key_names or []:
@@ -394,19 +406,66 @@ def parse_batch(body: bytes, content_type: str | None) -> Batch:
     keys = set(key_names or [])
     required = set(schema.get("required") or [])
     columns: list[_Column] = []
+    fields: list[PlainField] = []
     for name, prop in properties.items():
         if is_reserved(name):
             continue
         kind, may_be_null = _property_kind(prop)
         guaranteed = name in keys or (name in required and not may_be_null)
         columns.append(_Column(name, name, kind, nullable=not guaranteed))
+        fields.append(PlainField(name, kind, may_be_null))
+
+    found = None
+    if plain is not None and plain_fields(schema, fields, properties, required):
+        datas = plain[0]
+        found = plain_columns(
+            datas,
+            fields,
+            required=required,
+            key_names=key_names or [],
+            closed=schema.get("additionalProperties") is False,
+            max_key_chars=MAX_BATCH_KEY_CHARS,
+            is_reserved=is_reserved,
+        )
+    if found is not None:
+        arrays, extras = found
+        columns.extend(_Column(name, name, "json", nullable=True) for name in extras)
+        arrays.extend(_plain_values("json", [d.get(name) for d in datas]) for name in extras)
+        sequences = plain[1] if plain is not None else []
+    else:
+        upserts = [(i, m) for i, m in enumerate(messages) if m["action"] == "upsert"]
+        arrays = _records_one_by_one(validator, columns, [(i, m["data"]) for i, m in upserts], properties, key_names)
+        sequences = [m["sequence"] for _, m in upserts]
+    records = _build_table(columns, arrays, sequences)
+    if table_version is not None:  # Stitch's _sdc_table_version: the version the rows belong to
+        records = records.append_column(
+            pa.field(SDC_TABLE_VERSION, pa.int64(), nullable=False),
+            pa.array([table_version] * records.num_rows, pa.int64()),
+        )
+    return Batch(
+        table_name,
+        schema,
+        None if key_names is None else list(key_names),
+        records,
+        records.num_rows,
+        table_version=table_version,
+        activated_versions=tuple(m["sequence"] for m in messages if m["action"] == "activate_version"),
+    )
+
+
+def _records_one_by_one(
+    validator: Any,
+    columns: list[_Column],
+    records: list[tuple[int, dict]],
+    properties: dict[str, Any],
+    key_names: list[str] | None,
+) -> list[pa.Array]:
+    """Each record through ``jsonschema`` in order (the first failing one answers 400); ``columns``
+    gains the undeclared fields as JSON text columns. Returns one array per column."""
     integers = [c.field for c in columns if c.kind == "integer"]
     datetimes: dict[str, list[datetime | None]] = {c.field: [] for c in columns if c.kind == "datetime"}
     extras: dict[str, None] = {}
-
-    upserts = [(i, m) for i, m in enumerate(messages) if m["action"] == "upsert"]
-    datas: list[dict] = [m["data"] for _, m in upserts]
-    for i, data in ((i, m["data"]) for i, m in upserts):
+    for i, data in records:
         try:
             valid = validator.is_valid(data)
             if not valid:
@@ -444,28 +503,14 @@ def parse_batch(body: bytes, content_type: str | None) -> Batch:
             if name not in properties and name not in extras and not is_reserved(name):
                 extras[name] = None
     columns.extend(_Column(name, name, "json", nullable=True) for name in extras)
-
+    datas = [data for _, data in records]
     arrays = []
     for column in columns:
         if column.kind == "datetime":
             arrays.append(pa.array(datetimes[column.field], _ARROW_TYPES["datetime"]))
         else:
             arrays.append(_plain_values(column.kind, [d.get(column.field) for d in datas]))
-    records = _build_table(columns, arrays, [m["sequence"] for _, m in upserts])
-    if table_version is not None:  # Stitch's _sdc_table_version: the version the rows belong to
-        records = records.append_column(
-            pa.field(SDC_TABLE_VERSION, pa.int64(), nullable=False),
-            pa.array([table_version] * records.num_rows, pa.int64()),
-        )
-    return Batch(
-        table_name,
-        schema,
-        None if key_names is None else list(key_names),
-        records,
-        len(upserts),
-        table_version=table_version,
-        activated_versions=tuple(m["sequence"] for m in messages if m["action"] == "activate_version"),
-    )
+    return arrays
 
 
 # --------------------------------------------------------------------------------------------- #
