@@ -263,7 +263,7 @@ def cmd_test_transform(args: argparse.Namespace) -> int:
 def cmd_api(args: argparse.Namespace) -> int:
     from .api.server import serve
 
-    serve(args.host, args.port, config_path=args.config, dagster_url=args.dagster_url)
+    serve(args.host, args.port, workers=args.workers, config_path=args.config, dagster_url=args.dagster_url)
     return 0
 
 
@@ -409,6 +409,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", help="YAML config served with the catalog (default: $PREQUEL_CONFIG or ./prequel.yaml)")
     p.add_argument(
         "--dagster-url", help="the Dagster webserver (default: $PREQUEL_DAGSTER_URL or http://127.0.0.1:3000)"
+    )
+    p.add_argument(
+        "--workers", type=int, default=1, help="processes serving the one port (the catalog is all they share)"
     )
     p.set_defaults(func=cmd_api)
     api = p.add_subparsers(dest="api_command")

@@ -131,6 +131,12 @@ def test_push_datasets_are_assets_and_need_an_import_api_source(tmp_path, receiv
     del wrong["datasets"][0]["push"]
     with pytest.raises(Exception, match="use method: push"):
         load_config(wrong)
+    twice = _config(tmp_path, receiver.url)
+    twice["datasets"].append({**twice["datasets"][0], "id": "users-again"})
+    with pytest.raises(
+        Exception, match=r"datasets\[1\]\.push\.table_name.*dataset 'users' already reads table 'users'"
+    ):
+        load_config(twice)
 
 
 def test_the_sensor_requests_an_extract_when_batches_are_staged(tmp_path, receiver):

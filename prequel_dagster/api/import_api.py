@@ -37,6 +37,13 @@ def _error(status: int, message: str) -> Response:
     return _answer(status, {"status": "ERROR", "message": message})
 
 
+def _has_dataset(config: PrequelConfig, source_id: str, table_name: str) -> bool:
+    """Whether a dataset of the source already reads the pushed table."""
+    return any(
+        d.source_id == source_id and d.push is not None and d.push.table_name == table_name for d in config.datasets
+    )
+
+
 class ImportApi:
     """The Import API's routes over the service's catalog and config."""
 
@@ -129,11 +136,8 @@ class ImportApi:
         if len(keys) != 1:
             return
         with self._lock:
-            config = self.service.config()
-            for dataset in config.datasets:
-                if dataset.source_id == owner.source_id and dataset.push is not None:
-                    if dataset.push.table_name == batch.table_name:
-                        return
+            if _has_dataset(self.service.config(), owner.source_id, batch.table_name):
+                return
             body = {
                 "name": batch.table_name[:200],
                 "source_id": owner.source_id,
@@ -146,6 +150,8 @@ class ImportApi:
             try:
                 self.service.create(Principal("import_api", None), "datasets", body)
             except Exception as exc:  # the batch is staged either way; the dataset can be declared by hand
+                if _has_dataset(self.service.config(), owner.source_id, batch.table_name):
+                    return  # another API process made it first
                 log.error("push to source %s: no dataset for table %r: %s", owner.source_id, batch.table_name, exc)
 
     def _stage_all(self, config: PrequelConfig, owner: push_tokens.TokenOwner, batches: list[Any]) -> None:

@@ -4,16 +4,18 @@ Mount it in your own app with ``app.mount("/prequel", build_app())``; serve it w
 ``prequel-dagster api`` (uvicorn).
 """
 
+import os
 from pathlib import Path
 
 from fastapi import FastAPI
 
 from ..catalog.store import Catalog
-from ..config.loading import find_config_path
+from ..config.loading import CONFIG_ENV_VAR, find_config_path
 from ..config.models import PrequelConfig
 from ..delivery.reachability import unreachable
 from .actions import Actions
 from .app import create_app
+from .dagster_link import URL_ENV_VAR as DAGSTER_URL_ENV_VAR
 from .dagster_link import DagsterLink, Launcher, Reloader
 from .service import Service
 
@@ -54,7 +56,31 @@ def build_app(
     return app
 
 
-def serve(host: str, port: int, **kwargs: object) -> None:
+def app_from_environment() -> FastAPI:
+    """The app each worker process builds when ``prequel-dagster api --workers N`` runs several: the
+    config, catalog and Dagster URL come from the environment the parent set."""
+    return build_app()
+
+
+def serve(
+    host: str,
+    port: int,
+    *,
+    workers: int = 1,
+    config_path: str | Path | None = None,
+    dagster_url: str | None = None,
+) -> None:
+    """Serve the API on uvicorn; ``workers`` > 1 runs that many processes on one port (the catalog is
+    the only state they share, so any of them may take any request)."""
     import uvicorn
 
-    uvicorn.run(build_app(**kwargs), host=host, port=port, log_level="info")  # type: ignore[arg-type]
+    if workers <= 1:
+        app = build_app(config_path=config_path, dagster_url=dagster_url)
+        uvicorn.run(app, host=host, port=port, log_level="info")
+        return
+    if config_path:
+        os.environ[CONFIG_ENV_VAR] = str(Path(config_path).resolve())
+    if dagster_url:
+        os.environ[DAGSTER_URL_ENV_VAR] = dagster_url
+    target = f"{__name__}:{app_from_environment.__name__}"
+    uvicorn.run(target, factory=True, workers=workers, host=host, port=port, log_level="info")

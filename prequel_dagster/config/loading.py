@@ -384,7 +384,7 @@ _REFERENCE_FIELDS = {
     "providers": ("datalake_id", "products"),
     "products": ("name", "destinations"),
     "sources": ("provider_id", "vendor"),
-    "datasets": ("source_id", "method"),
+    "datasets": ("source_id", "method", "push"),
     "destinations": (),
     "streams": ("dataset_id", "destination_id"),
 }
@@ -552,10 +552,22 @@ def _check_references(entries: dict[str, list[_Entry]], malformed: set[str]) -> 
         if "provider_id" in s.fields and missing("providers", s.fields["provider_id"]):
             issues.append(ConfigIssue(f"{s.path}.provider_id", f"no provider with id '{s.fields['provider_id']}'"))
     op_names: dict[str, tuple[tuple[str, ...], str]] = {}
+    pushed_tables: dict[tuple[str, str], str] = {}  # (source, table) -> the dataset reading it
     for d in entries["datasets"]:
         source_id = d.fields.get("source_id")
         if source_id is None:
             continue
+        table_name = getattr(d.fields.get("push"), "table_name", None)
+        if isinstance(table_name, str) and isinstance(source_id, str):
+            first = pushed_tables.setdefault((source_id, table_name), str(d.id))
+            if first != str(d.id):
+                issues.append(
+                    ConfigIssue(
+                        f"{d.path}.push.table_name",
+                        f"dataset '{first}' already reads table '{table_name}' pushed to source '{source_id}': "
+                        "one dataset per pushed table (remove one of them)",
+                    )
+                )
         if missing("sources", source_id):
             issues.append(ConfigIssue(f"{d.path}.source_id", f"no source with id '{source_id}'"))
             continue
