@@ -116,6 +116,14 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def children(pid: int) -> list[int]:
+    """The worker processes uvicorn started (``--workers`` > 1)."""
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
 def drive(url: str, token: str, bodies: list[bytes], records: int, batch: int) -> tuple[float, list[float]]:
     """Send until ``records`` are acknowledged; (seconds, per-request latencies in ms)."""
     requests_needed = -(-records // batch)
@@ -154,7 +162,7 @@ def drive(url: str, token: str, bodies: list[bytes], records: int, batch: int) -
     return seconds, latencies
 
 
-def push(records: int, batch: int, clients: int) -> None:
+def push(records: int, batch: int, clients: int, workers: int = 1) -> None:
     with tempfile.TemporaryDirectory(prefix="prequel-push-bench-") as tmp:
         root = Path(tmp)
         env = {
@@ -177,13 +185,20 @@ def push(records: int, batch: int, clients: int) -> None:
         catalog.close()
         bodies = [body(n, batch) for n in range(clients)]
         print(
-            f"{records:,} records in bodies of {batch:,} ({len(bodies[0]) / 1e6:.1f} MB) from {clients} clients",
+            f"{records:,} records in bodies of {batch:,} ({len(bodies[0]) / 1e6:.1f} MB) from {clients} clients,"
+            f" {workers} server process(es) on each side",
             flush=True,
         )
 
         figures = {}
         for name, command in (
-            ("ceiling", [sys.executable, "-m", "uvicorn", "ceiling:app", "--port", "{port}", "--log-level", "warning"]),
+            (
+                "ceiling",
+                [
+                    *(sys.executable, "-m", "uvicorn", "ceiling:app", "--port", "{port}", "--log-level", "warning"),
+                    *("--workers", str(workers)),
+                ],
+            ),
             (
                 "push",
                 [
@@ -195,6 +210,8 @@ def push(records: int, batch: int, clients: int) -> None:
                     "{port}",
                     "--dagster-url",
                     "http://127.0.0.1:9",
+                    "--workers",
+                    str(workers),
                 ],
             ),
         ):
@@ -213,7 +230,7 @@ def push(records: int, batch: int, clients: int) -> None:
                 wait_ready(url, proc)
                 drive(url, token, bodies[:1], batch, batch)  # warm up: imports, first lake write
                 seconds, latencies = drive(url, token, bodies, records, batch)
-                rss = peak_rss_mb(proc.pid)
+                rss = sum(peak_rss_mb(pid) for pid in [proc.pid, *children(proc.pid)])
             finally:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(10)
@@ -228,6 +245,7 @@ def push(records: int, batch: int, clients: int) -> None:
         ceiling = figures["ceiling"][0]
         print(f"push_records_per_second={rate:.0f}")
         print(f"push_ceiling_records_per_second={ceiling:.0f}")
+        print(f"push_workers={workers}")
         print(f"push_vs_ceiling={rate / ceiling:.2f}")
         print(f"push_p99_ms={p99:.0f}")
         print(f"push_peak_rss_mb={rss:.0f}")

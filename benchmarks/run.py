@@ -3,7 +3,7 @@
     python benchmarks/run.py delivery [--records 1000000] [--repeats 3]
     python benchmarks/run.py growth [--commits 2000] [--compact-every 50]   (see growth.py)
     python benchmarks/run.py defs [--providers 1000 5000] [--no-baseline]    (see defs.py)
-    python benchmarks/run.py push [--records 1000000] [--batch 5000] [--clients 4]   (see push.py)
+    python benchmarks/run.py push [--records 1000000] [--batch 5000] [--clients 4] [--workers 2]   (see push.py)
     python benchmarks/run.py api [--providers 1000] [--creates 300]          (see api.py)
 
 delivery: 1M records from the lake, mapped by 10 mappings (3 expressions), validated and delivered
@@ -290,7 +290,7 @@ def defs(args: argparse.Namespace) -> None:
 def push(args: argparse.Namespace) -> None:
     from push import push as run_push_benchmark
 
-    run_push_benchmark(args.records, args.batch, args.clients)
+    run_push_benchmark(args.records, args.batch, args.clients, args.workers)
 
 
 def api(args: argparse.Namespace) -> None:
@@ -329,6 +329,7 @@ def main() -> None:
     p.add_argument("--records", type=int, default=1_000_000)
     p.add_argument("--batch", type=int, default=5_000)
     p.add_argument("--clients", type=int, default=4)
+    p.add_argument("--workers", type=int, default=2, help="server processes, ours and the ceiling's alike")
     p.set_defaults(func=push)
     p = sub.add_parser("api")
     p.add_argument("--providers", type=int, default=1_000)
