@@ -246,6 +246,18 @@ def _validator_class() -> Any:
     return linear_validator_class(jsonschema.Draft4Validator, _stitch_extras)
 
 
+def _validator_for(schema: dict) -> Any:
+    """:func:`_checked_validator`, kept for the schemas seen last: a client sends the same schema
+    with every batch of a table, and checking it costs about a millisecond."""
+    text = orjson.dumps(schema)  # key order kept: it decides which of several errors is reported
+    return _validator_by_text(text) if len(text) <= 65_536 else _checked_validator(schema)
+
+
+@functools.lru_cache(maxsize=256)
+def _validator_by_text(text: bytes) -> Any:
+    return _checked_validator(orjson.loads(text))
+
+
 def _checked_validator(schema: dict) -> Any:
     """A validator for ``schema``, or Stitch's 400 ``Invalid JSON schema: ...``.
 
@@ -395,7 +407,7 @@ def parse_batch(body: bytes, content_type: str | None, *, vectorised: bool = Tru
     plain = plain_messages(messages, MAX_SEQUENCE, MAX_FIELDS) if vectorised else None
     if plain is None:
         _check_messages(messages)
-    validator = _checked_validator(schema)
+    validator = _validator_for(schema)
     properties: dict[str, Any] = schema["properties"]
     for key in key_names or []:
         if is_reserved(key):
