@@ -5,6 +5,7 @@ older versions changing nothing, and the stream delivering what was pushed."""
 import random
 
 import orjson
+import pyarrow as pa
 import pytest
 
 from prequel_dagster.builder import build_definitions
@@ -77,8 +78,9 @@ def _push(store, messages: list[tuple[int, int, str]]) -> None:
 
 def _current(config) -> dict[int, str]:
     log = DatasetLog(LocalStore(config.resolve_path(config.datalake("lake").local.path)), "acme", "users")
-    found = latest_versions(log, __import__("pyarrow").array([1, 2, 3, 4]), "id")
-    return dict(zip(found.column("id").to_pylist(), found.column("email").to_pylist()))
+    found = latest_versions(log, pa.array([1, 2, 3, 4]), "id")
+    live = [row for row in found.to_pylist() if row["_prequel_op"] != "delete"]
+    return {row["id"]: row["email"] for row in live}
 
 
 def test_sequence_wins_whatever_the_arrival_order_and_the_stream_delivers(tmp_path, receiver):
@@ -214,34 +216,121 @@ def test_a_tables_first_batch_makes_it_a_dataset(tmp_path, monkeypatch):
     with api_server(create_app(service=service)) as base:
         assert push("orders", ["id"], [(1, 1), (2, 1)]) == 201
         assert push("orders", ["id"], [(1, 2)]) == 201
-        assert push("pairs", ["id", "n"], [(1, 1)]) == 201  # a composite key: declared by hand
-        datasets = [d for d in service.config().datasets if d.source_id == "ev"]
-        assert [(d.push.table_name, d.primary_key, d.method) for d in datasets] == [("orders", "id", "push")]
-        result = run_extract(service.config(), datasets[0].id)
+        assert push("pairs", ["id", "n"], [(1, 1), (1, 2)]) == 201  # a composite key
+        assert push("pairs", ["id", "n"], [(1, 1)]) == 201  # the same key again: one record
+        assert push("events", [], [(1, 1), (1, 1)]) == 201  # no key_names: append-only
+        assert push("events", [], [(1, 1)]) == 201
+        datasets = {d.push.table_name: d for d in service.config().datasets if d.source_id == "ev"}
+        assert {name: (d.primary_key, d.type) for name, d in datasets.items()} == {
+            "orders": ("id", "dimension"),
+            "pairs": ("_sdc_primary_key", "dimension"),
+            "events": ("_sdc_record_id", "fact"),
+        }
+        result = run_extract(service.config(), datasets["orders"].id)
         assert result.counts.records_new_inserted == 2
-        log = DatasetLog(LocalStore(tmp_path / "lake"), "acme", datasets[0].id)
-        found = latest_versions(log, __import__("pyarrow").array([1, 2]), "id")
+        log = DatasetLog(LocalStore(tmp_path / "lake"), "acme", datasets["orders"].id)
+        found = latest_versions(log, pa.array([1, 2]), "id")
         assert dict(zip(found.column("id").to_pylist(), found.column("n").to_pylist())) == {1: 2, 2: 1}
+        assert run_extract(service.config(), datasets["pairs"].id).counts.records_new_inserted == 2
+        assert run_extract(service.config(), datasets["events"].id).counts.records_new_inserted == 3
+        assert push("events", [], [(1, 1)]) == 201  # the same record pushed again is another record
+        assert run_extract(service.config(), datasets["events"].id).counts.records_new_inserted == 1
     catalog.close()
 
 
-def test_a_field_whose_type_changes_between_batches_stops_the_commit_with_a_clear_message(tmp_path, receiver):
+def _stage_typed(store, sequence: int, data: dict, types: dict[str, str]) -> None:
+    body = {
+        "table_name": "users",
+        "schema": {"properties": {name: {"type": kind} for name, kind in types.items()}},
+        "key_names": ["id"],
+        "messages": [{"action": "upsert", "sequence": sequence, "data": data}],
+    }
+    stage(store, "acme", "ev", parse_batch(orjson.dumps(body), "application/json"))
+
+
+def _lake_rows(config) -> dict:
+    log = DatasetLog(LocalStore(config.resolve_path(config.datalake("lake").local.path)), "acme", "users")
+    found = latest_versions(log, pa.array([1, 2, 3]), "id")
+    rows = found.drop_columns([c for c in found.column_names if c.startswith("_") and c != "_sdc_sequence"])
+    return {row["id"]: row for row in rows.to_pylist()}
+
+
+def test_a_field_whose_type_changes_becomes_a_column_of_its_own_as_stitch_splits_it(tmp_path, receiver):
+    """``email`` pushed as a string, then as an integer: the integers go to ``email__it`` (in the same
+    commit, and in a later one against the lake's type); nothing is dropped or converted."""
     from prequel_dagster.config.errors import SourceError
 
     config = load_config(_config(tmp_path, receiver.url))
     store = LocalStore(tmp_path / "lake")
-    _push(store, [(1, 1, "a@x")])
+    _stage_typed(store, 1, {"id": 1, "email": "a@x"}, {"id": "integer", "email": "string"})
+    _stage_typed(store, 2, {"id": 2, "email": 7}, {"id": "integer", "email": "integer"})
+    assert run_extract(config, "users").counts.records_new_inserted == 2
+    rows = _lake_rows(config)
+    assert (rows[1]["email"], rows[1]["email__it"]) == ("a@x", None)
+    assert (rows[2]["email"], rows[2]["email__it"]) == (None, 7)
+    _stage_typed(store, 3, {"id": 3, "email": True}, {"id": "integer", "email": "boolean"})  # a later commit
+    assert run_extract(config, "users").counts.records_new_inserted == 1
+    assert (_lake_rows(config)[3]["email"], _lake_rows(config)[3]["email__bo"]) == (None, True)
+
+    _stage_typed(store, 4, {"id": "4", "email": "d@x"}, {"id": "string", "email": "string"})  # a key cannot split
+    with pytest.raises(SourceError, match="key column 'id' was pushed as string after int64") as caught:
+        run_extract(config, "users")
+    assert "stay staged" in str(caught.value) and "users" in str(caught.value)
+    assert len(staged_tables(store, "acme", "ev")["users"]) == 1  # nothing dropped
+
+
+def _stage_version(store, version: int, ids: list[int], *, activate: bool, start: int = 1) -> None:
+    messages: list[dict] = [
+        {"action": "upsert", "sequence": start + n, "data": {"id": i, "email": f"{i}@v{version}"}}
+        for n, i in enumerate(ids)
+    ]
+    if activate:
+        messages.append({"action": "activate_version", "sequence": start + len(ids)})
     body = {
         "table_name": "users",
-        "schema": {"properties": {"id": {"type": "integer"}, "email": {"type": "integer"}}},
+        "schema": SCHEMA,
         "key_names": ["id"],
-        "messages": [{"action": "upsert", "sequence": 2, "data": {"id": 2, "email": 7}}],
+        "table_version": version,
+        "messages": messages,
     }
     stage(store, "acme", "ev", parse_batch(orjson.dumps(body), "application/json"))
-    with pytest.raises(SourceError, match="disagree on a field's type") as caught:
-        run_extract(config, "users")
-    assert "users" in str(caught.value) and "stay staged" in str(caught.value)
-    assert len(staged_tables(store, "acme", "ev")["users"]) == 2  # nothing dropped
+
+
+def test_activate_version_retires_the_records_of_older_versions_and_the_stream_deletes_them(tmp_path, receiver):
+    """Singer's full-table replication: version 2 of the table brings ids 1 and 2, then
+    ``activate_version``: id 3 (only in version 1) is delivered as a delete; version-1 rows staged
+    with the activation are dropped, not loaded."""
+    config = load_config(_config(tmp_path, receiver.url))
+    store = LocalStore(tmp_path / "lake")
+    _stage_version(store, 1, [1, 2, 3], activate=True)
+    assert run_extract(config, "users").counts.records_new_inserted == 3
+    _stage_version(store, 2, [1, 2], activate=False, start=10)
+    _stage_version(store, 1, [4], activate=False, start=5)  # a straggler of the old version
+    _stage_version(store, 2, [], activate=True, start=20)
+    second = run_extract(config, "users")
+    assert (second.counts.records_existing_deleted, second.counts.records_new_inserted) == (1, 0)
+    assert _current(config) == {1: "1@v2", 2: "2@v2"}
+    run_load(config, "users-app")
+    deleted = [r["record"]["id"] for r in receiver.store.records(stream_id="users-app") if r["is_deleted"]]
+    assert deleted == ["3"]
+
+
+def test_a_pushed_soft_delete_column_deletes_the_record(tmp_path, receiver):
+    """A push dataset with ``is_deleted_column``: a record pushed again with the column true is
+    delivered in ``deleted_records``."""
+    cfg = _config(tmp_path, receiver.url)
+    cfg["datasets"][0]["dimension"]["is_deleted_column"] = "deleted"
+    config = load_config(cfg)
+    store = LocalStore(tmp_path / "lake")
+    types = {"id": "integer", "email": "string", "deleted": "boolean"}
+    _stage_typed(store, 1, {"id": 1, "email": "a@x", "deleted": False}, types)
+    _stage_typed(store, 1, {"id": 2, "email": "b@x", "deleted": False}, types)
+    run_extract(config, "users")
+    _stage_typed(store, 2, {"id": 1, "email": "a@x", "deleted": True}, types)
+    assert run_extract(config, "users").counts.records_existing_deleted == 1
+    run_load(config, "users-app")
+    got = {(r["record"]["id"], r["is_deleted"]) for r in receiver.store.records(stream_id="users-app")}
+    assert got == {("1", False), ("2", False), ("1", True)}
 
 
 def test_a_write_killed_mid_way_leaves_nothing_a_reader_takes(tmp_path, receiver):

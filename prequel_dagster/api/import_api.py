@@ -18,7 +18,8 @@ from starlette.responses import Response
 from ..catalog import push_tokens
 from ..config.models import PrequelConfig
 from ..config.secrets import redact
-from ..push.staging import StagingUnavailable, stage
+from ..push.staging import SDC_RECEIVED_AT, StagingUnavailable, stage
+from ..push.synthetic_keys import key_column
 from ..push.wire import MAX_BODY_BYTES, WireError, parse_batch, parse_push
 from ..stores import Store, open_datalake
 from .body import read_at_most
@@ -130,21 +131,25 @@ class ImportApi:
 
     def _dataset_for(self, owner: push_tokens.TokenOwner, batch: Any) -> None:
         """A table's first accepted batch makes it a push dataset of the provider (an asset once the
-        definitions follow). A single key becomes its primary key; a table with a composite key, or
-        none (append-only), waits for a dataset declared by hand (its key is not one column)."""
+        definitions follow), keyed by its single key, else by the key column staging adds: a
+        composite key's ``_sdc_primary_key``, or for an append-only table (no ``key_names``) each
+        record's ``_sdc_record_id`` (a fact dataset by ``_sdc_received_at``)."""
         keys = batch.key_names or []
-        if len(keys) != 1:
-            return
         with self._lock:
             if _has_dataset(self.service.config(), owner.source_id, batch.table_name):
                 return
+            key = key_column(keys) or keys[0]
+            kind: dict[str, Any] = (
+                {"type": "fact", "fact": {"primary_key_column": key, "created_at_column": SDC_RECEIVED_AT}}
+                if not keys
+                else {"type": "dimension", "dimension": {"primary_key_column": key}}
+            )
             body = {
                 "name": batch.table_name[:200],
                 "source_id": owner.source_id,
                 "method": "push",
                 "push": {"table_name": batch.table_name},
-                "type": "dimension",
-                "dimension": {"primary_key_column": keys[0]},
+                **kind,
                 "frequency_minutes": 5,
             }
             try:

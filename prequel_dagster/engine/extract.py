@@ -155,7 +155,11 @@ def _hard_deletes(lake: DatasetLog, key: str, source_keys: list[pa.Array], datas
             f"{len(live):,} records; refusing. Check the table and the user's grants, or turn off "
             "dimension.detect_hard_deletes to empty it on purpose"
         )
-    gone = live.filter(pc.invert(pc.is_in(live, value_set=present.combine_chunks())))
+    return _deletes(lake, key, live.filter(pc.invert(pc.is_in(live, value_set=present.combine_chunks()))))
+
+
+def _deletes(lake: DatasetLog, key: str, gone: pa.Array) -> pa.Table | None:
+    """The latest versions of the lake's keys ``gone``, as ``delete`` versions (None for no keys)."""
     if not len(gone):
         return None
     versions = latest_versions(lake, gone, key)
@@ -247,6 +251,7 @@ class _Extract:
                 self.cursor = self.reader.cursor_after_read()
             if self.hard_deletes:
                 self._write_hard_deletes(writer)
+            self._write_superseded(writer)
             commit = self._commit(writer, run_id)
         except BaseException:
             writer.abort()
@@ -308,6 +313,16 @@ class _Extract:
             writer.write(gone)
             self.counts.records_existing_deleted += gone.num_rows
             self.log(f"  {gone.num_rows:,} records no longer at the source: delivered as deletes")
+
+    def _write_superseded(self, writer: CommitWriter) -> None:
+        """Records the reader retired (a push table's ``activate_version``): delivered as deletes."""
+        superseded = getattr(self.reader, "superseded_keys", None)
+        keys = superseded() if superseded is not None else None
+        gone = _deletes(self.lake, self.dataset.primary_key, keys) if keys is not None else None
+        if gone is not None and gone.num_rows:
+            writer.write(gone)
+            self.counts.records_existing_deleted += gone.num_rows
+            self.log(f"  {gone.num_rows:,} records of older table versions retired: delivered as deletes")
 
     def _commit(self, writer: CommitWriter, run_id: str | None) -> Commit | None:
         if writer.rows == 0 and self.cursor == self.previous_cursor:

@@ -15,11 +15,13 @@ import pyarrow.compute as pc
 
 from ..config.errors import SourceError
 from ..config.models import Dataset, PrequelConfig, Source
-from ..lake.changes import latest_versions
+from ..lake.changes import KeySnapshot, latest_versions
 from ..lake.commits import DatasetLog
 from ..stores import open_datalake
-from .staging import is_staged_batch, read_staged, staged_dir
-from .wire import SDC_SEQUENCE, sequence_winners
+from .evolution import split_type_changes
+from .staging import activated_versions, is_staged_batch, read_staged, staged_dir
+from .synthetic_keys import COMPOSITE_KEY, RECORD_ID
+from .wire import SDC_SEQUENCE, SDC_TABLE_VERSION, sequence_winners
 
 CURSOR_KEY = "staged"
 MAX_FILES_PER_EXTRACT = 2_000
@@ -38,6 +40,7 @@ class PushReader:
         self.folder = staged_dir(chain.provider.id, source.id, dataset.push.table_name)
         self._cursor: Any = None
         self._taken: list[str] = []
+        self._superseded: pa.Array | None = None
 
     def read(self, lower_bound: Any = None) -> Iterator[pa.RecordBatch]:
         after = lower_bound.get(CURSOR_KEY, "") if isinstance(lower_bound, dict) else ""
@@ -46,26 +49,63 @@ class PushReader:
         names = names[:MAX_FILES_PER_EXTRACT]
         if not names:
             return
-        tables = [read_staged(self.storage, f"{self.folder}/{name}") for name in names]
+        staged = [read_staged(self.storage, f"{self.folder}/{name}") for name in names]
+        activated = max((v for t in staged for v in activated_versions(t)), default=None)
+        key = self.dataset.primary_key
+        where = (
+            f"dataset '{self.dataset.id}' (table '{self.dataset.push.table_name}' staged in "  # type: ignore[union-attr]
+            f"{self.storage.uri(self.folder)})"
+        )
+        reference = self.lake.schema() if self.lake.latest() is not None else None
+        tables = split_type_changes(
+            (t.replace_schema_metadata(None) for t in staged), reference, keys={key}, where=where
+        )
         try:
-            table = pa.concat_tables([t.replace_schema_metadata(None) for t in tables], promote_options="permissive")
+            table = pa.concat_tables(tables, promote_options="permissive")
         except (pa.ArrowTypeError, pa.ArrowInvalid) as exc:
             raise SourceError(
-                f"dataset '{self.dataset.id}': batches pushed to table '{self.dataset.push.table_name}' disagree on a "  # type: ignore[union-attr]
-                f"field's type ({exc}); nothing was committed and the batches stay staged. Push the field with "
-                "one type (or under a new name), and move or delete the staged batch with the other type "
-                f"from {self.storage.uri(self.folder)}"
+                f"{where}: batches disagree on a field's type ({exc}); nothing was committed and the batches stay "
+                "staged. Push the field with one type (or under a new name), and move or delete the staged batch "
+                "with the other type"
             ) from None
-        key = self.dataset.primary_key
         if key not in table.column_names:
             raise SourceError(
                 f"dataset '{self.dataset.id}': the pushed table '{self.dataset.push.table_name}' has no column "  # type: ignore[union-attr]
-                f"'{key}' (its columns: {', '.join(table.column_names)}); set primary_key_column to one of its key_names"
+                f"'{key}' (its columns: {', '.join(table.column_names)}); set primary_key_column to one of its "
+                f"key_names ({COMPOSITE_KEY} for a composite key, {RECORD_ID} for a table without key_names)"
             )
         table = self._newer_than_the_lake(sequence_winners(table, [key]), key)
+        if activated is not None:
+            table = self._activate(table, key, activated)
         self._cursor = {CURSOR_KEY: names[-1]}
         self._taken = names
         yield from table.to_batches()
+
+    def _activate(self, table: pa.Table, key: str, version: int) -> pa.Table:
+        """Singer's ``activate_version``: the table is now version ``version``. Pushed rows of older
+        versions are dropped, and the lake's records whose latest version is older (and that this
+        commit does not bring again) become deletes (:meth:`superseded_keys`). Rows without a
+        ``_sdc_table_version`` are not versioned and stay."""
+        if SDC_TABLE_VERSION in table.column_names:
+            versions = table.column(SDC_TABLE_VERSION)
+            table = table.filter(pc.fill_null(pc.greater_equal(versions, version), True))
+        if self.lake.latest() is None or SDC_TABLE_VERSION not in self.lake.schema().names:  # type: ignore[union-attr]
+            return table
+        snapshot = KeySnapshot(self.lake, key)
+        lake_keys = snapshot.all_keys()
+        live = lake_keys.filter(pc.invert(pc.is_in(lake_keys, value_set=snapshot.deleted)))
+        if len(live):
+            held = latest_versions(self.lake, live, key)
+            assert held is not None
+            old = held.filter(pc.fill_null(pc.less(held.column(SDC_TABLE_VERSION), version), False))
+            brought = table.column(key).combine_chunks()
+            gone = old.column(key).combine_chunks()
+            self._superseded = gone.filter(pc.invert(pc.is_in(gone, value_set=brought)))
+        return table
+
+    def superseded_keys(self) -> pa.Array | None:
+        """Keys the read's ``activate_version`` retired (delivered as deletes), or None."""
+        return self._superseded
 
     def _newer_than_the_lake(self, table: pa.Table, key: str) -> pa.Table:
         """Drop versions whose sequence is not above the lake's current version of their key (sequence

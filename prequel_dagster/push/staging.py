@@ -20,10 +20,12 @@ import pyarrow.parquet as pq
 
 from ..lake.layout import push_dir
 from ..stores import Store
+from .synthetic_keys import COMPOSITE_KEY, RECORD_ID, composite_key, key_column, record_ids
 from .wire import Batch
 
 STAGED = "staged"
 SDC_RECEIVED_AT = "_sdc_received_at"
+ACTIVATED_VERSIONS = b"prequel.push.activated_versions"
 
 
 class StagingUnavailable(Exception):
@@ -54,26 +56,43 @@ class StagedBatch:
 def stage(
     storage: Store, provider_id: str, source_id: str, batch: Batch, *, now: dt.datetime | None = None
 ) -> StagedBatch:
-    """Write one accepted batch durably; file names sort by arrival (nanoseconds, then a random suffix)."""
+    """Write one accepted batch durably; file names sort by arrival (nanoseconds, then a random suffix).
+
+    A table keyed by several columns, or by none, also gets the one key column its dataset uses
+    (``push/synthetic_keys.py``)."""
     received = now or dt.datetime.now(dt.UTC)
+    stem = f"{time.time_ns():020d}-{uuid.uuid4().hex}"
     table = batch.records.append_column(
         pa.field(SDC_RECEIVED_AT, pa.timestamp("us", "UTC"), nullable=False),
         pa.array([received] * batch.records.num_rows, pa.timestamp("us", "UTC")),
     )
+    synthetic = key_column(batch.key_names)
+    if synthetic == COMPOSITE_KEY:
+        keys = composite_key(table, batch.key_names or [])
+        table = table.append_column(pa.field(COMPOSITE_KEY, pa.string(), nullable=False), keys)
+    elif synthetic == RECORD_ID:
+        table = table.append_column(pa.field(RECORD_ID, pa.string(), nullable=False), record_ids(stem, table.num_rows))
     metadata = {
         b"prequel.push.table_name": batch.table_name.encode(),
         b"prequel.push.schema": orjson.dumps(batch.schema),
         b"prequel.push.key_names": orjson.dumps(batch.key_names),
+        ACTIVATED_VERSIONS: orjson.dumps(list(batch.activated_versions)),
     }
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd")
-    path = f"{staged_dir(provider_id, source_id, batch.table_name)}/{time.time_ns():020d}-{uuid.uuid4().hex}.parquet"
+    path = f"{staged_dir(provider_id, source_id, batch.table_name)}/{stem}.parquet"
     try:
         storage.create_exclusive(path, sink.getvalue().to_pybytes())
     except Exception as exc:  # any failure of the lake: not accepted, the client sends it again
         raise StagingUnavailable(f"the lake did not take the batch ({type(exc).__name__})") from exc
     return StagedBatch(path, table.num_rows, received)
+
+
+def activated_versions(table: pa.Table) -> list[int]:
+    """The ``activate_version`` messages a staged batch carried (Singer's full-table replacement)."""
+    raw = (table.schema.metadata or {}).get(ACTIVATED_VERSIONS)
+    return [int(v) for v in orjson.loads(raw)] if raw else []
 
 
 def is_staged_batch(name: str) -> bool:

@@ -102,8 +102,8 @@ class Batch:
     count: int
     table_version: int | None = None
     activated_versions: tuple[int, ...] = ()
-    """``activate_version`` messages (Singer's full-table replacement): accepted and recorded; their
-    replacement of older versions is not applied yet (nothing is dropped)."""
+    """The table version an ``activate_version`` message made current (Singer's full-table
+    replacement: the batch's ``table_version``); the commit retires the records of older versions."""
 
 
 @dataclass(frozen=True)
@@ -461,7 +461,9 @@ def parse_batch(body: bytes, content_type: str | None, *, vectorised: bool = Tru
         records,
         records.num_rows,
         table_version=table_version,
-        activated_versions=tuple(m["sequence"] for m in messages if m["action"] == "activate_version"),
+        activated_versions=(table_version,)
+        if table_version is not None and any(m["action"] == "activate_version" for m in messages)
+        else (),
     )
 
 
