@@ -130,7 +130,7 @@ def test_connect_creates_a_source_and_rotates_its_tokens(push):
     second_id, second = _token(push, source)
     with _connect(push["base"], push["company"]) as c:
         third = c.post(f"/v4/sources/{source['id']}/tokens")
-        assert third.status_code == 400 and "revoke one" in third.text
+        assert third.status_code == 400 and third.json()["error"] == "TooManyTokens" and "revoke one" in third.text
         assert c.get(f"/v4/sources/{source['id']}/tokens").json() == [first_id, second_id]
     assert _post(push, first, _batch()).status_code == 201
     with _connect(push["base"], push["company"]) as c:
@@ -147,6 +147,35 @@ def test_connect_creates_a_source_and_rotates_its_tokens(push):
         missing = c.post("/v4/sources/999999/tokens")
         assert theirs.status_code == missing.status_code == 404
         assert [s["id"] for s in c.get("/v4/sources").json()] == [company_made["id"]]
+
+
+def test_connect_errors_come_in_connects_shape(push):
+    """Stitch's Connect clients read ``{"error": <Code>, "data": {"message": ...}}``."""
+
+    def error(answer: httpx.Response) -> tuple[int, str]:
+        body = answer.json()
+        assert set(body) == {"error", "data"} and isinstance(body["data"]["message"], str), body
+        return answer.status_code, body["error"]
+
+    _source(push, push["acme"])  # "Import API" -> import_api
+    with _connect(push["base"], push["acme"]) as c:
+        assert error(c.post("/v4/sources", json={"type": "postgres", "display_name": "p"})) == (400, "InvalidType")
+        assert error(c.post("/v4/sources", json={"type": "import_api"})) == (400, "InvalidBody")
+        assert error(c.post("/v4/sources", json={"type": "import_api", "display_name": "x", "oops": 1})) == (
+            400,
+            "InvalidBody",
+        )
+        assert error(c.post("/v4/sources", json={"type": "import_api", "display_name": "####"})) == (
+            400,
+            "InvalidDisplayName",
+        )
+        again = c.post("/v4/sources", json={"type": "import_api", "display_name": "import API"})
+        assert error(again) == (400, "InvalidName") and "import_api" in again.json()["data"]["message"]
+        assert error(c.post("/v4/sources", content=b"{not json")) == (400, "InvalidBody")
+        assert error(c.get("/v4/sources/424242")) == (404, "NotFound")
+        assert error(c.delete("/v4/sources/424242/tokens/1")) == (404, "NotFound")
+    with _connect(push["base"], "not-a-key") as c:
+        assert error(c.get("/v4/sources")) == (401, "Unauthorized")
 
 
 def test_an_accepted_batch_is_in_the_tokens_provider_lake(push):

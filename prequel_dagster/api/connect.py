@@ -7,7 +7,10 @@ for: a provider's key creates sources for its own provider; the company's key na
 ``id`` and ``stitch_client_id`` (the ``client_id`` that ``/v2/import/push`` records carry).
 """
 
+import functools
+import inspect
 import re
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -46,6 +49,46 @@ def _json(status: int, body: Any) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
 
+class ConnectError(ApiError):
+    """An error Connect answers in its own shape: ``{"error": "<Code>", "data": {"message": ...}}``."""
+
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(status, message)
+        self.code = code
+
+
+# Connect's codes for the errors our service raises (by status) when no route names its own.
+_CODES = {400: "InvalidBody", 401: "Unauthorized", 403: "AccessDenied", 404: "NotFound", 413: "InvalidBody"}
+
+
+def _connect_error(exc: ApiError) -> Response:
+    code = exc.code if isinstance(exc, ConnectError) else _CODES.get(exc.status, "Error")
+    return _json(exc.status, {"error": code, "data": {"message": str(exc)}})
+
+
+def _in_connect_shape(route: Callable[..., Any]) -> Callable[..., Any]:
+    """The route's ApiErrors answered in Connect's shape (Stitch's clients read ``error``/``data``)."""
+    if inspect.iscoroutinefunction(route):
+
+        @functools.wraps(route)
+        async def answer_async(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return await route(*args, **kwargs)
+            except ApiError as exc:
+                return _connect_error(exc)
+
+        return answer_async
+
+    @functools.wraps(route)
+    def answer(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return route(*args, **kwargs)
+        except ApiError as exc:
+            return _connect_error(exc)
+
+    return answer
+
+
 def snake(name: str) -> str:
     """Stitch's schema name for a display name: ``Import API`` → ``import_api``."""
     return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_") or "import_api"
@@ -79,25 +122,57 @@ class Connect:
         """A push source this key may see; 404 alike for missing and another provider's."""
         found = push_tokens.push_source_by_id(self.service.catalog, int(id)) if id.isdigit() else None
         if found is None or (who.provider_id is not None and found.provider_id != who.provider_id):
-            raise ApiError(404, f"no source with id {id}")
+            raise ConnectError(404, "NotFound", f"source not found ({id})")
         try:
             self.service.find(who, "sources", found.source_id)
         except ApiError:
-            raise ApiError(404, f"no source with id {id}") from None
+            raise ConnectError(404, "NotFound", f"source not found ({id})") from None
         return found
 
+    def _exists(self, source: push_tokens.PushSource) -> bool:
+        try:
+            self.service.config().source(source.source_id)
+        except KeyError:
+            return False
+        return True
+
     def create_source(self, who: Principal, body: dict[str, Any]) -> dict[str, Any]:
-        if body.get("type") not in ("import_api", "platform.import_api"):
-            raise ApiError(400, "type: only 'import_api' sources can be created here")
+        """Connect's ``POST /v4/sources``: Stitch's checks and codes; display names (as schema
+        names) are unique among a provider's Import API sources."""
+        kind = body.get("type")
+        if kind not in ("import_api", "platform.import_api"):
+            shown = kind.removeprefix("platform.") if isinstance(kind, str) else kind
+            raise ConnectError(400, "InvalidType", f"invalid source type (platform.{shown}): only import_api")
         display = body.get("display_name")
-        if not isinstance(display, str) or not display.strip():
-            raise ApiError(400, "display_name: required, a non-empty string")
+        extra = sorted(set(body) - {"type", "display_name", "provider_id", "properties"})
+        if not isinstance(display, str) or not display.strip() or extra:
+            raise ConnectError(
+                400,
+                "InvalidBody",
+                "POST body may only include a non-empty type, a non-empty display_name, a map of string "
+                "properties and (with the company's key) provider_id"
+                + (f"; unknown key {extra[0]!r}" if extra else ""),
+            )
+        if snake(display) == "import_api" and not re.search(r"[A-Za-z0-9]", display):
+            raise ConnectError(
+                400, "InvalidDisplayName", f"invalid name after deriving it from display_name ({display} -> )"
+            )
         provider_id = who.provider_id or body.get("provider_id")
         if not isinstance(provider_id, str):
-            raise ApiError(400, "provider_id: the company's key names the provider the source is for")
-        extra = sorted(set(body) - {"type", "display_name", "provider_id", "properties"})
-        if extra:
-            raise ApiError(400, f"{extra[0]}: unknown key")
+            raise ConnectError(
+                400, "InvalidBody", "provider_id: the company's key names the provider the source is for"
+            )
+        taken = {
+            snake(self.source_object(s)["display_name"])
+            for s in push_tokens.push_sources(self.service.catalog, provider_id)
+            if self._exists(s)
+        }
+        if snake(display) in taken:
+            raise ConnectError(
+                400,
+                "InvalidName",
+                f"non-unique name after deriving it from display_name ({display} -> {snake(display)})",
+            )
         made = self.service.create(
             who,
             "sources",
@@ -120,13 +195,13 @@ class Connect:
         async def create_route(request: Request) -> Response:
             raw = await read_at_most(request, MAX_MANAGEMENT_BODY_BYTES)
             if raw is None:
-                raise ApiError(413, "the request body is too large")
+                raise ConnectError(413, "InvalidBody", "the request body is too large")
             try:
                 body = orjson.loads(raw)
             except orjson.JSONDecodeError as exc:
-                raise ApiError(400, f"the request body is not JSON ({exc})") from None
+                raise ConnectError(400, "InvalidBody", f"the request body is not JSON ({exc})") from None
             if not isinstance(body, dict):
-                raise ApiError(400, "the request body must be a JSON object")
+                raise ConnectError(400, "InvalidBody", "the request body must be a JSON object")
             who = await run_in_threadpool(principal, request)
             return _json(200, await run_in_threadpool(connect.create_source, who, body))
 
@@ -149,7 +224,7 @@ class Connect:
             try:
                 token_id, token = push_tokens.create_token(connect.service.catalog, source)
             except push_tokens.TooManyTokens as exc:
-                raise ApiError(400, str(exc)) from None
+                raise ConnectError(400, "TooManyTokens", str(exc)) from None
             return _json(200, {"id": token_id, "access_token": token})
 
         def list_tokens_route(request: Request, id: str) -> Response:
@@ -161,10 +236,12 @@ class Connect:
             if not token_id.isdigit() or not push_tokens.revoke_token(
                 connect.service.catalog, source.source_id, int(token_id)
             ):
-                raise ApiError(404, f"no active access token with id {token_id} for source {id}")
+                raise ConnectError(404, "NotFound", f"no active access token with id {token_id} for source {id}")
             return _json(200, connect.source_object(source))
 
-        add = app.add_api_route
+        def add(path: str, route: Callable[..., Any], **kwargs: Any) -> None:
+            app.add_api_route(path, _in_connect_shape(route), **kwargs)
+
         add("/v4/source-types/import_api", source_type_route, methods=["GET"], tags=["Connect"])
         add("/v4/sources", create_route, methods=["POST"], tags=["Connect"])
         add("/v4/sources", list_route, methods=["GET"], tags=["Connect"])
