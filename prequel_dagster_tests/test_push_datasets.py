@@ -342,3 +342,35 @@ def test_a_write_killed_mid_way_leaves_nothing_a_reader_takes(tmp_path, receiver
     (folder / ".00000000000000000001-dead.parquet.0123.tmp").write_bytes(b"")  # what SIGKILL mid-write leaves
     assert len(staged_tables(store, "acme", "ev")["users"]) == 1
     assert run_extract(config, "users").counts.records_new_inserted == 1
+
+
+def test_housekeeping_removes_committed_batches_a_crash_left_and_dead_temp_files(tmp_path, receiver, monkeypatch):
+    """An extract that died between its commit and removing the batches it took leaves them staged;
+    housekeeping removes those (at or before the commit's cursor) and old temp files, and keeps the
+    batches staged since."""
+    import datetime as dt
+    import os
+
+    from prequel_dagster.lake.housekeeping import run_housekeeping
+    from prequel_dagster.push.reader import PushReader
+
+    config = load_config(_config(tmp_path, receiver.url))
+    store = LocalStore(tmp_path / "lake")
+    _push(store, [(1, 1, "a@x")])
+    _push(store, [(2, 1, "b@x")])
+    monkeypatch.setattr(PushReader, "after_commit", lambda self: None)  # the crash, after the commit
+    assert run_extract(config, "users").counts.records_new_inserted == 2
+    monkeypatch.undo()
+    _push(store, [(3, 1, "c@x")])  # staged after the commit: not committed yet
+    folder = tmp_path / "lake" / "artifacts" / "acme" / "push" / "ev" / "users" / "staged"
+    dead = folder / f".{'0' * 20}-x.parquet.{'ab' * 16}.tmp"
+    dead.write_bytes(b"half a batch")
+    old = (dt.datetime.now(dt.UTC) - dt.timedelta(hours=2)).timestamp()
+    os.utime(dead, (old, old))
+
+    result = run_housekeeping(config, "lake")
+    assert result.removed["committed_push_batches"].files == 2
+    assert result.removed["temp_files"].files == 1
+    assert len(staged_tables(store, "acme", "ev")["users"]) == 1
+    assert run_extract(config, "users").counts.records_new_inserted == 1
+    assert _current(config) == {1: "a@x", 2: "b@x", 3: "c@x"}

@@ -18,7 +18,11 @@ What one run removes (rules in order of the layout; see the README's "Datalake l
   finished and the run died before removing the log), older than the grace period. Removed with or
   without a window: they hold nothing the delivery marker does not.
 * **Temp files** — ``.<name>.<32 hex>.tmp`` that the local store's atomic writes leave when the
-  process dies mid-write, older than the grace period.
+  process dies mid-write, older than the grace period (a staging write of the Import API killed
+  mid-way among them).
+* **Committed push batches** — ``artifacts/<provider>/push/<source>/<table>/staged/<name>.parquet``
+  at or before its push dataset's commit cursor: committed, and left behind when the extract died
+  between its commit and removing them. No extract reads them again.
 
 Never removed: committed data files, commit manifests, the newest marker of a stream, an open load's
 plan and its ack log, the lake identity file, and anything whose name this package does not write.
@@ -43,11 +47,19 @@ from ..config.models import PrequelConfig
 from ..config.secrets import redact
 from ..stores import Store, open_datalake
 from . import layout
+from .commits import DatasetLog
 from .lake_files import corrupt, read_json_object
 
 Log = Callable[[str], None]
 
-KINDS = ("orphan_data_files", "delivery_markers", "dead_letters", "stale_ack_logs", "temp_files")
+KINDS = (
+    "orphan_data_files",
+    "delivery_markers",
+    "dead_letters",
+    "stale_ack_logs",
+    "temp_files",
+    "committed_push_batches",
+)
 """What housekeeping removes, in the order of :class:`HousekeepingResult.removed`."""
 
 DEFAULT_ORPHAN_GRACE = dt.timedelta(hours=1)
@@ -290,6 +302,23 @@ class _Housekeeper:
             if load_id != open_load and self.older_than_grace(f):
                 self.remove("stale_ack_logs", f)
 
+    # ------------------------------------------------------------------ push staging
+    def push_table(self, provider_id: str, dataset: Any) -> None:
+        folder = layout.push_staged_dir(provider_id, dataset.source_id, dataset.push.table_name)
+        files = self.temp_files(self.files(folder))
+        try:
+            latest = DatasetLog(self.storage, provider_id, dataset.id).latest()
+        except PrequelError as exc:  # a damaged log: which batches it committed is unknown, so remove none
+            self.problem(f"committed push batches of {provider_id}/{dataset.id} kept: {exc}")
+            return
+        cursor = latest.cursor if latest is not None else None
+        after = cursor.get(layout.PUSH_CURSOR_KEY) if isinstance(cursor, dict) else None
+        if not isinstance(after, str):
+            return
+        for f in files:
+            if f.name.endswith(".parquet") and not f.name.startswith(".") and f.name <= after:
+                self.remove("committed_push_batches", f)
+
     # ------------------------------------------------------------------ the walk
     def run(self, config: PrequelConfig, datalake_id: str) -> None:
         """Every dataset and stream folder the lake lists, and every one the config puts in this lake
@@ -308,6 +337,10 @@ class _Housekeeper:
             self.dataset(provider_id, dataset_id)
         for provider_id, stream_id in sorted(streams):
             self.stream(provider_id, stream_id)
+        for dataset in config.datasets:  # staged folders are named by source and table: the config's
+            provider = config.provider_of_dataset(dataset)
+            if dataset.push is not None and provider.datalake_id == datalake_id:
+                self.push_table(provider.id, dataset)
 
 
 def run_housekeeping(

@@ -21,6 +21,8 @@ read. Checkpoints, key snapshots and hints are caches: without them (missing or 
 rebuild the same state from the manifests.
 """
 
+from urllib.parse import quote
+
 SEQ_WIDTH = 10
 
 
@@ -72,3 +74,18 @@ def stream_dir(provider_id: str, stream_id: str) -> str:
 def push_dir(provider_id: str, source_id: str) -> str:
     """An Import API source's accepted batches, one folder per table (``push/staging.py``)."""
     return f"artifacts/{provider_id}/push/{source_id}"
+
+
+PUSH_CURSOR_KEY = "staged"
+"""A push dataset's commit cursor: ``{"staged": <name of the last staged batch committed>}``."""
+
+
+def push_table_segment(table_name: str) -> str:
+    """A pushed table's name as one path segment: percent-encoded (``.`` too), so a tenant's name never
+    names another folder."""
+    return quote(table_name, safe="").replace(".", "%2E")
+
+
+def push_staged_dir(provider_id: str, source_id: str, table_name: str) -> str:
+    """A pushed table's accepted batches, waiting for the commit into its dataset."""
+    return f"{push_dir(provider_id, source_id)}/{push_table_segment(table_name)}/staged"

@@ -17,13 +17,14 @@ from ..config.errors import SourceError
 from ..config.models import Dataset, PrequelConfig, Source
 from ..lake.changes import KeySnapshot, latest_versions
 from ..lake.commits import DatasetLog
+from ..lake.layout import PUSH_CURSOR_KEY
 from ..stores import open_datalake
 from .evolution import split_type_changes
 from .staging import activated_versions, is_staged_batch, read_staged, staged_dir
 from .synthetic_keys import COMPOSITE_KEY, RECORD_ID
 from .wire import SDC_SEQUENCE, SDC_TABLE_VERSION, sequence_winners
 
-CURSOR_KEY = "staged"
+CURSOR_KEY = PUSH_CURSOR_KEY
 MAX_FILES_PER_EXTRACT = 2_000
 """Staged batches one extract commits at most (bounded memory); the next extract takes the rest."""
 

@@ -11,14 +11,14 @@ import datetime as dt
 import time
 import uuid
 from dataclasses import dataclass
-from urllib.parse import quote, unquote
+from urllib.parse import unquote
 
 import orjson
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from ..lake.layout import push_dir
+from ..lake.layout import push_dir, push_staged_dir, push_table_segment
 from ..stores import Store
 from .synthetic_keys import COMPOSITE_KEY, RECORD_ID, composite_key, key_column, record_ids
 from .wire import Batch
@@ -32,18 +32,12 @@ class StagingUnavailable(Exception):
     """The lake did not take the write: the client is answered 503 and sends the batch again."""
 
 
-def table_segment(table_name: str) -> str:
-    """A table name as one path segment: percent-encoded (``.`` too), so a tenant's name never names
-    another folder."""
-    return quote(table_name, safe="").replace(".", "%2E")
+table_segment = push_table_segment
+staged_dir = push_staged_dir
 
 
 def push_root(provider_id: str, source_id: str) -> str:
     return push_dir(provider_id, source_id)
-
-
-def staged_dir(provider_id: str, source_id: str, table_name: str) -> str:
-    return f"{push_root(provider_id, source_id)}/{table_segment(table_name)}/{STAGED}"
 
 
 @dataclass(frozen=True)
