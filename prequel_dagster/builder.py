@@ -10,6 +10,7 @@ from .assets import build_dataset_assets, build_stream_assets
 from .automation import build_glob_file_sensor, build_housekeeping, build_schedules, build_stream_automation_sensor
 from .config.loading import load_config
 from .config.models import PrequelConfig
+from .notifications_sensors import build_notification_sensors
 from .resources import default_resources, rebind
 from .translator import DagsterPrequelTranslator
 
@@ -22,7 +23,8 @@ def build_definitions(
     executor: dg.ExecutorDefinition | None = None,
     run_tags: Mapping[str, str] | None = None,
 ) -> dg.Definitions:
-    """Assets, checks, schedules, the sensors (streams follow datasets; glob datasets follow new files)
+    """Assets, checks, schedules, the sensors (streams follow datasets; glob datasets follow new files;
+    failure notifications, when ``notifications:`` has an enabled one)
     and the resources ``prequel_datalake``, ``prequel_source`` and ``prequel_webhook`` for one config.
 
     Example::
@@ -49,6 +51,7 @@ def build_definitions(
         )
         if s is not None
     ]
+    sensors += build_notification_sensors(config, translator)  # (none without an enabled notification)
     housekeeping_jobs, housekeeping_schedules = build_housekeeping(config)
     return dg.Definitions(
         assets=[*build_dataset_assets(config, translator), *build_stream_assets(config, translator)],

@@ -17,7 +17,7 @@ import dagster as dg
 from .builder import build_definitions
 from .config.loading import load_config
 
-CONFIG_KEYS = ("datalakes", "providers", "products", "sources", "datasets", "destinations", "streams")
+CONFIG_KEYS = ("datalakes", "providers", "products", "sources", "datasets", "destinations", "streams", "notifications")
 
 
 class PrequelImportComponent(dg.Component, dg.Resolvable, dg.Model):
@@ -31,6 +31,7 @@ class PrequelImportComponent(dg.Component, dg.Resolvable, dg.Model):
     datasets: list[dict[str, Any]] | None = None
     destinations: list[dict[str, Any]] | None = None
     streams: list[dict[str, Any]] | None = None
+    notifications: list[dict[str, Any]] | None = None
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         here = Path(context.path)

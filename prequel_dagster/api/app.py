@@ -19,12 +19,12 @@ from ..catalog.entries import SINGULAR
 from ..catalog.secret_fields import is_sealed
 from ..catalog.store import Catalog, CatalogError
 from ..config.errors import ConfigError, PrequelError
-from ..config.loading import KINDS, find_config_path, shape_issues
+from ..config.loading import find_config_path, shape_issues
 from ..config.secrets import redact
 from . import envelope
 from .body import MAX_MANAGEMENT_BODY_BYTES, read_at_most
 from .openapi import document
-from .service import ApiError, Principal, Service
+from .service import IMPORT_KINDS, ApiError, Principal, Service
 
 log = logging.getLogger("prequel_dagster.api")
 
@@ -55,6 +55,9 @@ def create_app(
 
     ImportApi(service).register(app)
     Connect(service).register(app)
+    from .webhooks import register_webhooks
+
+    register_webhooks(app, service)
     if actions is not None:
         actions.register(app)
 
@@ -161,7 +164,7 @@ def _routes(app: FastAPI, service: Service) -> None:
         principal(request)
         return envelope.success({"service": "prequel-dagster", "api_version": "2023-12-01"}, "the API is reachable")
 
-    for kind in KINDS:
+    for kind in IMPORT_KINDS:
         _resource_routes(app, service, kind)
 
 

@@ -36,13 +36,16 @@ from ..catalog.store import (
     unseal_entry,
 )
 from ..config.errors import ConfigIssue
-from ..config.loading import load_config, parse_yaml
-from ..config.models import Entry, PrequelConfig, Source
-from .tenancy import LOCAL_VENDORS, tenant_source_issues
+from ..config.loading import KINDS, load_config, parse_yaml
+from ..config.models import SLACK_WEBHOOK_PREFIX, Entry, Notification, PrequelConfig, Source
+from ..config.secrets import MASK
+from .tenancy import LOCAL_VENDORS, _host_issues, tenant_source_issues
 
 log = logging.getLogger("prequel_dagster.api")
 
 PLURAL = {singular: kind for kind, singular in SINGULAR.items()}
+IMPORT_KINDS = tuple(kind for kind in KINDS if kind != "notifications")
+"""The kinds served under ``/import/<kind>``; notifications are Prequel's ``/webhooks`` (api/webhooks.py)."""
 COMPANY_KINDS = ("datalakes", "products", "destinations")
 """The company's own resources: a provider's key reads only the destinations its products allow, and changes none."""
 IMMUTABLE = {
@@ -50,12 +53,14 @@ IMMUTABLE = {
     "sources": ("provider_id", "vendor"),
     "datasets": ("source_id",),
     "streams": ("dataset_id", "destination_id"),
+    "notifications": ("provider_id",),
 }
 """Reference fields a PATCH may not change: moving a source to another provider would move its data."""
 _REFERENCES = {
     "sources": ("provider_id",),
     "datasets": ("source_id",),
     "streams": ("dataset_id", "destination_id"),
+    "notifications": ("provider_id",),
 }
 """What ``_check_scope`` checks, in its order."""
 STREAM_FIELDS = ("id", "name", "is_enabled", "destination_id", "dataset_id", "mappings", "created_at", "updated_at")
@@ -274,6 +279,15 @@ class Service:
             id = str(uuid.uuid4())
             body = {"id": id, **body}
         body = _with_defaults(kind, body)
+        if kind == "notifications" and principal.provider_id is not None:
+            if "provider_id" not in body:  # a provider's key subscribes to its own provider's events
+                body["provider_id"] = principal.provider_id
+            elif body["provider_id"] is None:
+                raise ApiError(
+                    403,
+                    f"{singular}.provider_id: a provider's key cannot create a notification of every provider's "
+                    "events; leave provider_id out (your provider's events), or use the company's key",
+                )
         if kind == "sources":
             body = self._prepare_source(principal, body)
         model = validate_entry(kind, body)
@@ -391,7 +405,11 @@ class Service:
         if principal.provider_id is None:
             return
         singular = SINGULAR[kind]
-        refs = {"sources": ("provider_id", "providers"), "datasets": ("source_id", "sources")}
+        refs = {
+            "sources": ("provider_id", "providers"),
+            "datasets": ("source_id", "sources"),
+            "notifications": ("provider_id", "providers"),
+        }
         if kind in refs:
             field, target = refs[kind]
             ref = body.get(field)
@@ -438,11 +456,16 @@ class Service:
         raise ApiError(400, f"the {singular} is not valid", [*issues])
 
     def check_tenant_source(self, principal: Principal, model: Entry) -> None:
-        """A provider's key: only sources that reach the provider's systems with the provider's own credentials."""
+        """A provider's key: only sources that reach the provider's systems with the provider's own credentials,
+        and only notifications of its own provider's events, sent outside the API's own network."""
         if principal.provider_id is not None and isinstance(model, Source):
             issues = tenant_source_issues(model)
             if issues:
                 raise ApiError(400, "the source is not valid", issues)
+        if principal.provider_id is not None and isinstance(model, Notification):
+            issues = tenant_notification_issues(principal.provider_id, model)
+            if issues:
+                raise ApiError(400, f"the {SINGULAR['notifications']} is not valid", issues)
 
     def _prepare_source(self, principal: Principal, body: dict[str, Any]) -> dict[str, Any]:
         vendor = body.get("vendor")
@@ -466,6 +489,34 @@ class Service:
 
     def stored(self, kind: str, id: str) -> StoredEntry | None:
         return self.state.stored[kind].get(id)
+
+
+def tenant_notification_issues(provider_id: str, model: Notification) -> list[ConfigIssue]:
+    """Why a provider's key may not save this notification: another scope than its own provider, or a
+    URL on the API's own machine or network (the sender checks the addresses a name resolves to, too)."""
+    from ..notify.sender import literal_host_problem
+
+    name = SINGULAR["notifications"]
+    if model.provider_id != provider_id:
+        if model.provider_id is None:
+            return [
+                ConfigIssue(
+                    f"{name}.provider_id",
+                    "a provider's key cannot subscribe to every provider's events; leave provider_id out",
+                )
+            ]
+        return [ConfigIssue(f"{name}.provider_id", _no("providers", model.provider_id))]
+    if model.url is None:
+        return []
+    from urllib.parse import urlsplit
+
+    host = urlsplit(model.url).hostname or ""
+    issues = _host_issues(f"{name}.url", host)
+    if not issues:
+        problem = literal_host_problem(host)
+        if problem:
+            issues = [ConfigIssue(f"{name}.url", problem)]
+    return issues
 
 
 def _no(kind: str, id: str) -> str:
@@ -506,6 +557,16 @@ def shape(
     if kind == "streams":
         out.setdefault("is_enabled", model.is_enabled)  # type: ignore[attr-defined]
         return {k: out[k] for k in STREAM_FIELDS if k in out}
+    if isinstance(model, Notification):
+        out.setdefault("name", model.name)  # (as written: a YAML entry's ${VAR} is shown, never its value)
+        out.setdefault("provider_id", model.provider_id)
+        out.setdefault("events", list(model.events))
+        out.setdefault("is_enabled", model.is_enabled)
+        if model.vendor == "slack" and "url" in out:
+            out["url"] = SLACK_WEBHOOK_PREFIX + MASK  # its path is the credential
+        if model.api_key is not None:
+            out["api_key"] = MASK  # write-only: shown set, never shown
+        return out
     if kind == "sources":
         vendor = out.get("vendor")
         out["is_reachable"] = bool(status.get("is_reachable", False))

@@ -29,6 +29,7 @@ from ..config.models import (
     Dataset,
     Destination,
     Entry,
+    Notification,
     PrequelConfig,
     Product,
     Provider,
@@ -45,8 +46,11 @@ MODELS: dict[str, type[Entry]] = {
     "datasets": Dataset,
     "destinations": Destination,
     "streams": Stream,
+    "notifications": Notification,
 }
-SINGULAR = {kind: kind[:-1] for kind in KINDS}
+SINGULAR = {kind: kind[:-1] for kind in KINDS} | {"notifications": "webhook"}
+"""The wrapper key of each kind's API bodies (and the name in its messages): Prequel's notification
+subscriptions are ``webhook`` resources (``POST /webhooks`` with ``{"webhook": {...}}``)."""
 CATALOG_ORIGIN = "catalog"
 
 
@@ -206,7 +210,8 @@ def _named(config: PrequelConfig, issue: ConfigIssue, kind: str | None = None, i
 
 
 def owner_of(config: PrequelConfig, kind: str, model: Entry) -> str | None:
-    """The provider an entry belongs to (None: the company's own, as datalakes and destinations)."""
+    """The provider an entry belongs to (None: the company's own, as datalakes, destinations and
+    notifications of every provider)."""
     try:
         if kind == "providers":
             return model.id
@@ -217,6 +222,8 @@ def owner_of(config: PrequelConfig, kind: str, model: Entry) -> str | None:
         if kind == "streams":
             dataset = config.dataset(model.dataset_id)  # type: ignore[attr-defined]
             return config.source(dataset.source_id).provider_id
+        if kind == "notifications":
+            return model.provider_id  # type: ignore[attr-defined,no-any-return]  # None: every provider's
     except KeyError:
         return None
     return None

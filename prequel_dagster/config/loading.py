@@ -67,6 +67,7 @@ def _load_config(
     issues = shape_issues(raw)  # before anything walks the data recursively
     if issues:
         raise ConfigError(origin, issues)
+    raw, written = _notifications_key(raw, origin)
     try:
         config = PrequelConfig.model_validate(raw)
     except ValidationError as exc:
@@ -74,14 +75,42 @@ def _load_config(
         # entries in full, of the others as far as their ids and references are valid).
         issues = _pydantic_issues(exc)
         issues += _references_despite_field_errors(raw, exc)
-        raise ConfigError(origin, issues) from None
+        raise ConfigError(origin, _as_written(issues, written)) from None
     config._base_dir = root.resolve()
     config._origin = origin
 
     issues = check_references(config)
     if issues:
-        raise ConfigError(origin, issues)
+        raise ConfigError(origin, _as_written(issues, written))
     return config
+
+
+NOTIFICATION_KEYS = ("notifications", "webhooks")
+"""Failure notifications may be written ``webhooks:`` (the contract's name, as Prequel's ``/webhooks``)
+or ``notifications:``; one of the two per file."""
+
+
+def _notifications_key(raw: dict[str, Any], origin: str) -> tuple[dict[str, Any], str]:
+    """``raw`` with its notifications under ``notifications`` (the model's name), and the key written."""
+    if "webhooks" not in raw:
+        return raw, "notifications"
+    if "notifications" in raw:
+        raise ConfigError(
+            origin,
+            [ConfigIssue("webhooks", "both webhooks: and notifications: are set; they are one list, keep one")],
+        )
+    raw = dict(raw)
+    raw["notifications"] = raw.pop("webhooks")
+    return raw, "webhooks"
+
+
+def _as_written(issues: list[ConfigIssue], key: str) -> list[ConfigIssue]:
+    if key == "notifications":
+        return issues
+    return [
+        ConfigIssue(key + i.path[len("notifications") :], i.message) if i.path.startswith("notifications") else i
+        for i in issues
+    ]
 
 
 # ---------------------------------------------------------------------------- reading YAML
@@ -377,7 +406,7 @@ def _pydantic_issues(exc: ValidationError) -> list[ConfigIssue]:
     return issues
 
 
-KINDS = ("datalakes", "providers", "products", "sources", "datasets", "destinations", "streams")
+KINDS = ("datalakes", "providers", "products", "sources", "datasets", "destinations", "streams", "notifications")
 
 _REFERENCE_FIELDS = {
     "datalakes": (),
@@ -387,6 +416,7 @@ _REFERENCE_FIELDS = {
     "datasets": ("source_id", "method", "push"),
     "destinations": (),
     "streams": ("dataset_id", "destination_id"),
+    "notifications": ("provider_id",),
 }
 """What the cross-reference checks read of each entry (besides ``id``): enough to check an entry
 that has field errors elsewhere."""
@@ -548,6 +578,16 @@ def _check_references(entries: dict[str, list[_Entry]], malformed: set[str]) -> 
         for j, dest_id in enumerate(prod.fields.get("destinations", ())):
             if missing("destinations", dest_id):
                 issues.append(ConfigIssue(f"{prod.path}.destinations[{j}]", f"no destination with id '{dest_id}'"))
+    for n in entries["notifications"]:
+        provider_id = n.fields.get("provider_id")
+        if isinstance(provider_id, str) and missing("providers", provider_id):
+            issues.append(
+                ConfigIssue(
+                    f"{n.path}.provider_id",
+                    f"no provider with id '{provider_id}'; name one of the providers, or leave provider_id "
+                    "out for a notification of every provider's events",
+                )
+            )
     for s in entries["sources"]:
         if "provider_id" in s.fields and missing("providers", s.fields["provider_id"]):
             issues.append(ConfigIssue(f"{s.path}.provider_id", f"no provider with id '{s.fields['provider_id']}'"))

@@ -905,6 +905,149 @@ class Stream(Entry):
     )
 
 
+# ---------------------------------------------------------------------------- notifications
+
+
+NotificationVendor = Literal["generic_post", "generic_get", "slack", "pagerduty", "datadog"]
+NOTIFICATION_VENDORS: tuple[str, ...] = get_args(NotificationVendor)
+NotificationEventType = Literal[
+    "extract.failed", "load.failed", "dead_letters.grew", "check.failed", "freshness.missed"
+]
+NOTIFICATION_EVENT_TYPES: tuple[str, ...] = get_args(NotificationEventType)
+SLACK_WEBHOOK_PREFIX = "https://hooks.slack.com/services/"
+_URL_VENDORS = ("generic_post", "generic_get", "slack")
+_KEY_VENDORS = {"pagerduty": "the Events API v2 integration's routing key", "datadog": "a Datadog API key"}
+
+
+def slack_url_problem(url: str) -> str | None:
+    """Why ``url`` is not a Slack incoming webhook (``https://hooks.slack.com/services/...``); None if it is."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return "is not a URL"
+    rest = parts.path[len("/services/") :] if parts.path.startswith("/services/") else ""
+    if (
+        parts.scheme != "https"
+        or parts.hostname != "hooks.slack.com"
+        or port is not None
+        or parts.username is not None
+        or not rest.strip("/")
+        or not url.startswith(SLACK_WEBHOOK_PREFIX)
+    ):
+        return (
+            f"must be a Slack incoming webhook, {SLACK_WEBHOOK_PREFIX}T.../B.../...: copy it from the Slack "
+            "app's Incoming Webhooks page"
+        )
+    return None
+
+
+def http_url_problem(url: str) -> str | None:
+    """Why ``url`` is not an absolute http(s) URL with a host; None if it is."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (raises on a port that is not a number)
+    except ValueError:
+        return "is not a URL; write it as https://host/path"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "must be an http(s) URL with a host, such as https://alerts.example.com/prequel"
+    if any(c in url for c in "\r\n\t ") or any(ord(c) < 32 for c in url):
+        return "must not contain spaces or control characters; percent-encode them"
+    if parts.fragment or url.endswith("#"):
+        return "has a #fragment, which is never sent to the server; remove it"
+    return None
+
+
+class Notification(Entry):
+    """A failure subscription (Prequel's ``webhook``): one vendor, a scope (one provider, or every
+    provider when ``provider_id`` is unset) and the event types it listens to."""
+
+    vendor: NotificationVendor
+    url: EnvStr | None = Field(
+        default=None,
+        description="Where to send: required for generic_post, generic_get and slack (a "
+        "https://hooks.slack.com/services/... URL); for pagerduty and datadog it replaces their public "
+        "endpoint (the Datadog EU site, a proxy).",
+    )
+    api_key: Secret | None = Field(
+        default=None,
+        description="pagerduty: the routing (integration) key; datadog: the API key; generic_*: sent as the "
+        "X-API-KEY header when set. Write-only.",
+    )
+    provider_id: Id | None = Field(
+        default=None, description="Only this provider's events; unset: every provider's (the company's key only)."
+    )
+    events: list[NotificationEventType] = Field(
+        default_factory=lambda: list(NOTIFICATION_EVENT_TYPES),  # type: ignore[arg-type]
+        description="The event types to send (default: all of them).",
+    )
+    is_enabled: bool = True
+    signing: Signing | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _name_defaults_to_id(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "name" not in data and isinstance(data.get("id"), str):
+            data = {**data, "name": data["id"]}
+        return data
+
+    @model_validator(mode="after")
+    def _vendor_fields(self) -> "Notification":
+        _refuse(self, self._problems())
+        return self
+
+    def _problems(self) -> list[tuple[tuple[str | int, ...], str]]:
+        problems: list[tuple[tuple[str | int, ...], str]] = []
+        vendor = self.vendor
+        if vendor in _URL_VENDORS and not self.url:
+            example = (
+                SLACK_WEBHOOK_PREFIX + "T000/B000/XXXX" if vendor == "slack" else "https://alerts.example.com/prequel"
+            )
+            problems.append((("url",), f"vendor is {vendor} but url is missing; add `url: {example}`"))
+        if self.url:
+            problem = slack_url_problem(self.url) if vendor == "slack" else http_url_problem(self.url)
+            if problem:
+                problems.append((("url",), problem))
+        if vendor in _KEY_VENDORS and (self.api_key is None or not self.api_key.template):
+            problems.append(
+                (
+                    ("api_key",),
+                    f"vendor is {vendor} but api_key is missing; add `api_key: ${{{vendor.upper()}_API_KEY}}` "
+                    f"({_KEY_VENDORS[vendor]})",
+                )
+            )
+        if vendor == "slack" and self.api_key is not None:
+            problems.append(
+                (("api_key",), "a Slack incoming webhook takes no api_key (its URL is the credential); remove it")
+            )
+        if not self.events:
+            problems.append(
+                (
+                    ("events",),
+                    f"lists no event type; list some of {', '.join(NOTIFICATION_EVENT_TYPES)} (or leave events "
+                    "out for all of them), or set is_enabled: false",
+                )
+            )
+        seen: set[str] = set()
+        for i, event in enumerate(self.events):
+            if event in seen:
+                problems.append((("events", i), f"'{event}' is listed twice; remove one"))
+            seen.add(event)
+        return problems
+
+    def listens_to(self, event_type: str, provider_id: str | None) -> bool:
+        """Whether this subscription gets an event of this type for this provider."""
+        return (
+            self.is_enabled
+            and event_type in self.events
+            and (self.provider_id is None or self.provider_id == provider_id)
+        )
+
+
 # ---------------------------------------------------------------------------- the whole file
 
 
@@ -920,6 +1063,7 @@ class PrequelConfig(Block):
     datasets: list[Dataset] = []
     destinations: list[Destination] = []
     streams: list[Stream] = []
+    notifications: list[Notification] = []
 
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
     _origin: str = PrivateAttr(default="<config>")
@@ -956,6 +1100,9 @@ class PrequelConfig(Block):
 
     def stream(self, id: str) -> Stream:
         return self._by_id("streams", id)
+
+    def notification(self, id: str) -> Notification:
+        return self._by_id("notifications", id)
 
     def provider_of_dataset(self, dataset: Dataset) -> Provider:
         return self.chain(dataset.id).provider
