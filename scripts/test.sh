@@ -26,7 +26,7 @@ if [ ! -x node_modules/.bin/azurite-blob ] && command -v npm >/dev/null 2>&1; th
 fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,postgres]'
 
 # Stitch's own clients, pushed at our Import API by the tests: in a venv of their own, since
 # target-stitch pins jsonschema 2.6 and requests versions the package cannot share.
