@@ -26,6 +26,11 @@ from dagster_shared.serdes import deserialize_value
 
 import prequel_dagster.builder  # noqa: F401
 
+try:  # a PostgreSQL-backed instance (the postgres extra): its storages, imported once too
+    importlib.import_module("dagster_postgres")
+except ImportError:
+    pass
+
 DEFINITIONS = "prequel_dagster.definitions"
 REVISION_TAG = "prequel/catalog_revision"  # (as definitions.REVISION_TAG; not imported: it builds the definitions)
 REVISION_ENV_VAR = "PREQUEL_CATALOG_REVISION"
