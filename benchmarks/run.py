@@ -5,6 +5,7 @@
     python benchmarks/run.py defs [--providers 1000 5000] [--no-baseline]    (see defs.py)
     python benchmarks/run.py push [--records 1000000] [--batch 5000] [--clients 4] [--workers 2]   (see push.py)
     python benchmarks/run.py api [--providers 1000] [--creates 300]          (see api.py)
+    python benchmarks/run.py rules [--rows 2000000] [--repeats 3]            (see rules.py)
 
 delivery: 1M records from the lake, mapped by 10 mappings (3 expressions), validated and delivered
 to a loopback endpoint (its own process) that parses each body, against the ceiling of the same
@@ -303,6 +304,12 @@ def api(args: argparse.Namespace) -> None:
         print(f"{key}={value:.2f}" if isinstance(value, float) else f"{key}={value}")
 
 
+def rules(args: argparse.Namespace) -> None:
+    from rules import rules as run_rules_benchmark
+
+    run_rules_benchmark(args.rows, args.repeats)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="which", required=True)
@@ -338,6 +345,10 @@ def main() -> None:
     p.add_argument("--api-port", type=int, default=0, help="the API's port (0: a free one)")
     p.add_argument("--dagster-port", type=int, default=0, help="the Dagster webserver's port (0: a free one)")
     p.set_defaults(func=api)
+    p = sub.add_parser("rules")
+    p.add_argument("--rows", type=int, default=2_000_000)
+    p.add_argument("--repeats", type=int, default=3)
+    p.set_defaults(func=rules)
     args = parser.parse_args()
     os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
     args.func(args)
