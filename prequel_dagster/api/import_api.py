@@ -129,12 +129,14 @@ class ImportApi:
             return _error(503, "The Import API cannot take writes right now; send the batch again later")
         return _answer(201, {"status": "OK", "message": "Batch Accepted!"})
 
-    def _dataset_for(self, owner: push_tokens.TokenOwner, batch: Any) -> None:
+    def _dataset_for(self, config: PrequelConfig, owner: push_tokens.TokenOwner, batch: Any) -> None:
         """A table's first accepted batch makes it a push dataset of the provider (an asset once the
         definitions follow), keyed by its single key, else by the key column staging adds: a
         composite key's ``_sdc_primary_key``, or for an append-only table (no ``key_names``) each
         record's ``_sdc_record_id`` (a fact dataset by ``_sdc_received_at``)."""
         keys = batch.key_names or []
+        if _has_dataset(config, owner.source_id, batch.table_name):
+            return  # (the request's config: the usual case costs no second look at the catalog)
         with self._lock:
             if _has_dataset(self.service.config(), owner.source_id, batch.table_name):
                 return
@@ -167,4 +169,4 @@ class ImportApi:
             raise StagingUnavailable(type(exc).__name__) from exc
         for batch in batches:
             stage(storage, owner.provider_id, owner.source_id, batch)
-            self._dataset_for(owner, batch)
+            self._dataset_for(config, owner, batch)
