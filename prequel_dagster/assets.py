@@ -17,9 +17,11 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import dagster as dg
+from pydantic import Field
 
 from .config.loading import gc_paused
 from .config.models import PrequelConfig, sanitize_name
+from .partitions import RESEND_TAG, RESYNC_TAG, flag, partitions_suffix, run_window
 from .resources import DATALAKE_KEY, SOURCE_KEY, WEBHOOK_KEY, PrequelDatalakeResource
 from .translator import DagsterPrequelTranslator, dataset_props, stream_props
 
@@ -37,25 +39,33 @@ def destination_pool(destination_id: str) -> str:
     return f"prequel_destination_{sanitize_name(destination_id)}"
 
 
-def extract_op_name(provider_id: str, source_id: str) -> str:
-    return sanitize_name(f"extract__{provider_id}__{source_id}")
+def extract_op_name(provider_id: str, source_id: str, partitions_def: dg.PartitionsDefinition | None = None) -> str:
+    """``extract__<provider>__<source>``; a source's partitioned datasets get an op per partitions definition,
+    ``extract_partitioned__<provider>__<source>__p<hash>`` (an op has one partitions definition)."""
+    if partitions_def is None:
+        return sanitize_name(f"extract__{provider_id}__{source_id}")
+    return sanitize_name(f"extract_partitioned__{provider_id}__{source_id}__{partitions_suffix(partitions_def)}")
 
 
-def load_op_name(provider_id: str, destination_id: str) -> str:
-    return sanitize_name(f"load__{provider_id}__{destination_id}")
+def load_op_name(provider_id: str, destination_id: str, partitions_def: dg.PartitionsDefinition | None = None) -> str:
+    """``load__<provider>__<destination>``, or ``load_partitioned__...__p<hash>`` for partitioned streams."""
+    if partitions_def is None:
+        return sanitize_name(f"load__{provider_id}__{destination_id}")
+    return sanitize_name(f"load_partitioned__{provider_id}__{destination_id}__{partitions_suffix(partitions_def)}")
 
 
 def build_dataset_assets(config: PrequelConfig, translator: DagsterPrequelTranslator) -> list[dg.AssetsDefinition]:
-    """One subsettable op per (provider, source), one asset per dataset."""
+    """One subsettable op per (provider, source), one asset per dataset (partitioned datasets: one op per
+    (provider, source, partitions definition), backfilled a range per run)."""
     with gc_paused():
-        groups: dict[tuple[str, str], Members] = defaultdict(dict)
+        groups: dict[tuple[str, str, Any], Members] = defaultdict(dict)
         for dataset in config.datasets:
             props = dataset_props(config, dataset)
             spec = translator.get_dataset_spec(props)
-            groups[(props.provider.id, props.source.id)][spec.key] = (spec, dataset.id)
+            groups[(props.provider.id, props.source.id, spec.partitions_def)][spec.key] = (spec, dataset.id)
         return [
-            _extract_op(extract_op_name(provider_id, source_id), source_pool(source_id), members)
-            for (provider_id, source_id), members in groups.items()
+            _extract_op(extract_op_name(provider_id, source_id, partitions_def), source_pool(source_id), members)
+            for (provider_id, source_id, partitions_def), members in groups.items()
         ]
 
 
@@ -64,21 +74,26 @@ def build_stream_assets(config: PrequelConfig, translator: DagsterPrequelTransla
     its dead letter is empty (``dead_letters_empty``); its latest records conform to the destination's
     record_schema (``record_schema_conformance``)."""
     with gc_paused():
-        groups: dict[tuple[str, str], tuple[Members, list[tuple[dg.AssetCheckSpec, CheckRun]]]] = defaultdict(
+        groups: dict[tuple[str, str, Any], tuple[Members, list[tuple[dg.AssetCheckSpec, CheckRun]]]] = defaultdict(
             lambda: ({}, [])
         )
         for stream in config.streams:
             props = stream_props(config, stream)
             spec = translator.get_stream_spec(props)
-            members, checks = groups[(props.dataset.provider.id, props.destination.id)]
+            members, checks = groups[(props.dataset.provider.id, props.destination.id, spec.partitions_def)]
             members[spec.key] = (spec, stream.id)
             checks += [
                 _dead_letter_check(spec.key, stream.id, stream.dead_letter_check),
                 _conformance_check(spec.key, stream.id),
             ]
         return [
-            _load_op(load_op_name(provider_id, destination_id), destination_pool(destination_id), members, checks)
-            for (provider_id, destination_id), (members, checks) in groups.items()
+            _load_op(
+                load_op_name(provider_id, destination_id, partitions_def),
+                destination_pool(destination_id),
+                members,
+                checks,
+            )
+            for (provider_id, destination_id, partitions_def), (members, checks) in groups.items()
         ]
 
 
@@ -158,6 +173,7 @@ def _subsettable_op(
         tags={},
         pool=pool,
     )
+    partitioned = any(spec.partitions_def is not None for spec in specs)
     return dg.AssetsDefinition(
         keys_by_input_name=keys_by_input_name,
         keys_by_output_name=keys_by_output_name,
@@ -165,6 +181,8 @@ def _subsettable_op(
         can_subset=True,
         check_specs_by_output_name=check_specs_by_output_name,
         specs=specs,
+        # a backfill of partitions is one run per op over the range's window
+        backfill_policy=dg.BackfillPolicy.single_run() if partitioned else None,
     )
 
 
@@ -174,16 +192,38 @@ def _check_out() -> dg.Out:
     return dg.Out(dagster_type=None, is_required=False)
 
 
+class ExtractConfig(dg.Config):
+    """Launchpad options of an extract op (also set by the run tag ``prequel/resync: "true"``)."""
+
+    resync: bool = Field(
+        default=False,
+        description="Read each selected dataset in full (a glob dataset's every file), compare every row with the "
+        "datalake and commit (so deliver) whatever changed, whatever the cursor says. A partitioned dataset's "
+        "extract already reads its whole window; a push dataset cannot be re-read.",
+    )
+
+
+@functools.cache
+def _extract_config_schema() -> Any:
+    return ExtractConfig.to_config_schema()
+
+
 def _extract_op(name: str, pool: str, members: Members) -> dg.AssetsDefinition:
     def extract(context: dg.AssetExecutionContext, inputs: Mapping[str, Any]) -> Iterator[Any]:
         resources = context.resources.original_resource_dict  # as typed resource parameters get them
         source, datalake = resources[SOURCE_KEY], resources[DATALAKE_KEY]
+        config = ExtractConfig(**(context.op_execution_context.op_config or {}))
+        window, resync = run_window(context), flag(context, config.resync, RESYNC_TAG)
         yield from _each_selected(
-            context, members, lambda key, dataset_id: source.extract(context, dataset_id, datalake, key)
+            context,
+            members,
+            lambda key, dataset_id: source.extract(context, dataset_id, datalake, key, window=window, resync=resync),
         )
 
     specs = [spec for spec, _ in members.values()]
-    return _subsettable_op(name, pool, specs, extract, {SOURCE_KEY, DATALAKE_KEY})
+    return _subsettable_op(
+        name, pool, specs, extract, {SOURCE_KEY, DATALAKE_KEY}, config_schema=_extract_config_schema()
+    )
 
 
 class StreamLoadConfig(dg.Config):
@@ -191,6 +231,12 @@ class StreamLoadConfig(dg.Config):
 
     redeliver_dead_letters: bool = False
     record_ids: list[str] = []
+    resend: bool = Field(
+        default=False,
+        description="After the load, send every current record again (of the run's partitions, for partitioned "
+        'streams) under new batch ids, with "metadata": {"resend": true} in each envelope. Also set by the run '
+        'tag prequel/resend: "true".',
+    )
 
 
 @functools.cache
@@ -208,6 +254,7 @@ def _load_op(
         resources = context.resources.original_resource_dict  # as typed resource parameters get them
         webhook, datalake = resources[WEBHOOK_KEY], resources[DATALAKE_KEY]
         config = StreamLoadConfig(**(context.op_execution_context.op_config or {}))
+        window, resend = run_window(context), flag(context, config.resend, RESEND_TAG)
         yield from _each_selected(
             context,
             members,
@@ -218,6 +265,8 @@ def _load_op(
                 key,
                 record_ids=config.record_ids or None,
                 redeliver_dead_letters=config.redeliver_dead_letters,
+                window=window,
+                resend=resend,
             ),
             {key: functools.partial(run, datalake) for key, run in run_by_key.items()},
         )

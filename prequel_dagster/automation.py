@@ -1,17 +1,21 @@
 """Schedules from ``frequency_minutes``, the sensor that makes streams follow their datasets, and the
 sensor that makes glob datasets follow their files."""
 
+import datetime as dt
 import hashlib
 import json
 from collections import defaultdict
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import dagster as dg
 from dagster._core.definitions.assets.job.asset_job import IMPLICIT_ASSET_JOB_NAME
 
 from .config.errors import PrequelError
 from .config.models import PrequelConfig, sanitize_name
+from .partitions import partition_request, partitions_suffix, scheduled_partition_range
 from .resources import PrequelDatalakeResource, PrequelSourceResource
+from .sources import lookback_seconds
 from .translator import DagsterPrequelTranslator, dataset_props, stream_props
 
 # Intervals a cron expression can keep evenly; other frequencies round down to the nearest one.
@@ -36,22 +40,56 @@ def build_schedules(
     (tagged ``prequel/provider``), so one provider's failure never fails another's extracts and the
     instance's per-provider run limits apply. A run extracts the provider's datasets, then loads the
     streams that read them and runs their checks: one process per provider and tick, and records
-    reach the destination without waiting for the automation sensor's next evaluation."""
+    reach the destination without waiting for the automation sensor's next evaluation.
+
+    Partitioned datasets (and their streams) get a run of their own per provider and partitions
+    definition, for the partition **in progress** (the definitions include it), so records arrive at
+    ``frequency_minutes`` and not once a window. At a window's turn the run covers the partition that
+    just ended as well (one run over the two: ``BackfillPolicy.single_run``): the rows created after
+    the previous tick, or committed late within the dataset's lookback, are not left behind. See
+    :func:`~prequel_dagster.partitions.scheduled_partition_range`."""
     streams_of: dict[str, list[dg.AssetKey]] = defaultdict(list)
     for stream in config.streams:
         streams_of[stream.dataset_id].append(translator.get_stream_asset_key(stream_props(config, stream)))
     by_minutes: dict[int, dict[str, list[dg.AssetKey]]] = defaultdict(lambda: defaultdict(list))
+    partitioned: dict[int, dict[tuple[str, str], _PartitionedGroup]] = defaultdict(dict)
     for dataset in config.datasets:
         props = dataset_props(config, dataset)
-        keys = by_minutes[dataset.frequency_minutes][props.provider.id]
+        partitions_def = translator.get_partitions_def(props)
+        if isinstance(partitions_def, dg.TimeWindowPartitionsDefinition):
+            group = partitioned[dataset.frequency_minutes].setdefault(
+                (props.provider.id, partitions_suffix(partitions_def)), _PartitionedGroup(partitions_def)
+            )
+            keys = group.keys
+            group.lookback = max(group.lookback, lookback_seconds(props.source, dataset))
+        else:
+            keys = by_minutes[dataset.frequency_minutes][props.provider.id]
         keys.append(translator.get_dataset_asset_key(props))
         keys.extend(streams_of[dataset.id])
     tags = dict(run_tags or {})
-    return [_schedule(minutes, dict(by_provider), tags) for minutes, by_provider in sorted(by_minutes.items())]
+    return [
+        _schedule(minutes, dict(by_minutes.get(minutes, {})), tags, partitioned.get(minutes, {}))
+        for minutes in sorted({*by_minutes, *partitioned})
+    ]
 
 
-def _schedule(minutes: int, by_provider: dict[str, list[dg.AssetKey]], tags: dict[str, str]) -> dg.ScheduleDefinition:
+@dataclass
+class _PartitionedGroup:
+    """One provider's datasets of one partitions definition and frequency, with their streams."""
+
+    partitions_def: dg.TimeWindowPartitionsDefinition
+    keys: list[dg.AssetKey] = field(default_factory=list)
+    lookback: int = 0
+
+
+def _schedule(
+    minutes: int,
+    by_provider: dict[str, list[dg.AssetKey]],
+    tags: dict[str, str],
+    partitioned: Mapping[tuple[str, str], _PartitionedGroup] | None = None,
+) -> dg.ScheduleDefinition:
     cron, every = cron_for_minutes(minutes)
+    partitioned = dict(partitioned or {})
     note = "" if every == minutes else f" (runs every {every} minutes: the nearest even cron interval below {minutes})"
 
     @dg.schedule(
@@ -68,15 +106,28 @@ def _schedule(minutes: int, by_provider: dict[str, list[dg.AssetKey]], tags: dic
     )
     def _extracts(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
         try:
-            tick = context.scheduled_execution_time.isoformat()
+            tick_time = context.scheduled_execution_time
+            tick = tick_time.isoformat()
         except Exception:  # dagster raises a CheckError when no tick time is set
-            tick = "manual"  # evaluated outside the daemon
-        return [
+            tick_time, tick = dt.datetime.now(dt.UTC), "manual"  # evaluated outside the daemon
+        requests = [
             dg.RunRequest(
                 run_key=f"{provider_id}:{tick}", asset_selection=keys, tags={**tags, "prequel/provider": provider_id}
             )
             for provider_id, keys in sorted(by_provider.items())
         ]
+        for (provider_id, suffix), group in sorted(partitioned.items(), key=lambda item: item[0]):
+            span = scheduled_partition_range(group.partitions_def, tick_time, every * 60 + group.lookback)
+            if span is not None:  # (None before the first partition)
+                requests.append(
+                    partition_request(
+                        run_key=f"{provider_id}:{suffix}:{tick}",
+                        asset_selection=group.keys,
+                        keys=span,
+                        tags={**tags, "prequel/provider": provider_id},
+                    )
+                )
+        return requests
 
     return _extracts
 
@@ -106,6 +157,12 @@ def build_glob_file_sensor(
     if not datasets:
         return None
     keys = {d.id: translator.get_dataset_asset_key(dataset_props(config, d)) for d in datasets}
+    # a partitioned push dataset's extract commits whatever was pushed: requested for the partition in progress
+    partitioned = {
+        d.id: p
+        for d in datasets
+        if isinstance(p := translator.get_partitions_def(dataset_props(config, d)), dg.TimeWindowPartitionsDefinition)
+    }
 
     @dg.sensor(
         name="prequel_glob_new_files",
@@ -136,12 +193,17 @@ def build_glob_file_sensor(
             fingerprint = hashlib.sha256("\n".join(f"{f.path} {f.fingerprint}" for f in pending).encode()).hexdigest()
             if requested.get(dataset.id) == fingerprint:
                 continue  # already requested for exactly these files
+            partition_key = None
+            if dataset.id in partitioned:
+                with dg.partition_loading_context(effective_dt=dt.datetime.now(dt.UTC)):
+                    partition_key = partitioned[dataset.id].get_last_partition_key()
             requested[dataset.id] = fingerprint
             runs.append(
                 dg.RunRequest(
                     run_key=f"{dataset.id}:{fingerprint[:16]}",
                     asset_selection=[keys[dataset.id]],
                     tags={**(run_tags or {}), "prequel/new_files": str(len(pending))},
+                    partition_key=partition_key,
                 )
             )
         return dg.SensorResult(

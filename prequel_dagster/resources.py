@@ -24,6 +24,7 @@ from .config.models import PrequelConfig
 from .config.secrets import redact
 from .engine import ExtractResult, LoadResult, run_extract, run_load
 from .engine.preview import Preview, preview_stream
+from .engine.windows import Window
 from .lake.commits import OP_COLUMN, DatasetLog
 from .lake.compaction import CompactionResult, compact_dataset
 from .lake.deliveries import StreamState
@@ -147,8 +148,12 @@ class PrequelSourceResource(_BoundResource):
         dataset_id: str,
         datalake: PrequelDatalakeResource,
         asset_key: dg.AssetKey | None = None,
+        *,
+        window: Window | None = None,
+        resync: bool = False,
     ) -> Iterator[dg.MaterializeResult]:
-        """Run one Extract and yield its materialization with Prequel's Extract counters."""
+        """Run one Extract and yield its materialization with Prequel's Extract counters; ``window``: a
+        partition's (or a range's) time window, read alone; ``resync``: read in full and compare."""
         with _as_failure():
             result = run_extract(
                 self.prequel_config,
@@ -156,6 +161,8 @@ class PrequelSourceResource(_BoundResource):
                 storage=datalake.storage_for_dataset(dataset_id),
                 run_id=context.run.run_id,
                 log=context.log.info,
+                window=window,
+                resync=resync,
             )
         for change in result.schema_changes:
             context.log.warning(f"schema drift in dataset '{dataset_id}': {change}")
@@ -208,8 +215,11 @@ class PrequelWebhookResource(_BoundResource):
         *,
         record_ids: list[str] | None = None,
         redeliver_dead_letters: bool = False,
+        window: Window | None = None,
+        resend: bool = False,
     ) -> Iterator[dg.MaterializeResult]:
-        """Run one Load (or a redelivery) and yield its materialization with Prequel's Load counters."""
+        """Run one Load (or a redelivery) and yield its materialization with Prequel's Load counters;
+        ``resend`` then re-sends the current records of ``window`` (all without one) under new batch ids."""
         with _as_failure():
             result = run_load(
                 self.prequel_config,
@@ -220,6 +230,9 @@ class PrequelWebhookResource(_BoundResource):
                 log=context.log.info,
                 record_ids=record_ids,
                 redeliver_dead_letters=redeliver_dead_letters,
+                window=window,
+                resend=resend,
+                resend_id=context.run.run_id,
             )
         yield dg.MaterializeResult(asset_key=asset_key or context.asset_key, metadata=load_metadata(result))
 
@@ -297,6 +310,10 @@ def extract_metadata(result: ExtractResult) -> dict[str, Any]:
     )
     if result.schema_changes:
         meta["prequel/schema_changes"] = dg.MetadataValue.md("\n".join(f"- {c}" for c in result.schema_changes))
+    if result.window is not None:  # (a ranged run records this on every partition of the range)
+        meta["prequel/window"] = dg.MetadataValue.text(result.window.describe())
+    if result.resync:
+        meta["prequel/resync"] = dg.MetadataValue.bool(True)
     return meta
 
 
@@ -314,4 +331,15 @@ def load_metadata(result: LoadResult) -> dict[str, Any]:
     )
     if result.dead_letters:
         meta["prequel/dead_letters"] = dg.MetadataValue.md("\n".join(f"- `{p}`" for p in result.dead_letters))
+    if result.window is not None:
+        meta["prequel/window"] = dg.MetadataValue.text(result.window.describe())
+    if result.resent is not None:
+        resent = result.resent
+        meta["prequel/resend_load_id"] = dg.MetadataValue.text(resent.load_id or "(nothing to re-send)")
+        meta["prequel/records_resent"] = dg.MetadataValue.int(resent.counts.records_loaded)
+        meta["prequel/resend_errored"] = dg.MetadataValue.int(resent.counts.records_errored)
+        if resent.dead_letters:
+            meta["prequel/resend_dead_letters"] = dg.MetadataValue.md(
+                "\n".join(f"- `{p}`" for p in resent.dead_letters)
+            )
     return meta

@@ -12,6 +12,8 @@ from typing import Any
 import dagster as dg
 
 from .config.models import Dataset, Destination, PrequelConfig, Provider, Source, Stream, sanitize_name
+from .partitions import describe as describe_partitions
+from .partitions import partitions_definition
 from .transform.mapping import compile_mapping
 
 JSON_TO_COLUMN_TYPE = {
@@ -101,9 +103,16 @@ class DagsterPrequelTranslator:
             if d.cursor_column
             else "full read, changes found by comparison"
         )
+        partitioned = (
+            f" Partitioned {describe_partitions(d.partitions)} by {d.cursor_column}: a partition's run reads only "
+            "its window and delivers what changed in it."
+            if d.partitions is not None
+            else ""
+        )
         return (
             f"Extract of {what} from source '{props.source.id}' ({props.source.vendor}) of provider "
             f"'{props.provider.name}' into the datalake: a {d.type} dataset keyed by {d.primary_key}, {how}."
+            f"{partitioned}"
         )
 
     def get_dataset_tags(self, props: PrequelDatasetProps) -> dict[str, str]:
@@ -121,6 +130,7 @@ class DagsterPrequelTranslator:
             "prequel/primary_key_column": d.primary_key,
             "prequel/cursor_column": d.cursor_column or "(none: full read)",
             "prequel/frequency_minutes": d.frequency_minutes,
+            **({"prequel/partitions": describe_partitions(d.partitions)} if d.partitions is not None else {}),
         }
 
     def get_freshness_policy(self, props: PrequelDatasetProps) -> dg.FreshnessPolicy | None:
@@ -133,6 +143,13 @@ class DagsterPrequelTranslator:
     def get_owners(self, provider: Provider) -> list[str]:
         return list(provider.owners)
 
+    def get_partitions_def(self, props: PrequelDatasetProps) -> dg.PartitionsDefinition | None:
+        """The dataset's time partitions (``partitions:``), shared by its streams; None when it has none.
+        Override to return another time-window partitions definition (the window a run covers is read
+        from it)."""
+        partitions = props.dataset.partitions
+        return partitions_definition(partitions) if partitions is not None else None
+
     def get_dataset_spec(self, props: PrequelDatasetProps) -> dg.AssetSpec:
         return dg.AssetSpec(
             key=self.get_dataset_asset_key(props),
@@ -143,6 +160,7 @@ class DagsterPrequelTranslator:
             metadata=self.get_dataset_metadata(props),
             owners=self.get_owners(props.provider),
             freshness_policy=self.get_freshness_policy(props),
+            partitions_def=self.get_partitions_def(props),
             skippable=True,  # its op materializes any subset of its assets
         )
 
@@ -154,6 +172,11 @@ class DagsterPrequelTranslator:
         if props.stream.description:
             return props.stream.description
         state = "" if props.stream.is_enabled else " Disabled: runs only when materialized by hand."
+        if props.dataset.dataset.partitions is not None:
+            state += (
+                " Partitioned as its dataset: a partition's run delivers what is pending (its window's changes "
+                "among them); with the resend option it also sends the window's records again."
+            )
         return (
             f"Load of dataset '{props.dataset.dataset.id}' to destination '{props.destination.id}' "
             f"({props.destination.type}) for provider '{props.dataset.provider.name}': records mapped to the "
@@ -217,6 +240,7 @@ class DagsterPrequelTranslator:
             owners=self.get_owners(props.dataset.provider),
             automation_condition=self.get_stream_automation_condition(props),
             freshness_policy=self.get_freshness_policy(props.dataset),
+            partitions_def=self.get_partitions_def(props.dataset),
             skippable=True,  # its op materializes any subset of its assets
         )
 

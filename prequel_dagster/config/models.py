@@ -733,6 +733,54 @@ class Fact(Block):
     created_at_column: str
 
 
+PartitionGranularity = Literal["hourly", "daily", "weekly", "monthly"]
+
+
+def _partition_start(value: Any) -> Any:
+    """A date (YAML reads an unquoted ``2025-01-01`` as one) or its ISO text, kept as ``YYYY-MM-DD``."""
+    import datetime as dt
+
+    if isinstance(value, dt.datetime):
+        raise ValueError(
+            f'must be a date, not a date and time ({value.isoformat()}); write start: "{value.date().isoformat()}" '
+            "(partitions begin at that day's midnight in timezone)"
+        )
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, str):
+        try:
+            return dt.date.fromisoformat(value.strip()).isoformat()
+        except ValueError:
+            raise ValueError(
+                f"'{value}' is not a date; write the first partition's day as YYYY-MM-DD, such as \"2025-01-01\""
+            ) from None
+    return value
+
+
+def _timezone(value: str) -> str:
+    import zoneinfo
+
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"'{value}' is not a known time zone; use an IANA name such as UTC, Europe/Paris or America/New_York"
+        ) from None
+    return value
+
+
+class Partitions(Block):
+    """Time partitions of a fact dataset: each partition is one window of ``created_at_column``
+    (``[start, end)`` in ``timezone``); its extract reads only that window, and a backfill re-extracts
+    (and, with ``resend``, re-delivers) any range of them."""
+
+    granularity: PartitionGranularity
+    start: Annotated[str, BeforeValidator(_partition_start)] = Field(
+        description="The first partition's day (YYYY-MM-DD); weekly partitions begin on the first Sunday from it."
+    )
+    timezone: Annotated[str, AfterValidator(_timezone)] = "UTC"
+
+
 MAX_FREQUENCY_MINUTES = 525_600  # a year
 
 
@@ -763,12 +811,43 @@ class Dataset(Entry):
         description="Re-read window before the cursor; default 30 s for postgres, 5 min otherwise.",
     )
     description: str | None = None
+    partitions: Partitions | None = Field(
+        default=None,
+        description="Time partitions by created_at_column (fact datasets): {granularity, start, timezone}.",
+    )
+    attributes: dict[int, str | dict[str, str]] = Field(
+        default_factory=dict,
+        description="Attributes this dataset fills for data streams: {<attribute id>: <expression>}, or for an object "
+        "attribute {<attribute id>: {<property>: <expression>}}, in the expression language of mappings.",
+    )
 
     @model_validator(mode="after")
     def _blocks(self) -> "Dataset":
         _exactly_one_block(self, "method", ("table", "sql", "glob", "push"))
         _exactly_one_block(self, "type", ("dimension", "fact"))
+        if self.partitions is not None:
+            _refuse(self, self._partition_problems())
         return self
+
+    def _partition_problems(self) -> list[tuple[tuple[str | int, ...], str]]:
+        if self.type != "fact":
+            return [
+                (
+                    ("partitions",),
+                    "time partitions need a fact dataset (its created_at_column puts each row in one window); "
+                    "remove partitions (a dimension is re-synced with the extract's resync option), or make the "
+                    "dataset type: fact with fact: {primary_key_column, created_at_column}",
+                )
+            ]
+        if self.method == "glob":
+            return [
+                (
+                    ("partitions",),
+                    "glob datasets are read by file, not by time window; remove partitions (re-read files with the "
+                    "extract's resync option), or read the data with a table, sql or push dataset",
+                )
+            ]
+        return []
 
     @property
     def primary_key(self) -> str:

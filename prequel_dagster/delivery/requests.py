@@ -5,6 +5,7 @@ template actions are resolved from the environment. Values are encoded for their
 ``language.templates``); records whose values a header could not carry are refused before batching.
 """
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,9 +66,18 @@ class RequestTemplates:
         return checks
 
     def render(
-        self, batch: Batch, *, per_record: bool, provider_id: str, stream_id: str, load_id: str, batch_id: str
+        self,
+        batch: Batch,
+        *,
+        per_record: bool,
+        provider_id: str,
+        stream_id: str,
+        load_id: str,
+        batch_id: str,
+        metadata: Mapping[str, Any] | None = None,
     ) -> tuple[str, dict[str, str], bytes]:
-        """The uri, headers and body of one request; raises ``UnsafeValue`` for a value that cannot go there."""
+        """The uri, headers and body of one request; raises ``UnsafeValue`` for a value that cannot go there.
+        ``metadata`` goes in a batch's envelope (a single record's body has no envelope to carry it)."""
         if per_record:
             _, record, is_deleted = batch.records()[0]
             vars_: dict[str, Any] = {"provider_id": provider_id, "record": record, "is_deleted": is_deleted}
@@ -75,7 +85,9 @@ class RequestTemplates:
         else:
             records = [r for _, r, _ in batch.records()] if self.need_records else []
             vars_ = {"provider_id": provider_id, "records": records}
-            body = batch.body(provider_id=provider_id, stream_id=stream_id, load_id=load_id, batch_id=batch_id)
+            body = batch.body(
+                provider_id=provider_id, stream_id=stream_id, load_id=load_id, batch_id=batch_id, metadata=metadata
+            )
         uri = self.uri.render(**vars_)
         headers = {name: tpl.render(**vars_) for name, tpl in self.headers.items()}
         return uri, headers, body

@@ -8,8 +8,9 @@ their retries, sending stops and the rest stays pending for the next load.
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import orjson
 
@@ -39,6 +40,7 @@ class BatchSender:
         counts: LoadCounts,
         log: Callable[[str], None],
         persist: bool,
+        metadata: Mapping[str, Any] | None = None,
     ):
         self.destination, self.client, self.plan, self.state = destination, client, plan, state
         self.provider_id, self.stream_id, self.counts, self.log, self.persist = (
@@ -48,6 +50,7 @@ class BatchSender:
             log,
             persist,
         )
+        self.metadata = metadata  # in every envelope ({"resend": true, ...} on a re-send)
         self.settings = destination.webhook
         self.templates = RequestTemplates.of(destination, reveal=True)
         concurrency = destination.concurrency
@@ -102,6 +105,7 @@ class BatchSender:
                 stream_id=self.stream_id,
                 load_id=self.plan.load_id,
                 batch_id=batch_id,
+                metadata=self.metadata,
             )
         except (UnsafeValue, orjson.JSONDecodeError) as exc:  # a record's value cannot go where the template puts it
             self._reject(batch, batch_id, f"not sent: {exc}")

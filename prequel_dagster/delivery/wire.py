@@ -6,8 +6,9 @@ bytes and no Python object is made per record.
 """
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 import pyarrow as pa
@@ -18,10 +19,14 @@ from ..transform.encoding import joined_buffer, joined_bytes
 LOAD_ID_LENGTH, BATCH_ID_LENGTH = 24, 32
 
 
-def envelope_overhead(provider_id: str, stream_id: str) -> int:
-    """Bytes of a batch body around its records (ids included), so batches fit ``max_bytes_per_batch``."""
+def envelope_overhead(provider_id: str, stream_id: str, metadata: Mapping[str, Any] | None = None) -> int:
+    """Bytes of a batch body around its records (ids and metadata included), so batches fit ``max_bytes_per_batch``."""
     empty = Batch("").body(
-        provider_id=provider_id, stream_id=stream_id, load_id="0" * LOAD_ID_LENGTH, batch_id="0" * BATCH_ID_LENGTH
+        provider_id=provider_id,
+        stream_id=stream_id,
+        load_id="0" * LOAD_ID_LENGTH,
+        batch_id="0" * BATCH_ID_LENGTH,
+        metadata=metadata,
     )
     return len(empty)
 
@@ -95,16 +100,27 @@ class Batch:
     def deleted_count(self) -> int:
         return sum(p.deleted_count for p in self.parts)
 
-    def body(self, *, provider_id: str, stream_id: str, load_id: str, batch_id: str) -> bytes:
-        head = orjson.dumps(
-            {
-                "provider_id": provider_id,
-                "stream_id": stream_id,
-                "load_id": load_id,
-                "batch_id": batch_id,
-                "format": "json",
-            }
-        )
+    def body(
+        self,
+        *,
+        provider_id: str,
+        stream_id: str,
+        load_id: str,
+        batch_id: str,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> bytes:
+        """The envelope; ``metadata`` (an object, such as ``{"resend": true}`` on a re-send) only when given,
+        so every other body is as it always was."""
+        fields: dict[str, Any] = {
+            "provider_id": provider_id,
+            "stream_id": stream_id,
+            "load_id": load_id,
+            "batch_id": batch_id,
+            "format": "json",
+        }
+        if metadata:
+            fields["metadata"] = dict(metadata)
+        head = orjson.dumps(fields)
         pieces: list = [head[:-1], b',"records":[']
         pieces += _comma_separated(self._chunks(deleted=False))
         pieces.append(b'],"deleted_records":[')

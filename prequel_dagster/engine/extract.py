@@ -5,7 +5,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -25,6 +25,7 @@ from ..lake.changes import (
 from ..lake.commits import OP_COLUMN, Commit, CommitWriter, DatasetLog
 from ..sources import Reader, check_columns, lookback_seconds, open_reader, read_ahead
 from ..stores import Store, open_datalake
+from .windows import Window, filter_to_window, live_records
 
 Log = Callable[[str], None]
 PROGRESS_EVERY_SECONDS = 5.0
@@ -44,6 +45,8 @@ class ExtractResult:
     seconds: float
     data_uri: str
     schema_changes: list[str] = field(default_factory=list)
+    window: Window | None = None  # the time window read (a partition's, or a range's)
+    resync: bool = False  # read in full and compared with the lake
 
 
 def lower_bound(cursor: Any, lookback: int) -> Any:
@@ -84,9 +87,12 @@ class _Classifier:
     reads without a cursor: compared with their latest versions in the lake, column by column.
     """
 
-    def __init__(self, lake: DatasetLog | None, dataset: Any, previous_cursor: Any, bound: Any):
+    def __init__(
+        self, lake: DatasetLog | None, dataset: Any, previous_cursor: Any, bound: Any, *, compare_all: bool = False
+    ):
         self.lake: Any = lake  # None only when the lake is empty (then every row is new)
         self.dataset, self.previous_cursor, self.bound = dataset, previous_cursor, bound
+        self.compare_all = compare_all  # a window or a resync: fact rows compared column by column too
         self.key = dataset.primary_key
         self._snapshot: Future[KeySnapshot] | None = None
         if lake is not None and previous_cursor is not None:  # built while the source starts answering
@@ -96,7 +102,7 @@ class _Classifier:
         return {
             "key": self.key,
             "deleted_column": self.dataset.is_deleted_column,
-            "append_only": self.dataset.type == "fact",
+            "append_only": self.dataset.type == "fact" and not self.compare_all,
         }
 
     def classify(self, table: pa.Table, *, keys_unique: bool) -> Classified:
@@ -183,10 +189,28 @@ def run_extract(
     storage: Store | None = None,
     run_id: str | None = None,
     log: Log = lambda message: None,
+    window: Window | tuple[dt.datetime, dt.datetime] | None = None,
+    resync: bool = False,
 ) -> ExtractResult:
-    """One Extract of a dataset: read changed rows, classify them against the lake, commit."""
+    """One Extract of a dataset: read changed rows, classify them against the lake, commit.
+
+    ``window`` (a partition's ``[start, end)``, timezone-aware) reads only the rows whose
+    ``created_at_column`` is in it, compares each with the lake (column by column), and turns the
+    lake's live records of the window that the source no longer returns into deletes: extracting a
+    window again commits only what changed since (nothing when nothing did). A push dataset cannot
+    be re-read, so its window extract commits what was pushed, as always. ``resync`` reads a table
+    or query in full (a glob dataset's every file) and compares every row with the lake, whatever
+    the cursor says. The cursor only ever moves forward.
+    """
     chain = config.chain(dataset_id)
-    extract = _Extract(config, chain, storage or open_datalake(chain.datalake, config), log)
+    extract = _Extract(
+        config,
+        chain,
+        storage or open_datalake(chain.datalake, config),
+        log,
+        window=Window.of(window) if window is not None else None,
+        resync=resync,
+    )
     try:
         return extract.run(run_id)
     finally:
@@ -196,7 +220,16 @@ def run_extract(
 class _Extract:
     """One extract, in steps: plan the read, read and classify, find hard deletes, commit."""
 
-    def __init__(self, config: PrequelConfig, chain: DatasetChain, storage: Store, log: Log):
+    def __init__(
+        self,
+        config: PrequelConfig,
+        chain: DatasetChain,
+        storage: Store,
+        log: Log,
+        *,
+        window: Window | None = None,
+        resync: bool = False,
+    ):
         self.started = time.monotonic()
         self.dataset, self.source, self.provider = chain.dataset, chain.source, chain.provider
         self.storage, self.log = storage, log
@@ -205,12 +238,22 @@ class _Extract:
         self.previous_cursor = self.latest.cursor if self.latest else None
         # glob and push datasets take new files (fingerprints; staged batches) and compare by key
         self.glob = self.dataset.method in ("glob", "push")
+        self.push = self.dataset.method == "push"
+        self.requested_window = window
+        if window is not None and (self.dataset.type != "fact" or self.dataset.method == "glob"):
+            raise SourceError(
+                f"dataset '{self.dataset.id}': a time window needs a table, sql or push fact dataset (its "
+                "created_at_column places each row in one window); extract it without a window"
+            )
+        self.window = window if not self.push else None  # what was pushed is committed as it comes
+        self.resync = resync and not self.push and self.window is None
+        self.window_keys: list[pa.Array] = []  # the keys the source returned for the window
         self.bound = self._lower_bound()
         self.reader: Reader = _reader(self.source, self.dataset, config)
         self.counts = ExtractCounts()
         self.cursor = self.previous_cursor
         self.source_schema: pa.Schema | None = None
-        self.full_read = self.bound is None and not self.glob
+        self.full_read = self.bound is None and not self.glob and self.window is None
         self.hard_deletes = bool(self.dataset.dimension and self.dataset.dimension.detect_hard_deletes and self.latest)
         self.seen_keys: list[pa.Array] = []  # a full read's keys, for hard-delete detection
         # every extract reads in full without a cursor column, or with one still NULL in every row read
@@ -221,6 +264,8 @@ class _Extract:
         self.guard = dimension.max_full_read_rows if dimension and full_every_time else None
 
     def _lower_bound(self) -> Any:
+        if self.window is not None or self.resync:  # the window bounds the read; a resync reads everything
+            return None
         if self.glob:  # the cursor is the fingerprints of the files already read
             return self.previous_cursor if isinstance(self.previous_cursor, dict) else None
         if not self.dataset.cursor_column:
@@ -230,25 +275,38 @@ class _Extract:
     def _classifier(self) -> "_Classifier":
         if not self.latest:
             return _Classifier(None, self.dataset, None, None)
-        if self.glob:  # rows of new files are compared with the lake by key
-            return _Classifier(self.lake, self.dataset, None, None)
+        if self.glob or self.window is not None or self.resync:  # every row compared with the lake by key
+            compare_all = self.window is not None or self.resync
+            return _Classifier(self.lake, self.dataset, None, None, compare_all=compare_all)
         return _Classifier(self.lake, self.dataset, self.previous_cursor, self.bound)
 
     def run(self, run_id: str | None) -> ExtractResult:
         d = self.dataset
         what = (
-            "(new or changed files)"
+            f"(rows with {d.cursor_column} in {self.window.describe()}, compared with the lake's records of it)"
+            if self.window is not None
+            else "(resync: every file, compared with the lake)"
+            if self.resync and self.glob
+            else "(resync: full read, compared with the lake)"
+            if self.resync
+            else "(new or changed files)"
             if self.glob
             else f"(rows with {d.cursor_column} >= {self.bound})"
             if self.bound is not None
             else "(full read)"
         )
         self.log(f"extracting dataset '{d.id}' of provider '{self.provider.id}' from source '{self.source.id}' {what}")
+        if self.push and self.requested_window is not None:
+            self.log(
+                "  a push dataset is not re-read by window: the batches pushed since the last extract are committed"
+            )
         writer = self.lake.begin()
         try:
             self._read_and_classify(writer)
             if self.glob:
                 self.cursor = self.reader.cursor_after_read()
+            if self.window is not None:
+                self._write_window_deletes(writer)
             if self.hard_deletes:
                 self._write_hard_deletes(writer)
             self._write_superseded(writer)
@@ -266,13 +324,23 @@ class _Extract:
         key, cursor_column = self.dataset.primary_key, self.dataset.cursor_column
         megabytes, last_report = 0.0, time.monotonic()
         checked_names: list[str] | None = None
-        for batch in read_ahead(self.reader.read(self.bound), depth=2):
+        if self.window is not None:  # (table and sql readers take a window)
+            batches = cast(Any, self.reader).read(self.bound, window=self.window)
+        else:
+            batches = self.reader.read(self.bound)
+        where = f"dataset '{self.dataset.id}': created_at_column '{cursor_column}'"
+        for batch in read_ahead(batches, depth=2):
             table = pa.Table.from_batches([batch])
             megabytes += batch.nbytes / 1e6
             self.source_schema = self.source_schema or table.schema
             if table.schema.names != checked_names:  # each file of a glob dataset has its own columns
                 check_columns(self.source, self.dataset, table.schema.names)
                 checked_names = table.schema.names
+            if self.window is not None and cursor_column:  # exactly the window, whatever the source compared
+                table = filter_to_window(table, cursor_column, self.window, where)
+                self.window_keys.append(table.column(key).combine_chunks())
+                if not table.num_rows:
+                    continue
             self._check_guard(table.num_rows)
             if self.hard_deletes and self.full_read:
                 self.seen_keys.append(table.column(key).combine_chunks())
@@ -314,6 +382,37 @@ class _Extract:
             self.counts.records_existing_deleted += gone.num_rows
             self.log(f"  {gone.num_rows:,} records no longer at the source: delivered as deletes")
 
+    def _write_window_deletes(self, writer: CommitWriter) -> None:
+        """The lake's live records of the window that the source no longer returns: delivered as deletes."""
+        assert self.window is not None
+        key, column = self.dataset.primary_key, self.dataset.cursor_column
+        held = [
+            t.column(key).combine_chunks() for t in live_records(self.lake, key, column, self.window, columns=[key])
+        ]
+        if not held:
+            return
+        lake_keys = pa.chunked_array(held).combine_chunks()
+        returned = [k for k in self.window_keys if len(k)]
+        if not returned:
+            raise SourceError(
+                f"dataset '{self.dataset.id}': the source returned no rows with {column} in {self.window.describe()}, "
+                f"so the window's {len(lake_keys):,} records in the lake would all become deletes; refusing, and "
+                "nothing was committed. Check the table, the user's grants and the column's time zone"
+            )
+        try:
+            seen = pa.chunked_array([k.cast(lake_keys.type) for k in returned]).combine_chunks()
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            seen = pa.chunked_array([k.cast(pa.string()) for k in returned]).combine_chunks()
+            lake_keys = lake_keys.cast(pa.string())
+        gone = lake_keys.filter(pc.invert(pc.is_in(lake_keys, value_set=seen)))
+        if not len(gone):
+            return
+        deletes = _deletes(self.lake, key, gone.cast(self.lake.schema().field(key).type))  # type: ignore[union-attr]
+        if deletes is not None and deletes.num_rows:
+            writer.write(deletes)
+            self.counts.records_existing_deleted += deletes.num_rows
+            self.log(f"  {deletes.num_rows:,} records of the window no longer at the source: delivered as deletes")
+
     def _write_superseded(self, writer: CommitWriter) -> None:
         """Records the reader retired (a push table's ``activate_version``): delivered as deletes."""
         superseded = getattr(self.reader, "superseded_keys", None)
@@ -346,4 +445,6 @@ class _Extract:
             seconds=time.monotonic() - self.started,
             data_uri=self.storage.uri(self.lake.directory),
             schema_changes=describe_schema_changes(self.latest.schema if self.latest else None, self.source_schema),
+            window=self.requested_window,
+            resync=self.resync,
         )

@@ -6,9 +6,11 @@ latest version. Every record ends acknowledged, in the dead letter with its reas
 the destination stays down — pending for the next load, which resumes with the same batch ids.
 """
 
+import datetime as dt
 import time
+import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +35,7 @@ from ..stores import Store, open_datalake
 from ..transform.encoding import encode_records
 from ..transform.mapping import StreamMapper, apply_isolating
 from ..transform.schema import converted_table, validate_records
+from .windows import Window, live_records
 
 Log = Callable[[str], None]
 PREPARE_THREADS = 2
@@ -50,6 +53,8 @@ class LoadResult:
     seconds: float
     dead_letters: list[str] = field(default_factory=list)
     redelivery: bool = False
+    window: Window | None = None  # the partition window the load ran for (a normal load covers every pending commit)
+    resent: "LoadResult | None" = None  # the re-send that followed the load, when one was asked for
 
 
 class _Load:
@@ -172,14 +177,22 @@ class _Load:
         )
         return part, invalid
 
-    def deliver(self, tables: Iterable[pa.Table], plan: LoadPlan, *, persist: bool) -> None:
-        """Send every record of ``tables``; invalid ones go to the dead letter."""
+    def deliver(
+        self,
+        tables: Iterable[pa.Table],
+        plan: LoadPlan,
+        *,
+        persist: bool,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Send every record of ``tables``; invalid ones go to the dead letter. ``metadata`` goes in every
+        batch envelope (``{"resend": true, ...}`` for a re-send)."""
         settings = self.destination.webhook
         per_record = not isinstance(settings, WebhookBatch)
         batcher = Batcher(
             1 if per_record else settings.max_records_per_batch,  # type: ignore[union-attr]
             10**12 if per_record else settings.max_bytes_per_batch,  # type: ignore[union-attr]
-            envelope_overhead(self.provider.id, self.stream.id),
+            envelope_overhead(self.provider.id, self.stream.id, metadata),
         )
         client = WebhookClient(self.destination, self.provider.id, transport=self.transport, sleep=self.sleep)
         sender = BatchSender(
@@ -192,6 +205,7 @@ class _Load:
             counts=self.counts,
             log=self.log,
             persist=persist,
+            metadata=metadata,
         )
         invalid: list[dict[str, Any]] = []
         try:
@@ -238,13 +252,36 @@ def run_load(
     log: Log = lambda message: None,
     record_ids: list[str] | None = None,
     redeliver_dead_letters: bool = False,
+    window: Window | tuple[dt.datetime, dt.datetime] | None = None,
+    resend: bool = False,
+    resend_id: str | None = None,
 ) -> LoadResult:
-    """One Load of a stream; with ``record_ids`` or ``redeliver_dead_letters``, a redelivery instead."""
+    """One Load of a stream; with ``record_ids`` or ``redeliver_dead_letters``, a redelivery instead.
+
+    The stream has one position in its dataset's commits, whatever its partitions: a load for a
+    partition ``window`` is the stream's normal load (every pending commit, which holds what that
+    window's extract changed). ``resend`` then sends every current record of the window again (of
+    the whole dataset without a window), with new batch ids (a load id of their own, from
+    ``resend_id``, by default a fresh one) so an idempotent receiver takes them, and
+    ``"metadata": {"resend": true, "window": {...}}`` in each envelope; the position does not move.
+    """
     started = time.monotonic()
-    load = _Load(config, config.stream(stream_id), storage, transport, sleep, log)
+    stream = config.stream(stream_id)
+    load = _Load(config, stream, storage, transport, sleep, log)
     if record_ids is not None or redeliver_dead_letters:
         return _redeliver(load, record_ids or [], redeliver_dead_letters, started)
+    scope = Window.of(window) if window is not None else None
+    result = _load_pending(load, started)
+    result.window = scope
+    if resend:
+        again = _Load(config, stream, load.storage, transport, sleep, log)
+        result.resent = _resend(again, scope, resend_id or uuid.uuid4().hex, time.monotonic())
+    return result
 
+
+def _load_pending(load: _Load, started: float) -> LoadResult:
+    """The stream's normal load: the commits it has not delivered, resuming an interrupted load."""
+    stream_id, log = load.stream.id, load.log
     plan = load.state.open_plan()
     resumed = plan is not None
     if plan is None:
@@ -289,6 +326,63 @@ def run_load(
         c,
         time.monotonic() - started,
         load.dead_letters,
+    )
+
+
+def _resend(load: _Load, window: Window | None, nonce: str, started: float) -> LoadResult:
+    """Send the window's current records (every current record without a window) again, with new ids."""
+    latest, schema = load.lake.latest(), load.lake.schema()
+    if latest is None or schema is None:
+        load.log(f"stream '{load.stream.id}': nothing to re-send (dataset '{load.dataset.id}' has no records)")
+        return LoadResult(
+            load.stream.id,
+            load.provider.id,
+            None,
+            0,
+            0,
+            False,
+            load.counts,
+            time.monotonic() - started,
+            redelivery=True,
+            window=window,
+        )
+    column = load.dataset.cursor_column
+    if window is not None and not column:
+        raise DeliveryError(
+            f"stream '{load.stream.id}': a window needs its dataset's created_at_column; re-send without a window"
+        )
+    load.check_mappings(schema)
+    scope = list(window.as_dict().values()) if window is not None else ["all"]
+    plan = LoadPlan(
+        load_id_for(
+            lake_id(load.storage), load.provider.id, load.stream.id, "resend", *scope, latest.seq, latest.token, nonce
+        ),
+        0,
+        latest.seq,
+    )
+    what = f"the records of {window.describe()}" if window is not None else "every current record"
+    load.log(f"re-sending {what} of stream '{load.stream.id}' with new batch ids (load {plan.load_id})")
+    metadata: dict[str, Any] = {"resend": True}
+    if window is not None:
+        metadata["window"] = window.as_dict()
+    key = load.dataset.primary_key
+    columns = list(dict.fromkeys([*load.mapper.source_columns, key, OP_COLUMN]))
+    tables = live_records(load.lake, key, column, window, columns=columns)
+    load.deliver(tables, plan, persist=False, metadata=metadata)
+    c = load.counts
+    load.log(f"re-sent {c.records_loaded} records in {c.batches_sent} batches, {c.records_errored} errored")
+    return LoadResult(
+        load.stream.id,
+        load.provider.id,
+        plan.load_id,
+        0,
+        latest.seq,
+        False,
+        c,
+        time.monotonic() - started,
+        load.dead_letters,
+        redelivery=True,
+        window=window,
     )
 
 

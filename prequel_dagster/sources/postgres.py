@@ -13,7 +13,7 @@ where ``table`` datasets without a ``source_table_namespace`` are read, and the 
 
 import contextlib
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 from psycopg import sql
@@ -24,6 +24,9 @@ from ..config.models import Dataset, PrequelConfig, Source
 from ..config.secrets import MissingEnvironmentVariable
 from .errors import check_columns, describe_failure
 from .read_ahead import interleave
+
+if TYPE_CHECKING:
+    from .window import Window
 
 # PostgreSQL types read as their text (``::text``): Arrow has no faithful type for them.
 _TEXT_CAST_TYPES = {
@@ -157,8 +160,9 @@ class PostgresReader:
         query = self.dataset.sql.query.strip().rstrip(";")  # type: ignore[union-attr]
         return sql.SQL("({}) AS prequel_source").format(sql.SQL(query))  # the provider's own query, as configured
 
-    def query(self, probe: pa.Schema, lower_bound: Any) -> str:
-        """The SELECT for one read: text casts where Arrow has no faithful type, the cursor bound."""
+    def query(self, probe: pa.Schema, lower_bound: Any, window: "Window | None" = None) -> str:
+        """The SELECT for one read: text casts where Arrow has no faithful type, the cursor bound (or a
+        time window's two bounds, in the cursor column's own type)."""
         columns: list[sql.Composable] = []
         for field in probe:
             ident = sql.Identifier(field.name)
@@ -170,7 +174,16 @@ class PostgresReader:
                 columns.append(ident)
         stmt = sql.SQL("SELECT {} FROM {}").format(sql.SQL(", ").join(columns), self._relation())
         cursor_col = self.dataset.cursor_column
-        if lower_bound is not None and cursor_col:
+        if window is not None and cursor_col:
+            field = self.arrow_schema(probe).field(cursor_col)
+            where = (
+                f"dataset '{self.dataset.id}': created_at_column '{cursor_col}' ({_pg_type(probe.field(cursor_col))})"
+            )
+            low, high = window.bounds_for(field.type, where)
+            stmt += sql.SQL(" WHERE {} >= {} AND {} < {}").format(
+                sql.Identifier(cursor_col), sql.Literal(low), sql.Identifier(cursor_col), sql.Literal(high)
+            )
+        elif lower_bound is not None and cursor_col:
             stmt += sql.SQL(" WHERE {} >= {}").format(sql.Identifier(cursor_col), sql.Literal(lower_bound))
         return stmt.as_string(None)
 
@@ -180,8 +193,9 @@ class PostgresReader:
     def close(self) -> None:
         pass  # each read opens and closes its own connections (and tunnel)
 
-    def read(self, lower_bound: Any = None) -> Iterator[pa.RecordBatch]:
-        """Rows with ``cursor_column >= lower_bound`` (all rows when it is None), as record batches.
+    def read(self, lower_bound: Any = None, *, window: "Window | None" = None) -> Iterator[pa.RecordBatch]:
+        """Rows with ``cursor_column >= lower_bound`` (all rows when it is None), or with it in ``window``,
+        as record batches.
 
         A full read of a large table runs as PARALLEL_READS range scans (by physical page, like
         ``pg_dump -j``) on as many connections sharing one snapshot, so they see one consistent
@@ -194,7 +208,9 @@ class PostgresReader:
             with contextlib.ExitStack() as stack:
                 conninfo = stack.enter_context(self._endpoint())
                 cursor = self._open(adbc, conninfo, stack)
-                parallel = self.dataset.method == "table" and lower_bound is None and PARALLEL_READS > 1
+                parallel = (
+                    self.dataset.method == "table" and lower_bound is None and window is None and PARALLEL_READS > 1
+                )
                 if parallel:  # must come first in the transaction, for the snapshot to be exported
                     cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
                 cursor.execute(sql.SQL("SELECT * FROM {} LIMIT 0").format(self._relation()).as_string(None))
@@ -206,7 +222,7 @@ class PostgresReader:
                     )
                 check_columns(self.source, self.dataset, probe.names)
                 self.keys_unique = self._key_is_unique(cursor)
-                query, schema = self.query(probe, lower_bound), self.arrow_schema(probe)
+                query, schema = self.query(probe, lower_bound, window), self.arrow_schema(probe)
                 ranges = self._page_ranges(cursor) if parallel else []
                 if len(ranges) < 2:
                     yield from self._batches(cursor, query, schema)

@@ -8,7 +8,7 @@ import datetime as dt
 import json
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import sqlalchemy as sa
@@ -19,6 +19,9 @@ from ..config.errors import PrequelError, SourceError
 from ..config.models import Dataset, PrequelConfig, Source
 from ..config.secrets import MissingEnvironmentVariable, redact, register_secret_value
 from .errors import check_columns, describe_failure
+
+if TYPE_CHECKING:
+    from .window import Window
 
 BATCH_ROWS = 50_000
 
@@ -309,9 +312,21 @@ def make_engine(source: Source, config: PrequelConfig) -> Engine:
         ) from None
 
 
-def select_changed(table: sa.Table, cursor_column: str | None, lower_bound: Any, dialect_name: str = "") -> sa.Select:
-    """``SELECT *`` of a table, with ``cursor_column >= :bound`` when incremental (a bound parameter)."""
+def select_changed(
+    table: sa.Table,
+    cursor_column: str | None,
+    lower_bound: Any,
+    dialect_name: str = "",
+    window: "Window | None" = None,
+    where: str = "",
+) -> sa.Select:
+    """``SELECT *`` of a table, with ``cursor_column >= :bound`` when incremental (a bound parameter),
+    or ``:start <= cursor_column < :end`` for a time window (its bounds in the column's type)."""
     stmt = sa.select(table)
+    if window is not None and cursor_column:
+        column = table.c[cursor_column]
+        low, high = window.bounds_for(arrow_type(column.type)[0], where or f"column '{cursor_column}'")
+        return stmt.where(*_window_conditions(column, low, high, dialect_name))
     if lower_bound is not None and cursor_column:
         column = table.c[cursor_column]
         if dialect_name == "sqlite" and isinstance(lower_bound, dt.datetime):
@@ -322,9 +337,44 @@ def select_changed(table: sa.Table, cursor_column: str | None, lower_bound: Any,
     return stmt
 
 
-def select_query(dialect: sa.engine.Dialect, query: str, cursor_column: str | None, lower_bound: Any) -> sa.TextClause:
-    """The provider's own query wrapped as a subquery, with the cursor condition as a bound parameter."""
+def _utc_text(moment: dt.datetime) -> str:
+    """A bound as SQLite's ``datetime()`` text: UTC wall time (a naive bound is UTC already)."""
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(dt.UTC)
+    return moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _window_conditions(column: Any, low: Any, high: Any, dialect_name: str) -> list[Any]:
+    """``low <= column < high`` as bound parameters; SQLite keeps timestamps as text, so both sides are
+    normalised by its ``datetime()`` (the bounds as UTC wall time)."""
+    if dialect_name == "sqlite" and isinstance(low, dt.datetime):
+        text = [sa.func.datetime(_utc_text(b)) for b in (low, high)]
+        return [sa.func.datetime(column) >= text[0], sa.func.datetime(column) < text[1]]
+    return [column >= low, column < high]
+
+
+def select_query(
+    dialect: sa.engine.Dialect,
+    query: str,
+    cursor_column: str | None,
+    lower_bound: Any,
+    window: "Window | None" = None,
+) -> sa.TextClause:
+    """The provider's own query wrapped as a subquery, with the cursor condition as a bound parameter
+    (or a time window's two bounds: the query's column types are unknown here, so the window's
+    instants are bound as they are; the extract keeps only the rows inside it, by their Arrow type)."""
     text = f"SELECT * FROM ({query.strip().rstrip(';')}) AS prequel_source"
+    if window is not None and cursor_column:
+        column = dialect.identifier_preparer.quote(cursor_column)
+        low: Any = window.start
+        high: Any = window.end
+        if dialect.name == "sqlite":  # timestamps kept as text: both sides normalised (the bounds as UTC)
+            column = f"datetime({column})"
+            low, high = _utc_text(low), _utc_text(high)
+            text += f" WHERE {column} >= datetime(:prequel_window_start) AND {column} < datetime(:prequel_window_end)"
+        else:
+            text += f" WHERE {column} >= :prequel_window_start AND {column} < :prequel_window_end"
+        return sa.text(text).bindparams(prequel_window_start=low, prequel_window_end=high)
     if lower_bound is None or not cursor_column:
         return sa.text(text)
     text += f" WHERE {dialect.identifier_preparer.quote(cursor_column)} >= :prequel_lower_bound"
@@ -417,10 +467,13 @@ class SqlReader:
     def close(self) -> None:
         pass  # read() and read_keys() release their connection as they end
 
-    def read(self, lower_bound: Any = None, *, batch_rows: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
-        """Rows with ``cursor_column >= lower_bound`` (all rows when it is None), as record batches."""
+    def read(
+        self, lower_bound: Any = None, *, window: "Window | None" = None, batch_rows: int = BATCH_ROWS
+    ) -> Iterator[pa.RecordBatch]:
+        """Rows with ``cursor_column >= lower_bound`` (all rows when it is None), or with it in ``window``,
+        as record batches."""
         with self._connection() as conn:
-            yield from self._read(conn, lower_bound, batch_rows)
+            yield from self._read(conn, lower_bound, batch_rows, window)
 
     def read_keys(self, *, batch_rows: int = BATCH_ROWS) -> Iterator[pa.Array]:
         """Every primary key at the source (for hard-delete detection), in batches."""
@@ -440,16 +493,19 @@ class SqlReader:
                 values = [r[0] for r in rows]
                 yield pa.array([conv(v) for v in values] if conv else values, type=typ)
 
-    def _read(self, conn: sa.Connection, lower_bound: Any, batch_rows: int) -> Iterator[pa.RecordBatch]:
+    def _read(
+        self, conn: sa.Connection, lower_bound: Any, batch_rows: int, window: "Window | None" = None
+    ) -> Iterator[pa.RecordBatch]:
         cursor_col = self.dataset.cursor_column
         if self.dataset.method == "table":
             table = self._table(conn)
             names = [c.name for c in table.columns]
             check_columns(self.source, self.dataset, names)
-            stmt: sa.Executable = select_changed(table, cursor_col, lower_bound, conn.dialect.name)
+            where = f"dataset '{self.dataset.id}': created_at_column '{cursor_col}'"
+            stmt: sa.Executable = select_changed(table, cursor_col, lower_bound, conn.dialect.name, window, where)
             types = [arrow_type(c.type) for c in table.columns]
         else:
-            stmt = select_query(conn.dialect, self.dataset.sql.query, cursor_col, lower_bound)  # type: ignore[union-attr]
+            stmt = select_query(conn.dialect, self.dataset.sql.query, cursor_col, lower_bound, window)  # type: ignore[union-attr]
             types, names = None, None
 
         result = conn.execution_options(stream_results=True, yield_per=batch_rows).execute(stmt)
