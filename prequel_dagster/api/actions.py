@@ -20,7 +20,8 @@ from ..catalog.entries import validate_entry
 from ..catalog.secret_fields import merge_patch
 from ..catalog.store import Job, now, unseal_entry
 from ..config.errors import PrequelError
-from ..config.models import Source, sanitize_name
+from ..config.models import Partitions, Source, sanitize_name
+from ..config.partition_keys import PARTITION_TAG, current_partition_key
 from ..config.secrets import redact
 from ..sources.probe import Probe, probe_source
 from . import envelope
@@ -131,27 +132,40 @@ class Actions:
         config, dataset = self.service.find(who, "datasets", dataset_id)
         provider = config.chain(dataset.id).provider.id
         job = Job(str(uuid.uuid4()), "extract", dataset.id, provider, None, now(), who.key_id, None, None)
-        self._launch(job, dataset_key(provider, dataset.id), None)
+        self._launch(job, dataset_key(provider, dataset.id), None, config.dataset(dataset.id).partitions)
         return self.extract_view(job)
 
     def load(self, who: Principal, stream_id: str, record_ids: list[str] | None) -> dict[str, Any]:
         config, stream = self.service.find(who, "streams", stream_id)
-        provider = config.chain(stream.dataset_id).provider.id  # type: ignore[attr-defined]
+        dataset = config.dataset(stream.dataset_id)  # type: ignore[attr-defined]
+        provider = config.chain(dataset.id).provider.id
         run_config = None
         if record_ids:
+            if dataset.partitions is not None:
+                raise ApiError(
+                    400,
+                    f"record_ids: stream '{stream.id}' delivers a partitioned dataset; re-send its records with a "
+                    "backfill of their partitions and the resend option (Dagster UI or `dagster asset backfill`)",
+                )
             op = sanitize_name(f"load__{provider}__{stream.destination_id}")  # type: ignore[attr-defined]
             run_config = {"ops": {op: {"config": {"record_ids": record_ids}}}}
         job = Job(str(uuid.uuid4()), "load", stream.id, provider, None, now(), who.key_id, record_ids, None)
-        self._launch(job, stream_key(provider, stream.id), run_config)
+        self._launch(job, stream_key(provider, stream.id), run_config, dataset.partitions)
         return self.load_view(job)
 
-    def _launch(self, job: Job, key: list[str], run_config: dict[str, Any] | None) -> None:
+    def _launch(
+        self, job: Job, key: list[str], run_config: dict[str, Any] | None, partitions: Partitions | None
+    ) -> None:
+        """Launch the run; a partitioned asset's run names the partition in progress (an extract then
+        reads that window, a load delivers everything pending, as any load)."""
         self.service.catalog.add_job(job)
         tags = {
             JOB_TAG: job.id,
             "prequel/provider": job.provider_id,
             REVISION_TAG: str(self.service.state.revision),
         }
+        if partitions is not None:
+            tags[PARTITION_TAG] = current_partition_key(partitions)
         self.launcher.submit(
             job.id, [key], run_config=run_config, tags=tags, on_launched=self._launched_run, on_failed=self._failed
         )
