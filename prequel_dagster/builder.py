@@ -10,6 +10,7 @@ from .assets import build_dataset_assets, build_stream_assets
 from .automation import build_glob_file_sensor, build_housekeeping, build_schedules, build_stream_automation_sensor
 from .config.loading import load_config
 from .config.models import PrequelConfig
+from .data_stream_assets import build_data_stream_assets, build_data_stream_sensor
 from .notifications_sensors import build_notification_sensors
 from .resources import default_resources, rebind
 from .translator import DagsterPrequelTranslator
@@ -48,13 +49,18 @@ def build_definitions(
         for s in (
             build_stream_automation_sensor(config, translator, run_tags),
             build_glob_file_sensor(config, translator, run_tags),
+            build_data_stream_sensor(config, translator, run_tags),
         )
         if s is not None
     ]
     sensors += build_notification_sensors(config, translator)  # (none without an enabled notification)
     housekeeping_jobs, housekeeping_schedules = build_housekeeping(config)
     return dg.Definitions(
-        assets=[*build_dataset_assets(config, translator), *build_stream_assets(config, translator)],
+        assets=[
+            *build_dataset_assets(config, translator),
+            *build_data_stream_assets(config, translator),
+            *build_stream_assets(config, translator),
+        ],
         schedules=[*build_schedules(config, translator, run_tags), *housekeeping_schedules],
         jobs=housekeeping_jobs,
         sensors=sensors,

@@ -7,29 +7,13 @@ import sys
 import time
 from pathlib import Path
 
+from .cli_config import UsageError, _load
 from .config.errors import ConfigError, PrequelError
 from .config.secrets import redact
 
 
 def _print_error(exc: BaseException) -> None:
     print(f"error: {redact(str(exc))}", file=sys.stderr)
-
-
-class UsageError(PrequelError):
-    """Bad command-line input: exit status 2."""
-
-
-def _load(args: argparse.Namespace):  # -> PrequelConfig
-    """The YAML config (``--config``, ``$PREQUEL_CONFIG`` or ``./prequel.yaml``) and the API's catalog together."""
-    from .catalog.entries import load_with_catalog
-    from .config.loading import find_config_path
-
-    found = load_with_catalog(find_config_path(args.config))
-    if found is None:
-        raise UsageError(
-            "no config given, PREQUEL_CONFIG unset, no ./prequel.yaml and no catalog (.prequel/catalog.db)"
-        )
-    return found[0]
 
 
 def _config_path(args: argparse.Namespace) -> Path:
@@ -245,6 +229,10 @@ def cmd_test_transform(args: argparse.Namespace) -> int:
 
     try:
         config = _load(args)
+        if config.is_data_stream(args.stream_id):  # which data rule drops each sample row
+            from .cli_data_streams import test_transform_data_stream
+
+            return test_transform_data_stream(config, args.stream_id, args.limit)
         if args.stream_id not in {s.id for s in config.streams}:
             raise PrequelError(f"no stream with id '{args.stream_id}'; `prequel-dagster validate` lists the config")
         preview = preview_stream(config, args.stream_id, limit=args.limit, record_ids=args.record_id)
@@ -446,6 +434,9 @@ def main(argv: list[str] | None = None) -> int:
         c.add_argument("--config", help="YAML config (default: $PREQUEL_CONFIG or ./prequel.yaml)")
         c.set_defaults(func=func)
 
+    from .cli_data_streams import register
+
+    register(sub)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -17,7 +17,18 @@ import dagster as dg
 from .builder import build_definitions
 from .config.loading import load_config
 
-CONFIG_KEYS = ("datalakes", "providers", "products", "sources", "datasets", "destinations", "streams", "notifications")
+CONFIG_KEYS = (
+    "datalakes",
+    "providers",
+    "products",
+    "sources",
+    "datasets",
+    "destinations",
+    "streams",
+    "notifications",
+    "attributes",
+    "data_streams",
+)
 
 
 class PrequelImportComponent(dg.Component, dg.Resolvable, dg.Model):
@@ -32,6 +43,8 @@ class PrequelImportComponent(dg.Component, dg.Resolvable, dg.Model):
     destinations: list[dict[str, Any]] | None = None
     streams: list[dict[str, Any]] | None = None
     notifications: list[dict[str, Any]] | None = None
+    attributes: list[dict[str, Any]] | None = None
+    data_streams: list[dict[str, Any]] | None = None
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         here = Path(context.path)

@@ -331,6 +331,10 @@ def load_metadata(result: LoadResult) -> dict[str, Any]:
     )
     if result.dead_letters:
         meta["prequel/dead_letters"] = dg.MetadataValue.md("\n".join(f"- `{p}`" for p in result.dead_letters))
+    if result.metering is not None:  # a stream of a data stream: its usage
+        meta["records_metered"] = dg.MetadataValue.int(result.metering["records_metered"])
+        meta["cost_usd"] = dg.MetadataValue.float(result.metering["cost_usd"])
+        meta["prequel/cost_usd_by_offer"] = dg.MetadataValue.json(result.metering["cost_usd_by_offer"])
     if result.window is not None:
         meta["prequel/window"] = dg.MetadataValue.text(result.window.describe())
     if result.resent is not None:

@@ -9,8 +9,8 @@ import json
 import pyarrow as pa
 import pytest
 
+from prequel_dagster.config.durations import parse_duration
 from prequel_dagster.rules import RulesError, apply_rules, compile_rules, explain_row, parse_data_rules
-from prequel_dagster.rules.durations import parse_duration
 
 NOW = dt.datetime(2024, 3, 31, 12, 0, tzinfo=dt.UTC)
 

@@ -44,7 +44,7 @@ from .tenancy import LOCAL_VENDORS, _host_issues, tenant_source_issues
 log = logging.getLogger("prequel_dagster.api")
 
 PLURAL = {singular: kind for kind, singular in SINGULAR.items()}
-IMPORT_KINDS = tuple(kind for kind in KINDS if kind != "notifications")
+IMPORT_KINDS = tuple(kind for kind in KINDS if kind not in ("notifications", "attributes", "data_streams"))
 """The kinds served under ``/import/<kind>``; notifications are Prequel's ``/webhooks`` (api/webhooks.py)."""
 COMPANY_KINDS = ("datalakes", "products", "destinations")
 """The company's own resources: a provider's key reads only the destinations its products allow, and changes none."""

@@ -25,8 +25,10 @@ from ..config.loading import (
 )
 from ..config.models import (
     LITERAL,
+    AttributeDefinition,
     Datalake,
     Dataset,
+    DataStream,
     Destination,
     Entry,
     Notification,
@@ -47,6 +49,8 @@ MODELS: dict[str, type[Entry]] = {
     "destinations": Destination,
     "streams": Stream,
     "notifications": Notification,
+    "attributes": AttributeDefinition,  # type: ignore[dict-item]  # (integer ids: YAML only, no API)
+    "data_streams": DataStream,
 }
 SINGULAR = {kind: kind[:-1] for kind in KINDS} | {"notifications": "webhook"}
 """The wrapper key of each kind's API bodies (and the name in its messages): Prequel's notification

@@ -406,7 +406,18 @@ def _pydantic_issues(exc: ValidationError) -> list[ConfigIssue]:
     return issues
 
 
-KINDS = ("datalakes", "providers", "products", "sources", "datasets", "destinations", "streams", "notifications")
+KINDS = (
+    "datalakes",
+    "providers",
+    "products",
+    "sources",
+    "datasets",
+    "destinations",
+    "streams",
+    "notifications",
+    "attributes",
+    "data_streams",
+)
 
 _REFERENCE_FIELDS = {
     "datalakes": (),
@@ -417,6 +428,8 @@ _REFERENCE_FIELDS = {
     "destinations": (),
     "streams": ("dataset_id", "destination_id"),
     "notifications": ("provider_id",),
+    "attributes": (),
+    "data_streams": (),
 }
 """What the cross-reference checks read of each entry (besides ``id``): enough to check an entry
 that has field errors elsewhere."""
@@ -646,6 +659,9 @@ def _check_references(entries: dict[str, list[_Entry]], malformed: set[str]) -> 
                 )
             )
 
+    from .data_streams import data_stream_issues
+
+    issues.extend(data_stream_issues(entries, ids))
     destinations_of: dict[str, set[str] | None] = {}  # None: a product whose destinations could not be read
     for prod in entries["products"]:
         for name in (prod.id, prod.fields.get("name")):
@@ -660,7 +676,7 @@ def _check_references(entries: dict[str, list[_Entry]], malformed: set[str]) -> 
     for st in entries["streams"]:
         where = st.path
         dataset_id, destination_id = st.fields.get("dataset_id"), st.fields.get("destination_id")
-        if dataset_id is not None and missing("datasets", dataset_id):
+        if dataset_id is not None and missing("datasets", dataset_id) and missing("data_streams", dataset_id):
             issues.append(ConfigIssue(f"{where}.dataset_id", f"no dataset with id '{dataset_id}'"))
         if destination_id is not None and missing("destinations", destination_id):
             issues.append(ConfigIssue(f"{where}.destination_id", f"no destination with id '{destination_id}'"))

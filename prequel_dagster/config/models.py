@@ -1127,6 +1127,16 @@ class Notification(Entry):
         )
 
 
+# ---------------------------------------------------------------------------- data streams (issue 14)
+
+from .data_streams import (  # noqa: E402  (they build on the entries above)
+    DATA_STREAMS_NAMESPACE,
+    AttributeDefinition,
+    DataStream,
+    data_stream_chain,
+    data_stream_dataset,
+)
+
 # ---------------------------------------------------------------------------- the whole file
 
 
@@ -1143,6 +1153,8 @@ class PrequelConfig(Block):
     destinations: list[Destination] = []
     streams: list[Stream] = []
     notifications: list[Notification] = []
+    attributes: list[AttributeDefinition] = []
+    data_streams: list[DataStream] = []
 
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
     _origin: str = PrivateAttr(default="<config>")
@@ -1172,7 +1184,26 @@ class PrequelConfig(Block):
         return self._by_id("sources", id)
 
     def dataset(self, id: str) -> Dataset:
-        return self._by_id("datasets", id)
+        """A provider dataset, or the dataset a data stream's commits make (what a stream may deliver)."""
+        try:
+            return self._by_id("datasets", id)  # type: ignore[no-any-return]
+        except KeyError:
+            if self.is_data_stream(id):
+                return data_stream_dataset(self.data_stream(id))
+            raise
+
+    def data_stream(self, id: str) -> DataStream:
+        return self._by_id("data_streams", id)  # type: ignore[no-any-return]
+
+    def is_data_stream(self, id: str) -> bool:
+        try:
+            self._by_id("data_streams", id)
+        except KeyError:
+            return False
+        return True
+
+    def attribute(self, id: int) -> AttributeDefinition:
+        return self._by_id("attributes", id)  # type: ignore[arg-type,no-any-return]  # (integer ids)
 
     def destination(self, id: str) -> Destination:
         return self._by_id("destinations", id)
@@ -1189,6 +1220,8 @@ class PrequelConfig(Block):
     def chain(self, dataset_id: str) -> "DatasetChain":
         """The dataset with what it hangs from: its source, the source's provider, the provider's datalake."""
         dataset = self.dataset(dataset_id)
+        if dataset.source_id == DATA_STREAMS_NAMESPACE:
+            return data_stream_chain(self, self.data_stream(dataset_id), dataset)
         source = self.source(dataset.source_id)
         provider = self.provider(source.provider_id)
         return DatasetChain(dataset, source, provider, self.datalake(provider.datalake_id))

@@ -41,7 +41,9 @@ class BatchSender:
         log: Callable[[str], None],
         persist: bool,
         metadata: Mapping[str, Any] | None = None,
+        on_accepted: Callable[[Batch, str], None] | None = None,
     ):
+        self.on_accepted = on_accepted  # told of each acknowledged batch before the ack log records it (metering)
         self.destination, self.client, self.plan, self.state = destination, client, plan, state
         self.provider_id, self.stream_id, self.counts, self.log, self.persist = (
             provider_id,
@@ -113,6 +115,8 @@ class BatchSender:
         outcome = self.client.send(body, uri=uri, headers=headers, idempotency_key=batch_id, records=batch.count)
         self.counts.add(requests=outcome.attempts, retries=outcome.retries, bytes_sent=len(body) * outcome.attempts)
         if outcome.accepted:
+            if self.on_accepted is not None:  # (raises: the batch stays pending and goes again with its id)
+                self.on_accepted(batch, batch_id)
             with self.lock:
                 self.plan.acked.add(batch.key)
                 if self.ack_log is not None:

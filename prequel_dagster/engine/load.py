@@ -35,6 +35,7 @@ from ..stores import Store, open_datalake
 from ..transform.encoding import encode_records
 from ..transform.mapping import StreamMapper, apply_isolating
 from ..transform.schema import converted_table, validate_records
+from .metering import Meter
 from .windows import Window, live_records
 
 Log = Callable[[str], None]
@@ -55,6 +56,7 @@ class LoadResult:
     redelivery: bool = False
     window: Window | None = None  # the partition window the load ran for (a normal load covers every pending commit)
     resent: "LoadResult | None" = None  # the re-send that followed the load, when one was asked for
+    metering: dict[str, Any] | None = None  # a data stream's load: records_metered, cost_usd (engine.metering)
 
 
 class _Load:
@@ -86,6 +88,7 @@ class _Load:
         self.transport, self.sleep, self.log = transport, sleep, log
         self.counts = LoadCounts()
         self.dead_letters: list[str] = []
+        self.meter = Meter.of(config, stream, self.storage)  # a stream of a data stream: its usage ledger
 
     def check_mappings(self, schema: pa.Schema | None) -> None:
         """Column and type errors of the mappings, found before anything is sent."""
@@ -206,6 +209,7 @@ class _Load:
             log=self.log,
             persist=persist,
             metadata=metadata,
+            on_accepted=self.meter.callback(plan.load_id) if self.meter is not None else None,
         )
         invalid: list[dict[str, Any]] = []
         try:
@@ -273,6 +277,7 @@ def run_load(
     scope = Window.of(window) if window is not None else None
     result = _load_pending(load, started)
     result.window = scope
+    result.metering = load.meter.summary() if load.meter is not None else None
     if resend:
         again = _Load(config, stream, load.storage, transport, sleep, log)
         result.resent = _resend(again, scope, resend_id or uuid.uuid4().hex, time.monotonic())

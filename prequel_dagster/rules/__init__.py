@@ -5,8 +5,8 @@ the datalake. ``model`` the shapes, ``filters`` the masks, ``hashing``/``dedup``
 the subjects, ``engine`` the order they run in.
 """
 
+from ..config.data_rules import DataRules, RulesError, parse_data_rules
 from .engine import CompiledRules, RuleInfo, RulesResult, apply_rules, compile_rules, explain_row
-from .model import DataRules, RulesError, parse_data_rules
 from .state import RulesState, commit_state, empty_state, load_state, rules_state_dir
 
 __all__ = [

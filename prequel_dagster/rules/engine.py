@@ -30,13 +30,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..config.data_rules import DataRules, Filter, FrequencyFilter, RulesError, parse_data_rules
+from ..config.durations import Duration, parse_duration
 from .dedup import candidates, record
-from .durations import Duration, parse_duration
 from .fields import FieldResolver
 from .filters import describe, filter_mask, is_noop
 from .frequency import counts_in_rows, state_counts, within
 from .hashing import column_hashes, column_key, combine, subject_hashes
-from .model import DataRules, Filter, FrequencyFilter, RulesError, parse_data_rules
 from .state import RulesState, aware, empty_state, epoch_seconds, fingerprint
 
 DEDUPLICATION = "deduplication"

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pajson
 
-from .model import RulesError
+from ..config.data_rules import RulesError
 
 _PARSE = pajson.ParseOptions(unexpected_field_behavior="infer")
 _READ = pajson.ReadOptions(use_threads=False, block_size=1 << 30)

@@ -28,10 +28,10 @@ from typing import TypeAlias
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..config.data_rules import Bound, ExpressionsFilter, Filter, ListFilter, RangeFilter, RecencyFilter, RulesError
+from ..config.durations import parse_duration
 from ..language.expressions import ExpressionError, evaluate, parse_expression, referenced_columns
-from .durations import parse_duration
 from .fields import FieldResolver, is_text
-from .model import Bound, ExpressionsFilter, Filter, ListFilter, RangeFilter, RecencyFilter, RulesError
 
 Mask: TypeAlias = pa.BooleanArray
 

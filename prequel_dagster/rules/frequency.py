@@ -15,7 +15,7 @@ the frequency filter after deduplication):
 
 import numpy as np
 
-from .model import FrequencyFilter
+from ..config.data_rules import FrequencyFilter
 from .state import RulesState, Subjects
 
 

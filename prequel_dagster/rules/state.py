@@ -36,11 +36,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..config.data_rules import DataRules
+from ..config.durations import Duration, parse_duration
 from ..lake.lake_files import corrupt, read_json_object
 from ..lake.layout import SEQ_WIDTH, parse_manifest_seq, seq_name, stream_dir
 from ..stores import CommitConflict, Store
-from .durations import Duration, parse_duration
-from .model import DataRules
 
 HASH_VERSION = 1
 STATE_FOLDER = "_rules_state"
