@@ -7,6 +7,7 @@ reference receiver: the window's records, and only them, arrive.
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -258,3 +259,44 @@ def test_a_partition_range_backfill_launched_through_graphql_delivers_that_windo
     # both providers deliver to one destination, whose pool has one slot: no two runs overlapped
     assert not _overlaps(runs)
     print(f"\nbackfill of 2 days x {len(PROVIDERS)} providers: {len(runs)} runs, {time.monotonic() - started:.1f} s")
+    _screenshot(stack, backfill_id)
+
+
+SCREENSHOT_ENV_VAR = "PREQUEL_BACKFILL_SCREENSHOT"
+
+
+def _screenshot(stack: "Stack", backfill_id: str) -> None:
+    """With ``PREQUEL_BACKFILL_SCREENSHOT=<file.png>``: headless Chromium's picture of the backfill's
+    page in the Dagster UI (README "In the Dagster UI"), once the daemon marks it complete. Not taken
+    otherwise."""
+    target = os.environ.get(SCREENSHOT_ENV_VAR)
+    if not target:
+        return
+    url = stack.url
+    stack.graphql("mutation { setNuxSeen }")  # no "join the community" dialog over the page
+
+    def completed() -> bool:
+        found = stack.graphql(
+            "query B($id: String!) { partitionBackfillOrError(backfillId: $id) { ... on PartitionBackfill { status } } }",
+            id=backfill_id,
+        )["partitionBackfillOrError"]
+        return found.get("status") == "COMPLETED_SUCCESS" or found.get("status") == "COMPLETED"
+
+    stack.wait("the daemon to mark the backfill complete", completed, 90)
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert browser, "install Chromium (Debian: apt-get install chromium) to take the screenshot"
+    subprocess.run(
+        [
+            browser,
+            *("--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run"),
+            *("--disable-background-networking", "--disable-component-update", "--disable-sync"),
+            "--window-size=1440,900",
+            "--virtual-time-budget=60000",
+            "--run-all-compositor-stages-before-draw",
+            f"--screenshot={Path(target).resolve()}",
+            f"{url}/runs/b/{backfill_id}?tab=overview",
+        ],
+        check=True,
+        timeout=120,
+        capture_output=True,
+    )
