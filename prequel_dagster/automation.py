@@ -202,7 +202,11 @@ def build_glob_file_sensor(
                 dg.RunRequest(
                     run_key=f"{dataset.id}:{fingerprint[:16]}",
                     asset_selection=[keys[dataset.id]],
-                    tags={**(run_tags or {}), "prequel/new_files": str(len(pending))},
+                    tags={
+                        **(run_tags or {}),
+                        "prequel/new_files": str(len(pending)),
+                        "prequel/provider": config.chain(dataset.id).provider.id,  # its run limit holds
+                    },
                     partition_key=partition_key,
                 )
             )

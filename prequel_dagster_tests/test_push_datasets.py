@@ -159,6 +159,7 @@ def test_the_sensor_requests_an_extract_when_batches_are_staged(tmp_path, receiv
         _push(store, [(1, 1, "a@x")])
         result = tick()
         assert [r.asset_selection for r in result.run_requests] == [[dg.AssetKey(["prequel", "acme", "users"])]]
+        assert result.run_requests[0].tags["prequel/provider"] == "acme"  # the provider's run limit holds
         assert not tick(result.cursor).run_requests  # the same batches: not requested twice
         run_extract(load_config(cfg), "users")
         assert not tick(result.cursor).run_requests  # committed: nothing pending
