@@ -58,6 +58,9 @@ def create_app(
     from .webhooks import register_webhooks
 
     register_webhooks(app, service)
+    from .data_streams import register_data_streams
+
+    register_data_streams(app, service)
     if actions is not None:
         actions.register(app)
 

@@ -247,8 +247,12 @@ class Service:
         patch: Mapping[str, Any],
         *,
         skip_validation: bool = False,
+        replace: bool = False,
     ) -> dict[str, Any]:
-        return self._retrying(self._update, principal, kind, id, patch, skip_validation=skip_validation)
+        """``patch`` merged into the stored entry (JSON merge patch), or with ``replace`` the whole new body."""
+        return self._retrying(
+            self._update, principal, kind, id, patch, skip_validation=skip_validation, replace=replace
+        )
 
     def delete(self, principal: Principal, kind: str, id: str) -> None:
         self._retrying(self._delete, principal, kind, id)
@@ -324,6 +328,7 @@ class Service:
         patch: Mapping[str, Any],
         *,
         skip_validation: bool = False,
+        replace: bool = False,
     ) -> dict[str, Any]:
         singular = SINGULAR[kind]
         self.find(principal, kind, id)
@@ -346,7 +351,7 @@ class Service:
             for field in IMMUTABLE.get(kind, ()):
                 if field in patch and patch[field] != stored.body.get(field):
                     raise ApiError(400, f"{singular}.{field}: cannot be changed; create a new {singular} instead")
-            merged = merge_patch(stored.body, dict(patch))
+            merged = {"id": id, **patch} if replace else merge_patch(stored.body, dict(patch))
             if kind == "sources":
                 merged = self._prepare_source(principal, merged)
             model = validate_entry(kind, unseal_entry(kind, merged, self.catalog))
@@ -420,6 +425,12 @@ class Service:
                     400, f"the {singular} is not valid", [ConfigIssue(f"{singular}.{field}", _no(target, ref))]
                 )
         if kind == "streams":
+            ref = body.get("dataset_id")
+            if isinstance(ref, str) and config.is_data_stream(ref) and not self._exists(config, "datasets", ref):
+                # the company's data streams (every provider's data) are not a provider's to deliver
+                raise ApiError(
+                    400, f"the {singular} is not valid", [ConfigIssue(f"{singular}.dataset_id", _no("datasets", ref))]
+                )
             for field, target in (("dataset_id", "datasets"), ("destination_id", "destinations")):
                 ref = body.get(field)
                 if isinstance(ref, str) and self._exists(config, target, ref):
