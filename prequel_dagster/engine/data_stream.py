@@ -32,6 +32,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..config.data_rules import ColumnSet, FieldRule
 from ..config.data_streams import (
     DATA_STREAMS_NAMESPACE,
     DATASET_COLUMN,
@@ -43,10 +44,12 @@ from ..config.data_streams import (
 )
 from ..config.errors import PrequelError
 from ..config.models import Dataset, PrequelConfig
+from ..lake.changes import latest_versions
 from ..lake.commits import OP_COLUMN, Commit, DatasetLog
 from ..lake.layout import seq_name
 from ..language.expressions import ExpressionError, evaluate, parse_expression
 from ..rules import CompiledRules, DataRules, RulesError, RulesState, apply_rules, compile_rules, load_state
+from ..rules.engine import DEDUPLICATION, FREQUENCY_FILTER
 from ..rules.state import _parquet, _remove_old, latest_generation
 from ..stores import CommitConflict, Store, open_datalake
 
@@ -81,8 +84,21 @@ class DataStreamResult:
 
 def rules_for_dataset(rules: DataRules, dataset_id: str) -> DataRules:
     """The data rules as they judge one dataset's rows: its own column sets, every attribute rule,
-    deduplication and the frequency filter."""
+    deduplication and the frequency filter; delivering the data stream's exported fields, every
+    dataset alike (a field another dataset's column set exports is null here): no dataset's other
+    columns ever go out because its own column set exports nothing."""
     sets = [c for c in rules.column_sets or [] if str(c.dataset_id) == dataset_id]
+    own = {f.field for c in sets for f in c.fields if f.exported}
+    others = [
+        f.field
+        for c in rules.column_sets or []
+        if str(c.dataset_id) != dataset_id
+        for f in c.fields
+        if f.exported and f.field not in own
+    ]
+    if others:
+        exported = [FieldRule(field=name, filter=None, exported=True) for name in dict.fromkeys(others)]
+        sets = [*sets, ColumnSet(dataset_id=dataset_id, fields=exported)]
     return rules.model_copy(update={"column_sets": sets or None})
 
 
@@ -174,12 +190,30 @@ def kept_rows(table: pa.Table, compiled: CompiledRules, result_table: pa.Table, 
     return out
 
 
-def deleted_rows(deletes: pa.Table, compiled: CompiledRules) -> pa.Table:
-    """Deletes as the data stream keeps them: the system columns and the exported top-level columns they have."""
-    names = [n for n in compiled.exported if n in deletes.column_names and n not in SYSTEM_COLUMNS]
-    if not compiled.exported:
-        return deletes
-    return deletes.select([*names, *SYSTEM_COLUMNS])
+def retracted_rows(out_log: DatasetLog, record_ids: pa.Array) -> pa.Table | None:
+    """``delete`` versions of the records among ``record_ids`` the data stream holds live, carrying
+    the values it delivered (never a source's newer or undelivered values); None when none are."""
+    if not len(record_ids) or out_log.latest() is None or out_log.schema() is None:
+        return None  # nothing delivered yet (or commits of cursors only)
+    held = latest_versions(out_log, pc.unique(record_ids), RECORD_ID_COLUMN)
+    if held is None or not held.num_rows:
+        return None
+    live = held.filter(pc.fill_null(pc.not_equal(held.column(OP_COLUMN), "delete"), True))
+    if not live.num_rows:
+        return None
+    ops = pa.repeat(pa.scalar("delete"), live.num_rows)
+    return live.set_column(live.schema.get_field_index(OP_COLUMN), OP_COLUMN, ops)
+
+
+def filtered_out(live: pa.Table, result: Any) -> pa.Array:
+    """Record ids of the rows a filter dropped (not deduplication or the frequency filter: a subject
+    held back there was delivered, or may be later, and stays)."""
+    by = result.dropped_by
+    if by is None:
+        return pa.array([], pa.string())
+    held_back = pc.is_in(by, value_set=pa.array([DEDUPLICATION, FREQUENCY_FILTER], pa.string()))
+    mask = pc.and_(pc.is_valid(by), pc.invert(pc.fill_null(held_back, False)))
+    return live.column(RECORD_ID_COLUMN).filter(mask).combine_chunks()
 
 
 # ---------------------------------------------------------------------------- the state, two-phase
@@ -302,7 +336,7 @@ def run_data_stream(
             live, deletes = split_deletes(table)
             if live.num_rows:
                 try:
-                    result = apply_rules(live, compiled, state=state, now=now)
+                    result = apply_rules(live, compiled, state=state, now=now, explain=True)
                 except RulesError as exc:
                     raise DataStreamError(f"data stream '{stream.id}', dataset '{dataset_id}': {exc}") from None
                 if state is not None:
@@ -311,9 +345,17 @@ def run_data_stream(
                 mine.update({"rows_in": result.counts["rows_in"], "rows_out": result.counts["rows_out"]})
                 if result.table.num_rows:
                     outputs.append(kept_rows(live, compiled, result.table, result.kept))
+                # a delivered record whose new version no longer qualifies is withdrawn, not left current
+                retracted = retracted_rows(out_log, filtered_out(live, result))
+                if retracted is not None:
+                    counts["retracted"] += retracted.num_rows
+                    outputs.append(retracted)
             if deletes is not None:
-                counts["deletes"] += deletes.num_rows
-                outputs.append(deleted_rows(deletes, compiled))
+                # deleted at the source: withdrawn if the data stream delivered it, with what it delivered
+                gone = retracted_rows(out_log, deletes.column(RECORD_ID_COLUMN).combine_chunks())
+                if gone is not None:
+                    counts["deletes"] += gone.num_rows
+                    outputs.append(gone)
     counts.setdefault("rows_in", 0)
     counts.setdefault("rows_out", 0)
     totals = dict(counts)

@@ -1,0 +1,102 @@
+"""What a data stream must never put out (found by a hostile review): another dataset's undelivered
+columns, a record that stopped qualifying, or the values of a record it never delivered."""
+
+import pyarrow as pa
+
+from prequel_dagster.config.loading import load_config
+from prequel_dagster.engine.data_stream import run_data_stream
+from prequel_dagster.lake.commits import DatasetLog
+from prequel_dagster.stores import open_datalake
+
+PROVIDERS = ("acme", "globex")
+
+
+def _config(lake: str, rules: dict, constraint: tuple[str, ...] = PROVIDERS) -> dict:
+    def source(p: str) -> dict:
+        pg = {"host": "db.example.com", "port": 5432, "database": p, "auth_method": "password_auth"}
+        pg["password_auth"] = {"username": p, "password": "x"}
+        return {"id": f"{p}-pg", "name": p, "vendor": "postgres", "provider_id": p, "postgres": pg}
+
+    def dataset(p: str) -> dict:
+        return {
+            "id": f"{p}-users",
+            "name": "users",
+            "source_id": f"{p}-pg",
+            "method": "table",
+            "table": {"source_table_namespace": "public", "source_table_name": "users"},
+            "type": "dimension",
+            "dimension": {"primary_key_column": "id", "is_deleted_column": "is_deleted"},
+            "attributes": {1: "email"},
+        }
+
+    return {
+        "datalakes": [{"id": "lake", "name": "lake", "storage": "local", "local": {"path": lake}}],
+        "providers": [{"id": p, "name": p, "datalake_id": "lake", "products": ["all"]} for p in PROVIDERS],
+        "sources": [source(p) for p in PROVIDERS],
+        "datasets": [dataset(p) for p in PROVIDERS],
+        "attributes": [{"id": 1, "name": "email", "schema": {"type": "string"}}],
+        "data_streams": [
+            {
+                "id": "people",
+                "name": "People",
+                "slug": "people",
+                "data_rules": rules,
+                "auth_rules": {"company_constraint": {"type": "inclusion", "company_ids": list(constraint)}},
+            }
+        ],
+    }
+
+
+def _commit(config, provider: str, rows: list[dict]) -> None:
+    log = DatasetLog(open_datalake(config.datalake("lake"), config), provider, f"{provider}-users")
+    latest = log.refresh().latest
+    writer = log.begin()
+    writer.write(pa.Table.from_pylist(rows))
+    writer.commit(cursor={"n": (latest.seq if latest else 0) + 1}, counts={}, row_count=len(rows), run_id=None)
+
+
+def _out(config) -> list[dict]:
+    log = DatasetLog(open_datalake(config.datalake("lake"), config), "_data_streams", "people")
+    return [row for batch in log.scan() for row in batch.to_pylist()]
+
+
+def test_a_dataset_without_a_column_set_of_its_own_delivers_only_the_streams_exported_fields(tmp_path):
+    rules = {
+        "column_sets": [{"dataset_id": "acme-users", "fields": [{"field": "email", "exported": True}]}],
+        "attributes": [{"attribute_id": 1, "fields": [{"field": "email", "exported": False}], "optional": False}],
+    }
+    config = load_config(_config(str(tmp_path / "lake"), rules))
+    _commit(config, "acme", [{"id": 1, "email": "a@x", "ssn": "111-11-1111"}])
+    _commit(config, "globex", [{"id": 1, "email": "g@x", "ssn": "222-22-2222", "salary": 99000}])
+    run_data_stream(config, "people")
+    rows = _out(config)
+    assert {r["_provider_id"] for r in rows} == {"acme", "globex"}
+    assert all(set(r) == {"email", "_record_id", "_provider_id", "_dataset_id", "_prequel_op"} for r in rows), rows
+
+
+def test_a_record_that_stops_qualifying_is_withdrawn_and_an_undelivered_one_is_never_shown(tmp_path):
+    rules = {
+        "column_sets": [
+            {
+                "dataset_id": "acme-users",
+                "fields": [
+                    {"field": "email", "exported": True},
+                    {"field": "consent", "filter": {"type": "include", "list": ["true"]}, "exported": False},
+                ],
+            }
+        ]
+    }
+    config = load_config(_config(str(tmp_path / "lake"), rules, constraint=("acme",)))
+    _commit(config, "acme", [{"id": 1, "email": "a@x", "consent": "true", "is_deleted": False}])
+    _commit(config, "acme", [{"id": 2, "email": "never@x", "consent": "false", "is_deleted": False}])
+    run_data_stream(config, "people")
+    _commit(config, "acme", [{"id": 1, "email": "a@x", "consent": "false", "is_deleted": False}])  # withdrawn
+    assert run_data_stream(config, "people").counts["retracted"] == 1
+    _commit(config, "acme", [{"id": 2, "email": "never@x", "consent": "false", "is_deleted": True}])
+    assert run_data_stream(config, "people").counts.get("deletes", 0) == 0  # never delivered: nothing to delete
+    rows = _out(config)
+    assert [(r["_record_id"], r["_prequel_op"], r["email"]) for r in rows] == [
+        ("acme/acme-users/1", "insert", "a@x"),
+        ("acme/acme-users/1", "delete", "a@x"),
+    ]
+    assert "never@x" not in str(rows)
