@@ -100,3 +100,29 @@ def test_a_record_that_stops_qualifying_is_withdrawn_and_an_undelivered_one_is_n
         ("acme/acme-users/1", "delete", "a@x"),
     ]
     assert "never@x" not in str(rows)
+
+
+def test_one_providers_values_never_stop_the_others_nor_reach_the_error(tmp_path):
+    """globex's value breaks its attribute mapping: acme's rows are committed, globex's wait (its
+    cursor does not move), and the error names the dataset and the expression, never the value."""
+    import pytest
+
+    from prequel_dagster.engine.data_stream import DataStreamError
+
+    raw = _config(str(tmp_path / "lake"), {"attributes": [{"attribute_id": 1, "fields": [{"field": "email"}]}]})
+    for dataset in raw["datasets"]:
+        dataset["attributes"] = {1: "string(int(code))"}
+    config = load_config(raw)
+    _commit(config, "acme", [{"id": 1, "code": "12"}])
+    _commit(config, "globex", [{"id": 1, "code": "secret-value-7"}])
+    with pytest.raises(DataStreamError, match="globex/globex-users") as caught:
+        run_data_stream(config, "people")
+    assert "secret-value-7" not in str(caught.value) and "the other datasets' rows were committed" in str(caught.value)
+    assert [r["_provider_id"] for r in _out(config)] == ["acme"]
+    with pytest.raises(DataStreamError, match="globex/globex-users"):  # its rows still wait, acme's are not redone
+        run_data_stream(config, "people")
+    assert [r["_provider_id"] for r in _out(config)] == ["acme"]
+    for dataset in raw["datasets"]:  # the mapping made to hold for every value: globex's rows are taken
+        dataset["attributes"] = {1: "code"}
+    run_data_stream(load_config(raw), "people")
+    assert sorted(r["_record_id"] for r in _out(config)) == ["acme/acme-users/1", "globex/globex-users/1"]

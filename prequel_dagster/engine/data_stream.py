@@ -118,10 +118,17 @@ def prepare_rows(
         for column, expr in fills.items():
             try:
                 values = evaluate(parse_expression(expr), table)
-            except (ExpressionError, pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+            except ExpressionError as exc:  # the expression itself (config, not data)
                 raise DataStreamError(
                     f"data stream '{stream.id}': dataset '{dataset.id}' attributes.{attribute_id}"
                     f"{'.' + column if not isinstance(fill, str) else ''} ({expr!r}) failed: {exc}"
+                ) from None
+            except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+                raise DataStreamError(  # the rows' values are the provider's data: named by kind, never shown
+                    f"data stream '{stream.id}': dataset '{dataset.id}' attributes.{attribute_id}"
+                    f"{'.' + column if not isinstance(fill, str) else ''} ({expr!r}) failed on the dataset's "
+                    f"values ({type(exc).__name__}); make the expression hold for every value (e.g. guard it "
+                    "with a condition)"
                 ) from None
             table = _set_column(table, column, values)
     types = _attribute_types(config, stream)
@@ -255,6 +262,52 @@ def finish_state(store: Store, directory: str, manifest: dict[str, Any]) -> bool
 # ---------------------------------------------------------------------------- a run
 
 
+def _read_dataset(
+    source_log: DatasetLog,
+    after: int,
+    through: int,
+    config: PrequelConfig,
+    stream: DataStream,
+    provider_id: str,
+    dataset: Dataset,
+    compiled: CompiledRules,
+    out_log: DatasetLog,
+    state: RulesState | None,
+    now: dt.datetime,
+    outputs: list[pa.Table],
+    counts: Counter[str],
+) -> RulesState | None:
+    """One source dataset's commits ``after``..``through`` through the rules: its kept rows, and the
+    withdrawals of records it delivered, appended to ``outputs``; returns the deduplication state."""
+    for batch in source_log.scan_between(after, through):
+        if not batch.num_rows:
+            continue
+        table = prepare_rows(config, stream, provider_id, dataset, pa.Table.from_batches([batch]), compiled)
+        live, deletes = split_deletes(table)
+        if live.num_rows:
+            try:
+                result = apply_rules(live, compiled, state=state, now=now, explain=True)
+            except RulesError as exc:
+                raise DataStreamError(f"data stream '{stream.id}', dataset '{dataset.id}': {exc}") from None
+            if state is not None:
+                state = result.pending_state
+            counts.update(result.counts)
+            if result.table.num_rows:
+                outputs.append(kept_rows(live, compiled, result.table, result.kept))
+            # a delivered record whose new version no longer qualifies is withdrawn, not left current
+            retracted = retracted_rows(out_log, filtered_out(live, result))
+            if retracted is not None:
+                counts["retracted"] += retracted.num_rows
+                outputs.append(retracted)
+        if deletes is not None:
+            # deleted at the source: withdrawn if the data stream delivered it, with what it delivered
+            gone = retracted_rows(out_log, deletes.column(RECORD_ID_COLUMN).combine_chunks())
+            if gone is not None:
+                counts["deletes"] += gone.num_rows
+                outputs.append(gone)
+    return state
+
+
 def run_data_stream(
     config: PrequelConfig,
     data_stream_id: str,
@@ -305,6 +358,7 @@ def run_data_stream(
     counts: Counter[str] = Counter()
     by_provider: dict[str, Counter[str]] = {}
     outputs: list[pa.Table] = []
+    failed: dict[str, str] = {}  # "<provider>/<dataset>": why its rows wait for the next run
     allowed = data_stream_sources(config, stream)
     skipped = sorted(
         {
@@ -322,45 +376,49 @@ def run_data_stream(
         through = source_latest.seq if source_latest is not None else 0
         if through <= after:
             continue
-        sources[key] = (after, through)
-        positions[key] = through
         try:
             compiled = compile_rules(rules_for_dataset(rules, dataset_id))
         except RulesError as exc:
             raise DataStreamError(f"data stream '{stream.id}': {exc}") from None
+        # one dataset's failure (its values, its expressions) must not stop the others: its rows, its
+        # counts and its changes to the deduplication state are kept apart until it has been read whole
+        state_before = state
+        mine_outputs: list[pa.Table] = []
+        mine_counts: Counter[str] = Counter()
+        try:
+            state = _read_dataset(
+                source_log,
+                after,
+                through,
+                config,
+                stream,
+                provider_id,
+                chain.dataset,
+                compiled,
+                out_log,
+                state,
+                now,
+                mine_outputs,
+                mine_counts,
+            )
+        except (DataStreamError, pa.ArrowException) as exc:
+            state = state_before
+            why = str(exc) if isinstance(exc, DataStreamError) else f"{type(exc).__name__} on its values"
+            failed[key] = why
+            log(f"data stream '{stream.id}': dataset {key} not taken this run (its rows wait): {why}")
+            continue
+        sources[key] = (after, through)
+        positions[key] = through
+        outputs.extend(mine_outputs)
+        counts.update(mine_counts)
         mine = by_provider.setdefault(provider_id, Counter())
-        for batch in source_log.scan_between(after, through):
-            if not batch.num_rows:
-                continue
-            table = prepare_rows(config, stream, provider_id, chain.dataset, pa.Table.from_batches([batch]), compiled)
-            live, deletes = split_deletes(table)
-            if live.num_rows:
-                try:
-                    result = apply_rules(live, compiled, state=state, now=now, explain=True)
-                except RulesError as exc:
-                    raise DataStreamError(f"data stream '{stream.id}', dataset '{dataset_id}': {exc}") from None
-                if state is not None:
-                    state = result.pending_state
-                counts.update(result.counts)
-                mine.update({"rows_in": result.counts["rows_in"], "rows_out": result.counts["rows_out"]})
-                if result.table.num_rows:
-                    outputs.append(kept_rows(live, compiled, result.table, result.kept))
-                # a delivered record whose new version no longer qualifies is withdrawn, not left current
-                retracted = retracted_rows(out_log, filtered_out(live, result))
-                if retracted is not None:
-                    counts["retracted"] += retracted.num_rows
-                    outputs.append(retracted)
-            if deletes is not None:
-                # deleted at the source: withdrawn if the data stream delivered it, with what it delivered
-                gone = retracted_rows(out_log, deletes.column(RECORD_ID_COLUMN).combine_chunks())
-                if gone is not None:
-                    counts["deletes"] += gone.num_rows
-                    outputs.append(gone)
+        mine.update({"rows_in": mine_counts["rows_in"], "rows_out": mine_counts["rows_out"]})
     counts.setdefault("rows_in", 0)
     counts.setdefault("rows_out", 0)
     totals = dict(counts)
     uri = store.uri(out_log.directory)
     if not sources:
+        _refuse_failed(stream.id, failed, committed=False)
         log(f"data stream '{stream.id}': nothing new in its {len(allowed)} datasets")
         return DataStreamResult(
             stream.id,
@@ -378,7 +436,18 @@ def run_data_stream(
     writer = out_log.begin()
     try:
         if outputs:
-            writer.write(pa.concat_tables(outputs, promote_options="permissive"))
+            try:
+                combined = pa.concat_tables(outputs, promote_options="permissive")
+                held = out_log.schema()
+                if held is not None:  # a type the log's earlier commits do not share would break its reads
+                    pa.unify_schemas([held, combined.schema], promote_options="permissive")
+                writer.write(combined)
+            except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:  # names columns and types, never values
+                raise DataStreamError(
+                    f"data stream '{stream.id}': its datasets give a delivered field different types, now or "
+                    f"in what it committed before ({exc}); make the attribute mappings or columns agree (cast "
+                    "them in the dataset's attributes)"
+                ) from None
         manifest = prepare_state(store, state_dir, state, now) if state is not None else None
         new_cursor = {"sources": positions, "rules_state": manifest}
         commit = writer.commit(
@@ -387,11 +456,18 @@ def run_data_stream(
             row_count=(latest.row_count if latest else 0) + totals["rows_out"],
             run_id=run_id,
         )
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:  # the commit's schema against the earlier ones'
+        writer.abort()
+        raise DataStreamError(
+            f"data stream '{stream.id}': its datasets give a delivered field another type than it committed "
+            f"before ({exc}); make the attribute mappings or columns agree (cast them in the dataset's attributes)"
+        ) from None
     except BaseException:
         writer.abort()
         raise
     if manifest is not None:
         finish_state(store, state_dir, manifest)
+    _refuse_failed(stream.id, failed, committed=True)
     log(
         f"data stream '{stream.id}': {totals['rows_in']} rows in, {totals['rows_out']} out "
         f"(commit {commit.seq}; {', '.join(f'{k} {v}' for k, v in totals.items() if k.startswith('dropped_by.')) or 'none dropped'})"
@@ -409,6 +485,16 @@ def run_data_stream(
         recovered,
         skipped,
     )
+
+
+def _refuse_failed(stream_id: str, failed: dict[str, str], *, committed: bool) -> None:
+    """The datasets whose rows could not be taken this run fail it, by name (their cursors did not move:
+    the next run takes their rows again), after the others' rows were committed."""
+    if not failed:
+        return
+    listed = "; ".join(f"{key}: {why}" for key, why in sorted(failed.items()))
+    done = "the other datasets' rows were committed" if committed else "nothing else was new"
+    raise DataStreamError(f"data stream '{stream_id}': {len(failed)} dataset(s) not taken ({done}): {listed}")
 
 
 def _all_readers(config: PrequelConfig, stream: DataStream) -> list[str]:
