@@ -126,3 +126,65 @@ def test_one_providers_values_never_stop_the_others_nor_reach_the_error(tmp_path
         dataset["attributes"] = {1: "code"}
     run_data_stream(load_config(raw), "people")
     assert sorted(r["_record_id"] for r in _out(config)) == ["acme/acme-users/1", "globex/globex-users/1"]
+
+
+def test_a_batch_split_by_a_413_resumes_with_its_pending_half_only(tmp_path, monkeypatch):
+    """A 413 splits batch 0; half 0.0 is acknowledged, the load stops on 0.1. The next load sends
+    0.1 alone (not the whole batch under id 0): the receiver and the usage ledger count each record once."""
+    import json
+
+    import pytest
+
+    from prequel_dagster.delivery.receiver import Receiver
+    from prequel_dagster.engine import metering, run_load
+    from prequel_dagster.lake.usage import read_usage
+
+    monkeypatch.setenv("APP_TOKEN", "t")
+    first = {"413": True, "ledger": True}
+
+    def fault(request):
+        if first["413"] and len(json.loads(request.body)["records"]) == 4:
+            first["413"] = False
+            return 413
+        return None
+
+    real, calls = metering.record_usage, []
+
+    def flaky(store, **kwargs):
+        calls.append(kwargs["batch_id"])
+        if len(calls) == 2 and first["ledger"]:  # the second half's ledger write fails once
+            first["ledger"] = False
+            raise OSError("injected: the store is unavailable")
+        return real(store, **kwargs)
+
+    monkeypatch.setattr(metering, "record_usage", flaky)
+    with Receiver(fault=fault) as receiver:
+        rules = {"attributes": [{"attribute_id": 1, "fields": [{"field": "email"}], "optional": False}]}
+        raw = _config(str(tmp_path / "lake"), rules, constraint=("acme",))
+        template = {"uri": receiver.url + "/batches", "headers": {"Authorization": "Bearer ${APP_TOKEN}"}}
+        raw["destinations"] = [
+            {
+                "id": "app",
+                "name": "app",
+                "type": "webhook_batch",
+                "record_schema": {"type": "object"},
+                "webhook_batch": {"request_template": template, "max_records_per_batch": 4},
+            }
+        ]
+        mappings = [
+            {"target_field": "id", "field_type": "field", "column": {"name": "_record_id"}},
+            {"target_field": "email", "field_type": "field", "column": {"name": "email"}},
+        ]
+        raw["streams"] = [
+            {"id": "people-app", "name": "p", "dataset_id": "people", "destination_id": "app", "mappings": mappings}
+        ]
+        config = load_config(raw)
+        _commit(config, "acme", [{"id": i, "email": f"u{i}@x"} for i in range(4)])
+        run_data_stream(config, "people")
+        with pytest.raises(OSError, match="injected"):
+            run_load(config, "people-app")
+        run_load(config, "people-app")
+        records = receiver.store.records(stream_id="people-app")
+        assert sorted(r["record"]["id"] for r in records) == [f"acme/acme-users/{i}" for i in range(4)]
+        store = open_datalake(config.datalake("lake"), config)
+        assert sum(u.records for u in read_usage(store)) == 4

@@ -75,6 +75,13 @@ class BatchSender:
             acked = self.plan.fully_acked(batch.key)
             self.counts.add(batches_skipped_already_acked=1, records_loaded=batch.count if acked else 0)
             return
+        if self.plan.leaves(batch.key) != [batch.key]:
+            # split after a 413 in an earlier attempt: only its pending halves go again, under their own
+            # ids (the whole under its id would repeat the halves the receiver already has)
+            for half in batch.split():
+                self.batches_seen -= 1
+                self.submit(half)
+            return
         self.slots.acquire()
         future = self.pool.submit(self._run, batch)
         future.add_done_callback(lambda _: self.slots.release())
