@@ -678,6 +678,27 @@ def test_provider_keys_find_no_data_streams(api):
             response = p.post("/import/streams", headers={"X-API-KEY": key}, json=stream)
             assert response.status_code == 400, response.text
             assert f"stream.dataset_id: no dataset with id '{id}'" in response.json()["message"]
+    # nor opt its own datasets into the company's data streams: which attributes a dataset fills is the company's
+    dataset = {
+        "name": "users2",
+        "source_id": "db-acme",
+        "method": "table",
+        "table": {"source_table_name": "users2"},
+        "type": "dimension",
+        "dimension": {"primary_key_column": "id"},
+    }
+    with bearer(api, acme_key) as p:
+        headers = {"X-API-KEY": acme_key}
+        joined = p.post("/import/datasets", headers=headers, json={"dataset": {**dataset, "attributes": {123: "id"}}})
+        assert joined.status_code == 403 and "dataset.attributes" in joined.json()["message"], joined.text
+        made = p.post("/import/datasets", headers=headers, json={"dataset": dataset})
+        assert made.status_code == 200, made.text
+        patched = p.patch(
+            f"/import/datasets/{made.json()['data']['dataset']['id']}",
+            headers=headers,
+            json={"dataset": {"attributes": {123: "id"}}},
+        )
+        assert patched.status_code == 403, patched.text
     assert len(api.service.config().data_streams) == 2
     with bearer(api, "") as anonymous:
         assert failed(anonymous.get(f"/data-stream/{id}"), 401)["error"] == "unauthorized"

@@ -188,3 +188,17 @@ def test_a_batch_split_by_a_413_resumes_with_its_pending_half_only(tmp_path, mon
         assert sorted(r["record"]["id"] for r in records) == [f"acme/acme-users/{i}" for i in range(4)]
         store = open_datalake(config.datalake("lake"), config)
         assert sum(u.records for u in read_usage(store)) == 4
+
+
+def test_a_provider_the_constraint_no_longer_admits_leaves_the_stream(tmp_path):
+    rules = {"attributes": [{"attribute_id": 1, "fields": [{"field": "email"}], "optional": False}]}
+    raw = _config(str(tmp_path / "lake"), rules)
+    config = load_config(raw)
+    _commit(config, "acme", [{"id": 1, "email": "a@x"}])
+    _commit(config, "globex", [{"id": 9, "email": "g@x"}])
+    run_data_stream(config, "people")
+    raw["data_streams"][0]["auth_rules"]["company_constraint"]["company_ids"] = ["acme"]  # globex's contract ended
+    assert run_data_stream(load_config(raw), "people").counts["withdrawn_by_constraint"] == 1
+    assert run_data_stream(load_config(raw), "people").commit is None  # once
+    latest = {r["_record_id"]: r["_prequel_op"] for r in _out(config)}
+    assert latest == {"acme/acme-users/1": "insert", "globex/globex-users/9": "delete"}

@@ -300,6 +300,7 @@ class Service:
             if self._exists(before, kind, model.id):
                 raise ApiError(409, f"{singular}.id: a {singular} with id '{model.id}' already exists")
             self._check_scope(principal, before, kind, body)
+            _company_fields(principal, kind, body, {})
             self.check_tenant_source(principal, model)
             after = self.state.merged(self.yaml(), change=(kind, model.id, model))
             issues, now = change_issues(self.checker, self.issues(), after, kind, model.id)
@@ -351,6 +352,7 @@ class Service:
             for field in IMMUTABLE.get(kind, ()):
                 if field in patch and patch[field] != stored.body.get(field):
                     raise ApiError(400, f"{singular}.{field}: cannot be changed; create a new {singular} instead")
+            _company_fields(principal, kind, patch, stored.body)
             merged = {"id": id, **patch} if replace else merge_patch(stored.body, dict(patch))
             if kind == "sources":
                 merged = self._prepare_source(principal, merged)
@@ -528,6 +530,23 @@ def tenant_notification_issues(provider_id: str, model: Notification) -> list[Co
         if problem:
             issues = [ConfigIssue(f"{name}.url", problem)]
     return issues
+
+
+COMPANY_FIELDS = {"datasets": ("attributes",)}
+"""Fields a provider's key may not set: which attributes a dataset fills decides which of the company's
+data streams its rows join (and with which values), so that is the company's choice."""
+
+
+def _company_fields(principal: Principal, kind: str, body: Mapping[str, Any], stored: Mapping[str, Any]) -> None:
+    if principal.provider_id is None:
+        return
+    for field in COMPANY_FIELDS.get(kind, ()):
+        value = body.get(field)
+        changed = field in body and value != stored.get(field)
+        if changed and (stored.get(field) is not None or value not in (None, {})):
+            raise ApiError(
+                403, f"{SINGULAR[kind]}.{field}: set by the company (it decides which data streams the rows join)"
+            )
 
 
 def _no(kind: str, id: str) -> str:

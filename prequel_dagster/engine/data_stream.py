@@ -44,7 +44,7 @@ from ..config.data_streams import (
 )
 from ..config.errors import PrequelError
 from ..config.models import Dataset, PrequelConfig
-from ..lake.changes import latest_versions
+from ..lake.changes import KeySnapshot, latest_versions
 from ..lake.commits import OP_COLUMN, Commit, DatasetLog
 from ..lake.layout import seq_name
 from ..language.expressions import ExpressionError, evaluate, parse_expression
@@ -210,6 +210,20 @@ def retracted_rows(out_log: DatasetLog, record_ids: pa.Array) -> pa.Table | None
         return None
     ops = pa.repeat(pa.scalar("delete"), live.num_rows)
     return live.set_column(live.schema.get_field_index(OP_COLUMN), OP_COLUMN, ops)
+
+
+def unadmitted_rows(out_log: DatasetLog, stream: DataStream) -> pa.Table | None:
+    """``delete`` versions of the live records of providers the company constraint no longer admits."""
+    if out_log.latest() is None or out_log.schema() is None:
+        return None
+    keys = KeySnapshot(out_log, RECORD_ID_COLUMN).all_keys()
+    if not len(keys):
+        return None
+    providers = pc.list_element(pc.split_pattern(keys, "/", max_splits=1), 0)
+    refused = [p for p in pc.unique(providers).to_pylist() if p is not None and not stream.allows(p)]
+    if not refused:
+        return None
+    return retracted_rows(out_log, keys.filter(pc.is_in(providers, value_set=pa.array(refused, pa.string()))))
 
 
 def filtered_out(live: pa.Table, result: Any) -> pa.Array:
@@ -413,11 +427,18 @@ def run_data_stream(
         counts.update(mine_counts)
         mine = by_provider.setdefault(provider_id, Counter())
         mine.update({"rows_in": mine_counts["rows_in"], "rows_out": mine_counts["rows_out"]})
+    constraint = json.dumps(stream.auth_rules.model_dump() if stream.auth_rules else None, sort_keys=True)
+    if latest is not None and cursor.get("constraint", constraint) != constraint:
+        # providers the company constraint no longer admits: their records leave the stream now
+        withdrawn = unadmitted_rows(out_log, stream)
+        if withdrawn is not None:
+            counts["withdrawn_by_constraint"] += withdrawn.num_rows
+            outputs.append(withdrawn)
     counts.setdefault("rows_in", 0)
     counts.setdefault("rows_out", 0)
     totals = dict(counts)
     uri = store.uri(out_log.directory)
-    if not sources:
+    if not sources and not outputs and cursor.get("constraint", constraint) == constraint:
         _refuse_failed(stream.id, failed, committed=False)
         log(f"data stream '{stream.id}': nothing new in its {len(allowed)} datasets")
         return DataStreamResult(
@@ -449,7 +470,7 @@ def run_data_stream(
                     "them in the dataset's attributes)"
                 ) from None
         manifest = prepare_state(store, state_dir, state, now) if state is not None else None
-        new_cursor = {"sources": positions, "rules_state": manifest}
+        new_cursor = {"sources": positions, "rules_state": manifest, "constraint": constraint}
         commit = writer.commit(
             cursor=new_cursor,
             counts=totals,
