@@ -381,3 +381,12 @@ def test_text_hashes_tell_apart_lengths_word_boundaries_and_slices():
     assert (
         swapped.tolist() != subject_hashes([pa.array(["b"]), pa.array(["a"])], 1, fields=["x", "y"], where="w").tolist()
     )
+
+
+def test_rows_whose_subject_fields_are_all_null_have_no_subject_and_are_kept(store):
+    """A missing or mistyped field, or a provider that does not fill the attribute: such rows are not
+    one subject (which would keep one of them per period); they are neither deduplicated nor counted."""
+    rules = dedup_rules(fields=("device", "app"))
+    table = events(["a", None, None, "a", None], [1, None, None, 1, None])
+    assert load(store, rules, table, T0).table.column("n").to_pylist() == [0, 1, 2, 4]
+    assert load(store, rules, events([None, "a"], [None, 1]), T0).table.column("n").to_pylist() == [0]

@@ -316,6 +316,36 @@ def _deduplicate(
     blame: np.ndarray | None,
     first_index: int,
 ) -> tuple[np.ndarray, RulesState, int, int]:
+    """:func:`_deduplicate_subjects` over the rows that have a subject. A row whose subject fields are
+    all null has none (a missing or mistyped field, a provider that does not fill the attribute): it
+    is kept, neither deduplicated nor counted, instead of all such rows collapsing into one subject."""
+    no_subject = np.ones(len(rows), np.bool_)
+    for name in compiled.subject_fields:
+        values = _take(resolver.values(name, where=_DEDUP), rows)
+        no_subject &= np.asarray(pc.is_null(values).to_numpy(zero_copy_only=False), np.bool_)
+    if not no_subject.any():
+        return _deduplicate_subjects(
+            batch, resolver, rows, compiled, state, now=now, blame=blame, first_index=first_index
+        )
+    if no_subject.all():
+        return rows, state, 0, 0
+    kept, pending, dedup_dropped, freq_dropped = _deduplicate_subjects(
+        batch, resolver, rows[~no_subject], compiled, state, now=now, blame=blame, first_index=first_index
+    )
+    return np.sort(np.concatenate([kept, rows[no_subject]])), pending, dedup_dropped, freq_dropped
+
+
+def _deduplicate_subjects(
+    batch: pa.RecordBatch,
+    resolver: FieldResolver,
+    rows: np.ndarray,
+    compiled: CompiledRules,
+    state: RulesState,
+    *,
+    now: dt.datetime,
+    blame: np.ndarray | None,
+    first_index: int,
+) -> tuple[np.ndarray, RulesState, int, int]:
     """The rows kept by deduplication and the frequency filter, the state with them pending, and the
     two drop counts."""
     assert compiled.period is not None
