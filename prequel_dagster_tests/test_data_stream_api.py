@@ -621,6 +621,18 @@ def test_get_put_delete_list_and_yaml_data_streams(api):
         assert not api.service.config().is_data_stream(id)
 
 
+def test_a_data_streams_datalake_cannot_change_and_a_put_without_it_keeps_it(api):
+    """Its log, cursors, deduplication state and usage ledger live in that lake."""
+    body = request_of(json.loads(SEED_RESPONSE))
+    with bearer(api) as c:
+        made = ok(c.post("/data-stream", json={**body, "datalake_id": "lake"}))
+        moved = c.put(f"/data-stream/{made['id']}", json={**body, "datalake_id": "elsewhere"})
+        assert moved.status_code == 400 and "datalake_id: cannot be changed" in moved.text, moved.text
+        ok(c.put(f"/data-stream/{made['id']}", json={**body, "name": "renamed"}))
+        kept = ok(c.get(f"/data-stream/{made['id']}"))
+        assert (kept["name"], kept["datalake_id"]) == ("renamed", "lake")
+
+
 def test_a_data_stream_a_stream_delivers_cannot_be_deleted(api):
     example = json.loads(SEED_RESPONSE)
     with bearer(api) as c:

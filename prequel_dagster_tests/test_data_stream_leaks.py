@@ -128,6 +128,32 @@ def test_one_providers_values_never_stop_the_others_nor_reach_the_error(tmp_path
     assert sorted(r["_record_id"] for r in _out(config)) == ["acme/acme-users/1", "globex/globex-users/1"]
 
 
+def _delivered(tmp_path, receiver_url: str) -> dict:
+    """acme's people data stream, streamed to the receiver in batches of 4, priced per record."""
+    rules = {"attributes": [{"attribute_id": 1, "fields": [{"field": "email"}], "optional": False}]}
+    raw = _config(str(tmp_path / "lake"), rules, constraint=("acme",))
+    offer = {"id": "o1", "channel": "data_streams_market", "pricing": {"type": "per_record", "micro_cents_usd": 500000}}
+    raw["data_streams"][0]["offers"] = [offer]
+    template = {"uri": receiver_url + "/batches", "headers": {"Authorization": "Bearer ${APP_TOKEN}"}}
+    raw["destinations"] = [
+        {
+            "id": "app",
+            "name": "app",
+            "type": "webhook_batch",
+            "record_schema": {"type": "object"},
+            "webhook_batch": {"request_template": template, "max_records_per_batch": 4},
+        }
+    ]
+    mappings = [
+        {"target_field": "id", "field_type": "field", "column": {"name": "_record_id"}},
+        {"target_field": "email", "field_type": "field", "column": {"name": "email"}},
+    ]
+    raw["streams"] = [
+        {"id": "people-app", "name": "p", "dataset_id": "people", "destination_id": "app", "mappings": mappings}
+    ]
+    return raw
+
+
 def test_a_batch_split_by_a_413_resumes_with_its_pending_half_only(tmp_path, monkeypatch):
     """A 413 splits batch 0; half 0.0 is acknowledged, the load stops on 0.1. The next load sends
     0.1 alone (not the whole batch under id 0): the receiver and the usage ledger count each record once."""
@@ -159,26 +185,7 @@ def test_a_batch_split_by_a_413_resumes_with_its_pending_half_only(tmp_path, mon
 
     monkeypatch.setattr(metering, "record_usage", flaky)
     with Receiver(fault=fault) as receiver:
-        rules = {"attributes": [{"attribute_id": 1, "fields": [{"field": "email"}], "optional": False}]}
-        raw = _config(str(tmp_path / "lake"), rules, constraint=("acme",))
-        template = {"uri": receiver.url + "/batches", "headers": {"Authorization": "Bearer ${APP_TOKEN}"}}
-        raw["destinations"] = [
-            {
-                "id": "app",
-                "name": "app",
-                "type": "webhook_batch",
-                "record_schema": {"type": "object"},
-                "webhook_batch": {"request_template": template, "max_records_per_batch": 4},
-            }
-        ]
-        mappings = [
-            {"target_field": "id", "field_type": "field", "column": {"name": "_record_id"}},
-            {"target_field": "email", "field_type": "field", "column": {"name": "email"}},
-        ]
-        raw["streams"] = [
-            {"id": "people-app", "name": "p", "dataset_id": "people", "destination_id": "app", "mappings": mappings}
-        ]
-        config = load_config(raw)
+        config = load_config(_delivered(tmp_path, receiver.url))
         _commit(config, "acme", [{"id": i, "email": f"u{i}@x"} for i in range(4)])
         run_data_stream(config, "people")
         with pytest.raises(OSError, match="injected"):
@@ -202,3 +209,25 @@ def test_a_provider_the_constraint_no_longer_admits_leaves_the_stream(tmp_path):
     assert run_data_stream(load_config(raw), "people").commit is None  # once
     latest = {r["_record_id"]: r["_prequel_op"] for r in _out(config)}
     assert latest == {"acme/acme-users/1": "insert", "globex/globex-users/9": "delete"}
+
+
+def test_resends_and_redeliveries_are_metered_as_deliveries_and_the_metadata_says_so(tmp_path, monkeypatch):
+    from prequel_dagster.delivery.receiver import Receiver
+    from prequel_dagster.engine import run_load
+    from prequel_dagster.lake.usage import read_usage
+
+    monkeypatch.setenv("APP_TOKEN", "t")
+    with Receiver() as receiver:
+        config = load_config(_delivered(tmp_path, receiver.url))
+        _commit(config, "acme", [{"id": i, "email": f"u{i}@x"} for i in range(4)])
+        run_data_stream(config, "people")
+        store = open_datalake(config.datalake("lake"), config)
+
+        def ledger() -> int:
+            return sum(u.records for u in read_usage(store))
+
+        assert run_load(config, "people-app").metering["records_metered"] == ledger() == 4
+        resent = run_load(config, "people-app", resend=True)
+        assert resent.metering["records_metered"] == 4 and ledger() == 8  # the re-sent 4, nothing pending
+        again = run_load(config, "people-app", record_ids=["acme/acme-users/1"])
+        assert again.metering["records_metered"] == 1 and ledger() == 9

@@ -54,6 +54,7 @@ IMMUTABLE = {
     "datasets": ("source_id",),
     "streams": ("dataset_id", "destination_id"),
     "notifications": ("provider_id",),
+    "data_streams": ("datalake_id",),  # its log, cursors, deduplication state and usage ledger live there
 }
 """Reference fields a PATCH may not change: moving a source to another provider would move its data."""
 _REFERENCES = {
@@ -353,7 +354,11 @@ class Service:
                 if field in patch and patch[field] != stored.body.get(field):
                     raise ApiError(400, f"{singular}.{field}: cannot be changed; create a new {singular} instead")
             _company_fields(principal, kind, patch, stored.body)
-            merged = {"id": id, **patch} if replace else merge_patch(stored.body, dict(patch))
+            if replace:  # a whole new body, which keeps what may not change when it leaves it out
+                kept = {f: stored.body[f] for f in IMMUTABLE.get(kind, ()) if f in stored.body and f not in patch}
+                merged = {"id": id, **kept, **patch}
+            else:
+                merged = merge_patch(stored.body, dict(patch))
             if kind == "sources":
                 merged = self._prepare_source(principal, merged)
             model = validate_entry(kind, unseal_entry(kind, merged, self.catalog))

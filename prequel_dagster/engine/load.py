@@ -273,7 +273,9 @@ def run_load(
     stream = config.stream(stream_id)
     load = _Load(config, stream, storage, transport, sleep, log)
     if record_ids is not None or redeliver_dead_letters:
-        return _redeliver(load, record_ids or [], redeliver_dead_letters, started)
+        redelivered = _redeliver(load, record_ids or [], redeliver_dead_letters, started)
+        redelivered.metering = load.meter.summary() if load.meter is not None else None
+        return redelivered
     scope = Window.of(window) if window is not None else None
     result = _load_pending(load, started)
     result.window = scope
@@ -281,7 +283,23 @@ def run_load(
     if resend:
         again = _Load(config, stream, load.storage, transport, sleep, log)
         result.resent = _resend(again, scope, resend_id or uuid.uuid4().hex, time.monotonic())
+        if again.meter is not None:  # a re-send is a delivery: metered, in the ledger and here alike
+            result.metering = _metered_together(result.metering, again.meter.summary())
     return result
+
+
+def _metered_together(first: dict[str, Any] | None, second: dict[str, Any]) -> dict[str, Any]:
+    if first is None:
+        return second
+    by_offer = dict(first["cost_usd_by_offer"])
+    for offer, usd in second["cost_usd_by_offer"].items():
+        by_offer[offer] = by_offer.get(offer, 0.0) + usd
+    return {
+        "records_metered": first["records_metered"] + second["records_metered"],
+        "cost_usd": first["cost_usd"] + second["cost_usd"],
+        "cost_usd_by_offer": by_offer,
+        "batches_already_metered": first["batches_already_metered"] + second["batches_already_metered"],
+    }
 
 
 def _load_pending(load: _Load, started: float) -> LoadResult:
