@@ -231,3 +231,35 @@ def test_resends_and_redeliveries_are_metered_as_deliveries_and_the_metadata_say
         assert resent.metering["records_metered"] == 4 and ledger() == 8  # the re-sent 4, nothing pending
         again = run_load(config, "people-app", record_ids=["acme/acme-users/1"])
         assert again.metering["records_metered"] == 1 and ledger() == 9
+
+
+def test_after_a_constraint_change_only_what_was_delivered_is_withdrawn_and_nothing_else_goes_out(
+    tmp_path, monkeypatch
+):
+    """globex's record 9 was delivered, record 10 only committed, when the company removed globex:
+    the receiver gets 9's delete, and never 10 (nor a delete carrying its values)."""
+    from prequel_dagster.delivery.receiver import Receiver
+    from prequel_dagster.engine import run_load
+
+    monkeypatch.setenv("APP_TOKEN", "t")
+    with Receiver() as receiver:
+        raw = _delivered(tmp_path, receiver.url)
+        raw["data_streams"][0]["auth_rules"]["company_constraint"]["company_ids"] = ["acme", "globex"]
+        config = load_config(raw)
+        _commit(config, "acme", [{"id": 1, "email": "a@x"}])
+        _commit(config, "globex", [{"id": 9, "email": "g9@x"}])
+        run_data_stream(config, "people")
+        run_load(config, "people-app")
+        _commit(config, "globex", [{"id": 10, "email": "g10@x"}])
+        run_data_stream(config, "people")  # committed, not delivered
+        raw["data_streams"][0]["auth_rules"]["company_constraint"]["company_ids"] = ["acme"]
+        config = load_config(raw)
+        run_data_stream(config, "people")
+        run_load(config, "people-app")
+        got = [(r["record"]["id"], r["is_deleted"]) for r in receiver.store.records(stream_id="people-app")]
+        assert sorted(got) == [
+            ("acme/acme-users/1", False),
+            ("globex/globex-users/9", False),
+            ("globex/globex-users/9", True),
+        ]
+        assert "g10@x" not in str(receiver.store.records(stream_id="people-app"))

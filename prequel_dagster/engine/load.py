@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as pads
 
 from ..config.errors import DeliveryError
 from ..config.models import PrequelConfig, Stream, WebhookBatch
@@ -89,6 +90,42 @@ class _Load:
         self.counts = LoadCounts()
         self.dead_letters: list[str] = []
         self.meter = Meter.of(config, stream, self.storage)  # a stream of a data stream: its usage ledger
+        # a stream of a data stream: the providers its company constraint admits now (see ``admitted``)
+        self.data_stream = config.data_stream(stream.dataset_id) if config.is_data_stream(stream.dataset_id) else None
+
+    def admitted(self, table: pa.Table, delivered_through: int) -> pa.Table:
+        """A data stream's rows of providers its company constraint admits as the load runs: rows
+        committed before a provider was removed from it never go out, and of its withdrawals (deletes)
+        only those of records delivered before (through commit ``delivered_through``) do."""
+        key = self.dataset.primary_key
+        if self.data_stream is None or key not in table.column_names or not table.num_rows:
+            return table
+        keys = pc.cast(table.column(key), pa.string())
+        providers = pc.list_element(pc.split_pattern(keys, "/", max_splits=1), 0)
+        refused = [p for p in pc.unique(providers).to_pylist() if p is not None and not self.data_stream.allows(p)]
+        if not refused:
+            return table
+        theirs = pc.fill_null(pc.is_in(providers, value_set=pa.array(refused, pa.string())), False)
+        deletes = pc.fill_null(pc.equal(table.column(OP_COLUMN), "delete"), False)
+        withdrawn = keys.filter(pc.and_(theirs, deletes)).combine_chunks()
+        told = self._delivered_live(withdrawn, delivered_through) if len(withdrawn) else pa.array([], pa.string())
+        keep = pc.or_(pc.invert(theirs), pc.and_(deletes, pc.fill_null(pc.is_in(keys, value_set=told), False)))
+        kept = table.filter(keep)
+        self.log(
+            f"stream '{self.stream.id}': {table.num_rows - kept.num_rows} records of providers the data stream "
+            f"no longer admits ({', '.join(sorted(refused))}) withheld"
+        )
+        return kept
+
+    def _delivered_live(self, keys: pa.Array, through: int) -> pa.Array:
+        """Which of ``keys`` were live (delivered, not deleted) as of commit ``through``."""
+        key = self.dataset.primary_key
+        last: dict[str, str] = {}
+        wanted = pads.field(key).isin(keys)
+        for batch in self.lake.scan_between(0, through, columns=[key, OP_COLUMN], filter=wanted, use_threads=False):
+            for k, op in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist(), strict=True):
+                last[str(k)] = op
+        return pa.array([k for k, op in last.items() if op != "delete"], pa.string())
 
     def check_mappings(self, schema: pa.Schema | None) -> None:
         """Column and type errors of the mappings, found before anything is sent."""
@@ -190,6 +227,7 @@ class _Load:
     ) -> None:
         """Send every record of ``tables``; invalid ones go to the dead letter. ``metadata`` goes in every
         batch envelope (``{"resend": true, ...}`` for a re-send)."""
+        tables = (self.admitted(table, plan.from_commit) for table in tables)
         settings = self.destination.webhook
         per_record = not isinstance(settings, WebhookBatch)
         batcher = Batcher(
