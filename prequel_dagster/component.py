@@ -15,20 +15,9 @@ from typing import Any
 import dagster as dg
 
 from .builder import build_definitions
-from .config.loading import load_config
+from .config.loading import KINDS, load_config
 
-CONFIG_KEYS = (
-    "datalakes",
-    "providers",
-    "products",
-    "sources",
-    "datasets",
-    "destinations",
-    "streams",
-    "notifications",
-    "attributes",
-    "data_streams",
-)
+CONFIG_KEYS = KINDS  # the config's top-level lists
 
 
 class PrequelImportComponent(dg.Component, dg.Resolvable, dg.Model):

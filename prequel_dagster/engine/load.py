@@ -117,6 +117,10 @@ class _Load:
         )
         return kept
 
+    def read_columns(self) -> list[str]:
+        """What a load reads of the lake: the mapped columns, the key and the operation."""
+        return list(dict.fromkeys([*self.mapper.source_columns, self.dataset.primary_key, OP_COLUMN]))
+
     def _delivered_live(self, keys: pa.Array, through: int) -> pa.Array:
         """Which of ``keys`` were live (delivered, not deleted) as of commit ``through``."""
         key = self.dataset.primary_key
@@ -365,7 +369,7 @@ def _load_pending(load: _Load, started: float) -> LoadResult:
         f"loading stream '{stream_id}' ({load.provider.id}/{load.dataset.id} -> {load.destination.id}): "
         f"commits {plan.from_commit + 1}..{plan.to_commit}, load {plan.load_id}"
     )
-    columns = list(dict.fromkeys([*load.mapper.source_columns, load.dataset.primary_key, OP_COLUMN]))
+    columns = load.read_columns()
     tables = (
         pa.Table.from_batches([b])
         for b in load.lake.scan_between(plan.from_commit, plan.to_commit, columns=columns, use_threads=False)
@@ -427,19 +431,26 @@ def _resend(load: _Load, window: Window | None, nonce: str, started: float) -> L
     if window is not None:
         metadata["window"] = window.as_dict()
     key = load.dataset.primary_key
-    columns = list(dict.fromkeys([*load.mapper.source_columns, key, OP_COLUMN]))
+    columns = load.read_columns()
     tables = live_records(load.lake, key, column, window, columns=columns)
     load.deliver(tables, plan, persist=False, metadata=metadata)
     c = load.counts
     load.log(f"re-sent {c.records_loaded} records in {c.batches_sent} batches, {c.records_errored} errored")
+    return _redelivery_result(load, plan.load_id, latest.seq, started, window)
+
+
+def _redelivery_result(
+    load: _Load, load_id: str, through: int, started: float, window: Window | None = None
+) -> LoadResult:
+    """A re-send's or redelivery's result: it leaves the stream's position where it was."""
     return LoadResult(
         load.stream.id,
         load.provider.id,
-        plan.load_id,
+        load_id,
         0,
-        latest.seq,
+        through,
         False,
-        c,
+        load.counts,
         time.monotonic() - started,
         load.dead_letters,
         redelivery=True,
@@ -488,20 +499,9 @@ def _redeliver(load: _Load, record_ids: list[str], dead_letters: bool, started: 
         latest.seq,
     )
     load.log(f"redelivering {len(ids)} records of stream '{load.stream.id}' (load {plan.load_id})")
-    columns = list(dict.fromkeys([*load.mapper.source_columns, key, OP_COLUMN]))
+    columns = load.read_columns()
     load.deliver([found.select(columns)] if found is not None and found.num_rows else [], plan, persist=False)
     load.state.remove_dead_letters([p for p in sources if p not in load.dead_letters])
     c = load.counts
     load.log(f"redelivered {c.records_loaded} records, {c.records_errored} errored")
-    return LoadResult(
-        load.stream.id,
-        load.provider.id,
-        plan.load_id,
-        0,
-        latest.seq,
-        False,
-        c,
-        time.monotonic() - started,
-        load.dead_letters,
-        redelivery=True,
-    )
+    return _redelivery_result(load, plan.load_id, latest.seq, started)
