@@ -116,6 +116,18 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User plus system CPU time the processes have used so far."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def children(pid: int) -> list[int]:
     """The worker processes uvicorn started (``--workers`` > 1)."""
     try:
@@ -229,25 +241,32 @@ def push(records: int, batch: int, clients: int, workers: int = 1) -> None:
                 url = f"http://127.0.0.1:{port}/v2/import/batch"
                 wait_ready(url, proc)
                 drive(url, token, bodies[:1], batch, batch)  # warm up: imports, first lake write
+                servers = [proc.pid, *children(proc.pid)]
+                cpu_before = cpu_seconds(servers)
                 seconds, latencies = drive(url, token, bodies, records, batch)
+                cpu_ms = (cpu_seconds(servers) - cpu_before) * 1000 / -(-records // batch)
                 rss = sum(peak_rss_mb(pid) for pid in [proc.pid, *children(proc.pid)])
             finally:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(10)
             rate = records / seconds
             p99 = statistics.quantiles(latencies, n=100)[98] if len(latencies) >= 2 else latencies[0]
-            figures[name] = (rate, p99, rss)
+            figures[name] = (rate, p99, rss, cpu_ms)
             print(
-                f"  {name}: {seconds:.1f} s, {rate:,.0f} records/s, p99 {p99:.0f} ms, peak RSS {rss:.0f} MB", flush=True
+                f"  {name}: {seconds:.1f} s, {rate:,.0f} records/s, p99 {p99:.0f} ms, peak RSS {rss:.0f} MB,"
+                f" server CPU {cpu_ms:.1f} ms a batch",
+                flush=True,
             )
 
-        rate, p99, rss = figures["push"]
-        ceiling = figures["ceiling"][0]
+        rate, p99, rss, cpu_ms = figures["push"]
+        ceiling, ceiling_cpu_ms = figures["ceiling"][0], figures["ceiling"][3]
         print(f"push_records_per_second={rate:.0f}")
         print(f"push_ceiling_records_per_second={ceiling:.0f}")
         print(f"push_workers={workers}")
         print(f"push_vs_ceiling={rate / ceiling:.2f}")
         print(f"push_p99_ms={p99:.0f}")
         print(f"push_peak_rss_mb={rss:.0f}")
+        print(f"push_server_cpu_ms_per_batch={cpu_ms:.1f}")
+        print(f"push_ceiling_server_cpu_ms_per_batch={ceiling_cpu_ms:.1f}")
         print(f"push_vs_ceiling_target={TARGET_VS_CEILING}")
         print(f"push_peak_rss_target_mb={TARGET_RSS_MB}")

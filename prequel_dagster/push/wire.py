@@ -18,6 +18,7 @@ from referencing import Registry
 
 from ..language.linear_regex import linear_validator_class, schema_patterns, unsupported
 from .columnar import PlainField, plain_columns, plain_fields, plain_messages
+from .typed import envelope, typed_columns
 
 MAX_BODY_BYTES = 20 * 1024 * 1024
 MAX_RECORDS = 20_000
@@ -377,7 +378,7 @@ def _check_messages(messages: list) -> None:
             raise _invalid(f"{path}/data", f"maximum size: [{MAX_FIELDS}], found: [{len(data)}]")
 
 
-def parse_batch(body: bytes, content_type: str | None, *, vectorised: bool = True) -> Batch:
+def parse_batch(body: bytes, content_type: str | None, *, path: str = "typed") -> Batch:
     """A ``POST /v2/import/batch`` body as one validated :class:`Batch`, else :class:`WireError`.
 
     Checks in Stitch's order: size (413), Content-Type ``application/json`` with any parameters
@@ -397,24 +398,58 @@ def parse_batch(body: bytes, content_type: str | None, *, vectorised: bool = Tru
     columns, in first-seen order; then ``_sdc_sequence``. Reserved fields (``_sdc*``, ``_rjm*``) in
     data or schema are validated as sent, then dropped: Stitch does not replicate them.
 
-    A batch whose schema types only its top-level fields is proven valid field by field
-    (``push/columnar.py``); any other (or ``vectorised=False``) goes record by record. Both accept
-    the same batches and build the same table.
+    A batch whose schema types only its top-level fields is proven valid by msgspec's typed decoding
+    (``push/typed.py``), else field by field over orjson's objects (``push/columnar.py``); anything
+    neither proves goes record by record through ``jsonschema``. ``path`` starts further down that
+    list (the tests compare the paths). All accept the same batches and build the same table.
     """
     check_size(len(body))
     _check_content_type(content_type, push=False)
+    if path == "typed":
+        found = _typed_batch(body)
+        if found is not None:
+            return found
     table_name, schema, messages, key_names, table_version = _check_batch_envelope(_load_json(body))
-    plain = plain_messages(messages, MAX_SEQUENCE, MAX_FIELDS) if vectorised else None
+    plain = plain_messages(messages, MAX_SEQUENCE, MAX_FIELDS) if path != "records" else None
     if plain is None:
         _check_messages(messages)
     validator = _validator_for(schema)
+    properties: dict[str, Any] = schema["properties"]
+    columns, fields, required = _plan(schema, key_names)
+    found_columns = None
+    if plain is not None and plain_fields(schema, fields, properties, required):
+        datas = plain[0]
+        found_columns = plain_columns(
+            datas,
+            fields,
+            required=required,
+            key_names=key_names or [],
+            closed=schema.get("additionalProperties") is False,
+            max_key_chars=MAX_BATCH_KEY_CHARS,
+            is_reserved=is_reserved,
+        )
+    if found_columns is not None:
+        arrays, extras = found_columns
+        columns.extend(_Column(name, name, "json", nullable=True) for name in extras)
+        arrays.extend(_plain_values("json", [d.get(name) for d in datas]) for name in extras)
+        sequences = plain[1] if plain is not None else []
+    else:
+        upserts = [(i, m) for i, m in enumerate(messages) if m["action"] == "upsert"]
+        arrays = _records_one_by_one(validator, columns, [(i, m["data"]) for i, m in upserts], properties, key_names)
+        sequences = [m["sequence"] for _, m in upserts]
+    activated = table_version is not None and any(m["action"] == "activate_version" for m in messages)
+    return _batch(table_name, schema, key_names, _build_table(columns, arrays, sequences), table_version, activated)
+
+
+def _plan(schema: dict, key_names: list[str] | None) -> tuple[list[_Column], list[PlainField], set[str]]:
+    """The table's columns from the schema (reserved properties are none), the same as
+    :class:`PlainField` for the vectorised paths, and the required names; 400 for a bad key name."""
     properties: dict[str, Any] = schema["properties"]
     for key in key_names or []:
         if is_reserved(key):
             raise _invalid("#/key_names", f"key property [{key}] is reserved (_sdc/_rjm prefix)")
         if key not in properties:
             raise _invalid("#/key_names", f"key property [{key}] is not a top-level property of the schema")
-
     keys = set(key_names or [])
     required = set(schema.get("required") or [])
     columns: list[_Column] = []
@@ -426,33 +461,53 @@ def parse_batch(body: bytes, content_type: str | None, *, vectorised: bool = Tru
         guaranteed = name in keys or (name in required and not may_be_null)
         columns.append(_Column(name, name, kind, nullable=not guaranteed))
         fields.append(PlainField(name, kind, may_be_null))
+    return columns, fields, required
 
-    found = None
-    if plain is not None and plain_fields(schema, fields, properties, required):
-        datas = plain[0]
-        found = plain_columns(
-            datas,
-            fields,
-            required=required,
-            key_names=key_names or [],
-            closed=schema.get("additionalProperties") is False,
-            max_key_chars=MAX_BATCH_KEY_CHARS,
-            is_reserved=is_reserved,
-        )
-    if found is not None:
-        arrays, extras = found
-        columns.extend(_Column(name, name, "json", nullable=True) for name in extras)
-        arrays.extend(_plain_values("json", [d.get(name) for d in datas]) for name in extras)
-        sequences = plain[1] if plain is not None else []
-    else:
-        upserts = [(i, m) for i, m in enumerate(messages) if m["action"] == "upsert"]
-        arrays = _records_one_by_one(validator, columns, [(i, m["data"]) for i, m in upserts], properties, key_names)
-        sequences = [m["sequence"] for _, m in upserts]
+
+def _typed_batch(body: bytes) -> Batch | None:
+    """The batch through ``push/typed.py`` when it proves it valid, else None (the slower paths decide)."""
+    top = envelope(body)
+    if top is None or not top.table_name:
+        return None
+    if top.table_version is not None and not 0 <= top.table_version <= MAX_SEQUENCE:
+        return None
+    if top.key_names is not None and len(set(top.key_names)) != len(top.key_names):
+        return None
+    try:
+        _validator_for(top.schema)  # a bad schema: the slower paths answer, in Stitch's order
+        columns, fields, required = _plan(top.schema, top.key_names)
+    except WireError:
+        return None
+    if len(fields) > MAX_FIELDS or not plain_fields(top.schema, fields, top.schema["properties"], required):
+        return None
+    found = typed_columns(
+        top.messages,
+        fields,
+        required=required,
+        key_names=top.key_names or [],
+        max_records=MAX_RECORDS,
+        max_sequence=MAX_SEQUENCE,
+        max_key_chars=MAX_BATCH_KEY_CHARS,
+    )
+    if found is None:
+        return None
+    arrays, sequences = found
     records = _build_table(columns, arrays, sequences)
+    return _batch(top.table_name, top.schema, top.key_names, records, top.table_version, activated=False)
+
+
+def _batch(
+    table_name: str,
+    schema: dict,
+    key_names: list[str] | None,
+    records: pa.Table,
+    table_version: int | None,
+    activated: bool,
+) -> Batch:
     if table_version is not None:  # Stitch's _sdc_table_version: the version the rows belong to
         records = records.append_column(
             pa.field(SDC_TABLE_VERSION, pa.int64(), nullable=False),
-            pa.array([table_version] * records.num_rows, pa.int64()),
+            pa.repeat(pa.scalar(table_version, pa.int64()), records.num_rows),
         )
     return Batch(
         table_name,
@@ -461,9 +516,7 @@ def parse_batch(body: bytes, content_type: str | None, *, vectorised: bool = Tru
         records,
         records.num_rows,
         table_version=table_version,
-        activated_versions=(table_version,)
-        if table_version is not None and any(m["action"] == "activate_version" for m in messages)
-        else (),
+        activated_versions=(table_version,) if table_version is not None and activated else (),
     )
 
 

@@ -1,0 +1,188 @@
+"""The fastest path of ``parse_batch``: a plain batch decoded by msgspec straight into typed values.
+
+No dict per record: the envelope is decoded first with ``messages`` kept raw, then the messages by
+a decoder built from the batch's own schema (cached by the schema's text: a client sends the same
+schema with every batch of a table), whose types are exactly JSON Schema's for the plain kinds
+(``int`` takes no float or bool, ``str`` no number, ``float`` ints and floats, ``bool`` only
+``true``/``false``). Like ``columnar.py`` it only ever proves: a message msgspec refuses (another
+action, an undeclared or reserved field, a null the schema forbids, a value of another type, a
+sequence out of range) or a value Arrow cannot hold returns None, and the slower paths decide with
+Stitch's exact message. Every part of the body that msgspec does not type is re-read by orjson, the
+parser of those paths, so this path never accepts a document they would call malformed.
+"""
+
+import functools
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from operator import attrgetter
+from typing import Annotated, Any, Literal
+
+import msgspec
+import orjson
+import pyarrow as pa
+
+from .columnar import PlainField, timestamps
+
+_UNSET = msgspec.UNSET
+_UNNAMEABLE = re.compile(r'[\\"\x00-\x1f]')  # msgspec cannot rename a field to these: the slower paths take them
+_PYTHON_TYPES: dict[str, Any] = {"integer": int, "number": float, "boolean": bool, "string": str, "datetime": str}
+_ARROW = {
+    "integer": pa.int64(),
+    "number": pa.float64(),
+    "boolean": pa.bool_(),
+    "string": pa.string(),
+    "datetime": pa.string(),
+}
+
+
+class _Envelope(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    table_name: str
+    schema: msgspec.Raw
+    messages: msgspec.Raw
+    key_names: list[str] | msgspec.UnsetType = _UNSET
+    table_version: int | msgspec.UnsetType = _UNSET
+    bookmark_names: msgspec.Raw | msgspec.UnsetType = _UNSET
+
+
+_ENVELOPE = msgspec.json.Decoder(_Envelope)
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """A Batch request's top level: what the messages' decoder and the checks need."""
+
+    table_name: str
+    schema: dict
+    messages: bytes
+    key_names: list[str] | None
+    table_version: int | None
+
+
+def envelope(body: bytes) -> Envelope | None:
+    """The request's top level with its messages still raw, or None when it is not plainly well formed."""
+    try:
+        doc = _ENVELOPE.decode(body)
+        schema = orjson.loads(bytes(doc.schema))
+        if doc.bookmark_names is not _UNSET and not isinstance(orjson.loads(bytes(doc.bookmark_names)), list):
+            return None
+    except (msgspec.DecodeError, orjson.JSONDecodeError):
+        return None
+    if not isinstance(schema, dict) or not isinstance(schema.get("properties"), dict):
+        return None
+    return Envelope(
+        doc.table_name,
+        schema,
+        bytes(doc.messages),
+        None if doc.key_names is _UNSET else doc.key_names,
+        None if doc.table_version is _UNSET else doc.table_version,
+    )
+
+
+def typed_columns(
+    messages: bytes,
+    fields: Sequence[PlainField],
+    *,
+    required: set[str],
+    key_names: Sequence[str],
+    max_records: int,
+    max_sequence: int,
+    max_key_chars: int,
+) -> tuple[list[pa.Array], list[int]] | None:
+    """The declared fields' columns and the messages' sequences, or None when not provably valid.
+
+    The caller has checked ``columnar.plain_fields``: every property is a plain, non-reserved field.
+    """
+    if any(_UNNAMEABLE.search(field.name) for field in fields):
+        return None
+    keys = set(key_names)
+    modes = tuple(
+        (field.name, field.kind, _mode(field, required=field.name in required, key=field.name in keys))
+        for field in fields
+    )
+    try:
+        decoded = _decoder(modes, max_sequence).decode(messages)
+    except msgspec.DecodeError:  # (msgspec.ValidationError is one)
+        return None
+    if not 1 <= len(decoded) <= max_records:
+        return None
+    datas = list(map(attrgetter("data"), decoded))
+    arrays: list[pa.Array] = []
+    for n, (field, (_, kind, mode)) in enumerate(zip(fields, modes, strict=True)):
+        values = list(map(attrgetter(f"f{n}"), datas))
+        if field.name in keys and kind == "string" and max(map(len, values)) > max_key_chars:
+            return None
+        array = _array(values, kind, absent=mode == "absent_or_value")
+        if array is None:
+            return None
+        if kind == "datetime":
+            stamps = timestamps(array)
+            if stamps is None:
+                return None
+            array = stamps
+        arrays.append(array)
+    return arrays, list(map(attrgetter("sequence"), decoded))
+
+
+def _array(values: list[Any], kind: str, *, absent: bool) -> pa.Array | None:
+    """The values as an Arrow array; ``absent`` fields may hold UNSET (absent: null). None when Arrow
+    cannot hold one (an integer beyond 64 bits)."""
+    try:
+        return pa.array(values, _ARROW[kind])
+    except (pa.ArrowException, OverflowError, TypeError, ValueError):
+        if not absent:
+            return None
+    # (a rare case tried second: ``UNSET in values`` compares every value, which costs more than the array)
+    try:
+        return pa.array([None if value is _UNSET else value for value in values], _ARROW[kind])
+    except (pa.ArrowException, OverflowError, TypeError, ValueError):
+        return None
+
+
+def _mode(field: PlainField, *, required: bool, key: bool) -> str:
+    """What a record may hold for the field: ``value`` (present, not null: a key, or a required field
+    whose type has no null), ``null_or_value`` (present: required, null among its types),
+    ``absent_or_value`` (null is another type's value) or ``any`` (null, absent or a value)."""
+    if key or (required and not field.type_admits_null):
+        return "value"  # (a null key is refused by the slower paths, with their message)
+    if required:
+        return "null_or_value"
+    return "any" if field.type_admits_null else "absent_or_value"
+
+
+@functools.lru_cache(maxsize=256)
+def _decoder(modes: tuple[tuple[str, str, str], ...], max_sequence: int) -> msgspec.json.Decoder:
+    """A decoder of the messages array for these fields. Field names are the tenant's: the struct's
+    attributes are ``f<n>`` and ``rename`` maps them to the names on the wire."""
+    data_fields: list[tuple[str, Any, Any] | tuple[str, Any]] = []
+    for n, (_, kind, mode) in enumerate(modes):
+        python = _PYTHON_TYPES[kind]
+        if mode == "value":
+            data_fields.append((f"f{n}", python))
+        elif mode == "null_or_value":
+            data_fields.append((f"f{n}", python | None))
+        elif mode == "any":
+            data_fields.append((f"f{n}", python | None, None))
+        else:
+            data_fields.append((f"f{n}", python | msgspec.UnsetType, _UNSET))
+    data = msgspec.defstruct(
+        "Data",
+        data_fields,
+        kw_only=True,
+        forbid_unknown_fields=True,
+        gc=False,
+        rename={f"f{n}": name for n, (name, _, _) in enumerate(modes)},
+    )
+    message = msgspec.defstruct(
+        "Message",
+        [
+            ("action", Literal["upsert"]),
+            ("sequence", Annotated[int, msgspec.Meta(ge=0, le=max_sequence)]),
+            ("data", data),
+            ("time_extracted", str | msgspec.UnsetType, _UNSET),
+        ],
+        kw_only=True,
+        forbid_unknown_fields=True,
+        gc=False,
+    )
+    return msgspec.json.Decoder(list[message])  # type: ignore[valid-type]
