@@ -15,7 +15,7 @@ import pytest
 
 from prequel_dagster.push import wire
 from prequel_dagster.push.columnar import plain_fields, timestamps
-from prequel_dagster.push.wire import Batch, WireError, parse_batch, parse_datetime
+from prequel_dagster.push.wire import Batch, BatchHead, WireError, check_batch, parse_batch, parse_datetime
 
 JSON = "application/json"
 STAMPS = [
@@ -122,18 +122,19 @@ def random_batch(rng: random.Random) -> dict:
     return doc
 
 
-def parsed(body: bytes, path: str) -> Batch | WireError:
+def parsed(body: bytes, path: str) -> Batch | BatchHead | WireError:
+    """``path`` ``check``: the request path (:func:`check_batch`), which builds no table when it proves."""
     try:
-        return parse_batch(body, JSON, path=path)
+        return check_batch(body, JSON) if path == "check" else parse_batch(body, JSON, path=path)
     except WireError as exc:
         return exc
 
 
-@pytest.mark.parametrize("path", ["columnar", "typed"])
+@pytest.mark.parametrize("path", ["columnar", "typed", "check"])
 @pytest.mark.parametrize("seed", range(40))
 def test_the_paths_agree_on_random_batches(seed: int, path: str, monkeypatch: pytest.MonkeyPatch) -> None:
     proven = []
-    prover = {"columnar": "plain_columns", "typed": "typed_columns"}[path]
+    prover = {"columnar": "plain_columns", "typed": "typed_columns", "check": "typed_columns"}[path]
     proves = getattr(wire, prover)
 
     def counted(*args: Any, **kwargs: Any) -> Any:
@@ -150,6 +151,10 @@ def test_the_paths_agree_on_random_batches(seed: int, path: str, monkeypatch: py
         if isinstance(slow, WireError):
             assert isinstance(fast, WireError), f"the vectorised path accepted what Stitch refuses: {slow.message}"
             assert (fast.status, fast.message) == (slow.status, slow.message)
+            continue
+        if path == "check":
+            assert fast == BatchHead(slow.table_name, slow.key_names, slow.count), body[:300]
+            agreed_valid += 1
             continue
         assert isinstance(fast, Batch), fast
         assert fast.records.schema == slow.records.schema
@@ -186,7 +191,7 @@ UNUSUAL = [  # JSON text json.dumps never writes, where parsers may disagree
 
 
 @pytest.mark.parametrize("data, why", UNUSUAL, ids=[why for _, why in UNUSUAL])
-@pytest.mark.parametrize("path", ["columnar", "typed"])
+@pytest.mark.parametrize("path", ["columnar", "typed", "check"])
 def test_the_paths_agree_on_unusual_json(data: str, why: str, path: str) -> None:
     schema = {
         "properties": {"id": {"type": "integer"}, "name": {"type": ["null", "string"]}, "amount": {"type": "number"}}
@@ -201,6 +206,8 @@ def test_the_paths_agree_on_unusual_json(data: str, why: str, path: str) -> None
         if isinstance(slow, WireError):
             assert isinstance(fast, WireError), (why, slow.message)
             assert (fast.status, fast.message) == (slow.status, slow.message), why
+        elif path == "check":
+            assert fast == BatchHead(slow.table_name, slow.key_names, slow.count), why
         else:
             assert isinstance(fast, Batch), (why, fast)
             assert fast.records.equals(slow.records), why

@@ -13,8 +13,8 @@ from prequel_dagster.config import load_config
 from prequel_dagster.engine import run_extract, run_load
 from prequel_dagster.lake.changes import latest_versions
 from prequel_dagster.lake.commits import DatasetLog
-from prequel_dagster.push.staging import stage, staged_tables
-from prequel_dagster.push.wire import parse_batch
+from prequel_dagster.push.staging import stage, stage_request, staged_tables
+from prequel_dagster.push.wire import check_batch, parse_batch
 from prequel_dagster.stores import LocalStore
 
 SCHEMA = {"properties": {"id": {"type": "integer"}, "email": {"type": "string"}}}
@@ -64,7 +64,14 @@ def _config(tmp_path, receiver_url: str) -> dict:
     }
 
 
-def _push(store, messages: list[tuple[int, int, str]]) -> None:
+def _stage_request(store, body: dict) -> None:
+    """What ``/v2/import/batch`` does with a body: check it, then keep it as it arrived."""
+    raw = orjson.dumps(body)
+    head = check_batch(raw, "application/json")
+    stage_request(store, "acme", "ev", head.table_name, raw, records=head.count)
+
+
+def _push(store, messages: list[tuple[int, int, str]], *, as_parquet: bool = False) -> None:
     body = {
         "table_name": "users",
         "schema": SCHEMA,
@@ -73,7 +80,10 @@ def _push(store, messages: list[tuple[int, int, str]]) -> None:
             {"action": "upsert", "sequence": seq, "data": {"id": i, "email": email}} for i, seq, email in messages
         ],
     }
-    stage(store, "acme", "ev", parse_batch(orjson.dumps(body), "application/json"))
+    if as_parquet:  # how a Push request's tables are staged
+        stage(store, "acme", "ev", parse_batch(orjson.dumps(body), "application/json"))
+    else:
+        _stage_request(store, body)
 
 
 def _current(config) -> dict[int, str]:
@@ -87,7 +97,7 @@ def test_sequence_wins_whatever_the_arrival_order_and_the_stream_delivers(tmp_pa
     config = load_config(_config(tmp_path, receiver.url))
     store = LocalStore(tmp_path / "lake")
     _push(store, [(1, 10, "one@ten"), (2, 5, "two@five"), (1, 7, "one@seven")])  # within a request: 10 wins
-    _push(store, [(3, 1, "three@one"), (2, 9, "two@nine")])
+    _push(store, [(3, 1, "three@one"), (2, 9, "two@nine")], as_parquet=True)  # both staged forms commit together
     _push(store, [(1, 8, "one@eight")])  # older than what an earlier request held
     first = run_extract(config, "users")
     assert first.counts.records_new_inserted == 3
@@ -246,7 +256,7 @@ def _stage_typed(store, sequence: int, data: dict, types: dict[str, str]) -> Non
         "key_names": ["id"],
         "messages": [{"action": "upsert", "sequence": sequence, "data": data}],
     }
-    stage(store, "acme", "ev", parse_batch(orjson.dumps(body), "application/json"))
+    _stage_request(store, body)
 
 
 def _lake_rows(config) -> dict:
@@ -294,7 +304,7 @@ def _stage_version(store, version: int, ids: list[int], *, activate: bool, start
         "table_version": version,
         "messages": messages,
     }
-    stage(store, "acme", "ev", parse_batch(orjson.dumps(body), "application/json"))
+    _stage_request(store, body)
 
 
 def test_activate_version_retires_the_records_of_older_versions_and_the_stream_deletes_them(tmp_path, receiver):
@@ -342,6 +352,25 @@ def test_a_write_killed_mid_way_leaves_nothing_a_reader_takes(tmp_path, receiver
     folder = tmp_path / "lake" / "artifacts" / "acme" / "push" / "ev" / "users" / "staged"
     (folder / ".00000000000000000001-dead.parquet.0123.tmp").write_bytes(b"")  # what SIGKILL mid-write leaves
     assert len(staged_tables(store, "acme", "ev")["users"]) == 1
+    assert run_extract(config, "users").counts.records_new_inserted == 1
+
+
+def test_a_staged_request_the_commit_cannot_read_stops_it_by_name_and_loses_nothing(tmp_path, receiver):
+    """A staged body is parsed again by the commit; one that no longer parses (damaged on disk, or
+    written by hand) stops the extract with its path and the fix, and every batch stays staged."""
+    from prequel_dagster.config.errors import SourceError
+
+    config = load_config(_config(tmp_path, receiver.url))
+    store = LocalStore(tmp_path / "lake")
+    _push(store, [(1, 1, "a@x")])
+    folder = tmp_path / "lake" / "artifacts" / "acme" / "push" / "ev" / "users" / "staged"
+    damaged = folder / f"{'0' * 19}1-damaged.json"
+    damaged.write_bytes(b'{"table_name": "users", "messages": [')
+    with pytest.raises(SourceError, match="cannot be read") as caught:
+        run_extract(config, "users")
+    assert "damaged.json" in str(caught.value) and "move it out of the staged folder" in str(caught.value)
+    assert len(staged_tables(store, "acme", "ev")["users"]) == 2
+    damaged.unlink()
     assert run_extract(config, "users").counts.records_new_inserted == 1
 
 

@@ -18,9 +18,9 @@ from starlette.responses import Response
 from ..catalog import push_tokens
 from ..config.models import PrequelConfig
 from ..config.secrets import redact
-from ..push.staging import SDC_RECEIVED_AT, StagingUnavailable, stage
+from ..push.staging import SDC_RECEIVED_AT, StagingUnavailable, stage, stage_request
 from ..push.synthetic_keys import key_column
-from ..push.wire import MAX_BODY_BYTES, WireError, parse_batch, parse_push
+from ..push.wire import MAX_BODY_BYTES, BatchHead, WireError, check_batch, parse_push
 from ..stores import Store, open_datalake
 from .body import read_at_most
 from .service import Principal, Service
@@ -112,8 +112,8 @@ class ImportApi:
             return _error(413, f"Request rejected: request size (over {MAX_BODY_BYTES} bytes) exceeds the maximum")
         content_type = request.headers.get("content-type")
         try:
-            if kind == "batch":
-                batches = [await run_in_threadpool(parse_batch, body, content_type)]
+            if kind == "batch":  # staged as it arrived: checked here, its table built by the commit
+                batches: list[Any] = [await run_in_threadpool(check_batch, body, content_type)]
             else:
                 batches = await run_in_threadpool(parse_push, body, content_type, owner.client_id)
         except WireError as exc:
@@ -123,7 +123,7 @@ class ImportApi:
         if kind == "validate":
             return _answer(200, {"status": "OK", "message": "Batch is valid!"})
         try:
-            await run_in_threadpool(self._stage_all, config, owner, batches)
+            await run_in_threadpool(self._stage_all, config, owner, batches, body)
         except StagingUnavailable as exc:
             log.error("push to source %s not staged: %s", owner.source_id, exc)
             return _error(503, "The Import API cannot take writes right now; send the batch again later")
@@ -161,12 +161,15 @@ class ImportApi:
                     return  # another API process made it first
                 log.error("push to source %s: no dataset for table %r: %s", owner.source_id, batch.table_name, exc)
 
-    def _stage_all(self, config: PrequelConfig, owner: push_tokens.TokenOwner, batches: list[Any]) -> None:
+    def _stage_all(self, config: PrequelConfig, owner: push_tokens.TokenOwner, batches: list[Any], body: bytes) -> None:
         try:
             storage = self.storage(config, owner.provider_id)
         except Exception as exc:  # the lake cannot be opened: nothing accepted, the client retries
             log.error("push to source %s: the lake cannot be opened: %s", owner.source_id, redact(str(exc)))
             raise StagingUnavailable(type(exc).__name__) from exc
         for batch in batches:
-            stage(storage, owner.provider_id, owner.source_id, batch)
+            if isinstance(batch, BatchHead):
+                stage_request(storage, owner.provider_id, owner.source_id, batch.table_name, body, records=batch.count)
+            else:
+                stage(storage, owner.provider_id, owner.source_id, batch)
             self._dataset_for(config, owner, batch)

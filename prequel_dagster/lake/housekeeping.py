@@ -20,7 +20,7 @@ What one run removes (rules in order of the layout; see the README's "Datalake l
 * **Temp files** — ``.<name>.<32 hex>.tmp`` that the local store's atomic writes leave when the
   process dies mid-write, older than the grace period (a staging write of the Import API killed
   mid-way among them).
-* **Committed push batches** — ``artifacts/<provider>/push/<source>/<table>/staged/<name>.parquet``
+* **Committed push batches** — ``artifacts/<provider>/push/<source>/<table>/staged/<name>`` (``.json``, ``.parquet``)
   at or before its push dataset's commit cursor: committed, and left behind when the extract died
   between its commit and removing them. No extract reads them again.
 
@@ -316,7 +316,7 @@ class _Housekeeper:
         if not isinstance(after, str):
             return
         for f in files:
-            if f.name.endswith(".parquet") and not f.name.startswith(".") and f.name <= after:
+            if f.name.endswith(layout.PUSH_STAGED_SUFFIXES) and not f.name.startswith(".") and f.name <= after:
                 self.remove("committed_push_batches", f)
 
     # ------------------------------------------------------------------ the walk

@@ -14,7 +14,8 @@ artifacts/<provider_id>/streams/<stream_id>/_deliveries/<seq>.json       deliver
 artifacts/<provider_id>/streams/<stream_id>/_position.json               the newest marker's seq (a hint)
 artifacts/<provider_id>/streams/<stream_id>/_pending/load.json           the open load (for resume)
 artifacts/<provider_id>/streams/<stream_id>/dead_letter/<load>-<batch>.parquet   rejected records
-artifacts/<provider_id>/push/<source_id>/<table>/staged/<ns>-<id>.parquet   accepted Import API batches, not yet committed
+artifacts/<provider_id>/push/<source_id>/<table>/staged/<ns>-<id>.json      an accepted Batch request, not yet committed
+artifacts/<provider_id>/push/<source_id>/<table>/staged/<ns>-<id>.parquet   a table of an accepted Push request, not yet committed
 ```
 Data files not named by a commit manifest or a compaction are leftovers of a failed run and are never
 read. Checkpoints, key snapshots and hints are caches: without them (missing or damaged) readers
@@ -77,6 +78,8 @@ def push_dir(provider_id: str, source_id: str) -> str:
 
 
 PUSH_CURSOR_KEY = "staged"
+PUSH_STAGED_SUFFIXES = (".json", ".parquet")
+"""A staged Batch request as it arrived, and a staged table of a Push request."""
 """A push dataset's commit cursor: ``{"staged": <name of the last staged batch committed>}``."""
 
 

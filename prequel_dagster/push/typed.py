@@ -25,6 +25,7 @@ import pyarrow as pa
 from .columnar import PlainField, timestamps
 
 _UNSET = msgspec.UNSET
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _UNNAMEABLE = re.compile(r'[\\"\x00-\x1f]')  # msgspec cannot rename a field to these: the slower paths take them
 _PYTHON_TYPES: dict[str, Any] = {"integer": int, "number": float, "boolean": bool, "string": str, "datetime": str}
 _ARROW = {
@@ -88,8 +89,11 @@ def typed_columns(
     max_records: int,
     max_sequence: int,
     max_key_chars: int,
-) -> tuple[list[pa.Array], list[int]] | None:
-    """The declared fields' columns and the messages' sequences, or None when not provably valid.
+    only_check: bool = False,
+) -> tuple[list[pa.Array], int, list[int]] | None:
+    """``(columns, records, sequences)``: the declared fields' columns, how many messages, and their
+    sequences; None when the messages are not provably valid. ``only_check`` builds no more than the
+    proof needs (the date-time columns, to check their values): columns and sequences are then empty.
 
     The caller has checked ``columnar.plain_fields``: every property is a plain, non-reserved field.
     """
@@ -101,18 +105,17 @@ def typed_columns(
         for field in fields
     )
     try:
-        decoded = _decoder(modes, max_sequence).decode(messages)
+        decoded = _decoder(modes, max_sequence, max_key_chars).decode(messages)
     except msgspec.DecodeError:  # (msgspec.ValidationError is one)
         return None
     if not 1 <= len(decoded) <= max_records:
         return None
     datas = list(map(attrgetter("data"), decoded))
     arrays: list[pa.Array] = []
-    for n, (field, (_, kind, mode)) in enumerate(zip(fields, modes, strict=True)):
-        values = list(map(attrgetter(f"f{n}"), datas))
-        if field.name in keys and kind == "string" and max(map(len, values)) > max_key_chars:
-            return None
-        array = _array(values, kind, absent=mode == "absent_or_value")
+    for n, (_, kind, mode) in enumerate(modes):
+        if only_check and kind != "datetime":
+            continue
+        array = _array(list(map(attrgetter(f"f{n}"), datas)), kind, absent=mode == "absent_or_value")
         if array is None:
             return None
         if kind == "datetime":
@@ -121,7 +124,9 @@ def typed_columns(
                 return None
             array = stamps
         arrays.append(array)
-    return arrays, list(map(attrgetter("sequence"), decoded))
+    if only_check:
+        return [], len(decoded), []
+    return arrays, len(decoded), list(map(attrgetter("sequence"), decoded))
 
 
 def _array(values: list[Any], kind: str, *, absent: bool) -> pa.Array | None:
@@ -140,24 +145,31 @@ def _array(values: list[Any], kind: str, *, absent: bool) -> pa.Array | None:
 
 
 def _mode(field: PlainField, *, required: bool, key: bool) -> str:
-    """What a record may hold for the field: ``value`` (present, not null: a key, or a required field
-    whose type has no null), ``null_or_value`` (present: required, null among its types),
+    """What a record may hold for the field: ``key`` or ``value`` (present, not null: a key, or a
+    required field whose type has no null), ``null_or_value`` (present: required, null among its types),
     ``absent_or_value`` (null is another type's value) or ``any`` (null, absent or a value)."""
-    if key or (required and not field.type_admits_null):
-        return "value"  # (a null key is refused by the slower paths, with their message)
+    if key:
+        return "key"  # present, not null (the slower paths refuse a null key with their message)
+    if required and not field.type_admits_null:
+        return "value"
     if required:
         return "null_or_value"
     return "any" if field.type_admits_null else "absent_or_value"
 
 
 @functools.lru_cache(maxsize=256)
-def _decoder(modes: tuple[tuple[str, str, str], ...], max_sequence: int) -> msgspec.json.Decoder:
-    """A decoder of the messages array for these fields. Field names are the tenant's: the struct's
-    attributes are ``f<n>`` and ``rename`` maps them to the names on the wire."""
+def _decoder(modes: tuple[tuple[str, str, str], ...], max_sequence: int, max_key_chars: int) -> msgspec.json.Decoder:
+    """A decoder of the messages array for these fields, checking what Arrow and Stitch require of the
+    values too (integers within 64 bits, string keys of at most ``max_key_chars``). Field names are
+    the tenant's: the struct's attributes are ``f<n>`` and ``rename`` maps them to the names on the wire."""
     data_fields: list[tuple[str, Any, Any] | tuple[str, Any]] = []
     for n, (_, kind, mode) in enumerate(modes):
         python = _PYTHON_TYPES[kind]
-        if mode == "value":
+        if kind == "integer":
+            python = Annotated[int, msgspec.Meta(ge=_INT64_MIN, le=_INT64_MAX)]
+        elif kind == "string" and mode == "key":
+            python = Annotated[str, msgspec.Meta(max_length=max_key_chars)]
+        if mode in ("key", "value"):
             data_fields.append((f"f{n}", python))
         elif mode == "null_or_value":
             data_fields.append((f"f{n}", python | None))

@@ -407,7 +407,7 @@ def parse_batch(body: bytes, content_type: str | None, *, path: str = "typed") -
     _check_content_type(content_type, push=False)
     if path == "typed":
         found = _typed_batch(body)
-        if found is not None:
+        if isinstance(found, Batch):
             return found
     table_name, schema, messages, key_names, table_version = _check_batch_envelope(_load_json(body))
     plain = plain_messages(messages, MAX_SEQUENCE, MAX_FIELDS) if path != "records" else None
@@ -464,8 +464,30 @@ def _plan(schema: dict, key_names: list[str] | None) -> tuple[list[_Column], lis
     return columns, fields, required
 
 
-def _typed_batch(body: bytes) -> Batch | None:
-    """The batch through ``push/typed.py`` when it proves it valid, else None (the slower paths decide)."""
+def check_batch(body: bytes, content_type: str | None) -> "BatchHead":
+    """What :func:`parse_batch` answers for the body, without building its table when the typed path
+    proves the batch valid (the request path: the table is built again by whoever reads the batch)."""
+    check_size(len(body))
+    _check_content_type(content_type, push=False)
+    found = _typed_batch(body, only_check=True)
+    if isinstance(found, BatchHead):
+        return found
+    batch = parse_batch(body, content_type, path="columnar")
+    return BatchHead(batch.table_name, batch.key_names, batch.count)
+
+
+@dataclass(frozen=True)
+class BatchHead:
+    """A valid Batch request's table, keys and number of records."""
+
+    table_name: str
+    key_names: list[str] | None
+    count: int
+
+
+def _typed_batch(body: bytes, *, only_check: bool = False) -> Batch | BatchHead | None:
+    """The batch through ``push/typed.py`` when it proves it valid (``only_check``: its head), else None
+    (the slower paths decide)."""
     top = envelope(body)
     if top is None or not top.table_name:
         return None
@@ -488,10 +510,13 @@ def _typed_batch(body: bytes) -> Batch | None:
         max_records=MAX_RECORDS,
         max_sequence=MAX_SEQUENCE,
         max_key_chars=MAX_BATCH_KEY_CHARS,
+        only_check=only_check,
     )
     if found is None:
         return None
-    arrays, sequences = found
+    arrays, count, sequences = found
+    if only_check:
+        return BatchHead(top.table_name, top.key_names, count)
     records = _build_table(columns, arrays, sequences)
     return _batch(top.table_name, top.schema, top.key_names, records, top.table_version, activated=False)
 
