@@ -5,6 +5,7 @@ Mount it in your own app with ``app.mount("/prequel", build_app())``; serve it w
 """
 
 import os
+import sys
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -83,4 +84,9 @@ def serve(
     if dagster_url:
         os.environ[DAGSTER_URL_ENV_VAR] = dagster_url
     target = f"{__name__}:{app_from_environment.__name__}"
-    uvicorn.run(target, factory=True, workers=workers, host=host, port=port, log_level="info")
+    # The supervisor only starts and watches the workers: it becomes a bare uvicorn process (exec, same
+    # pid), so it does not keep this command's imports (about 100 MB) for the life of the service.
+    command = [sys.executable, "-m", "uvicorn", target, "--factory", "--workers", str(workers)]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [*command, "--host", host, "--port", str(port), "--log-level", "info"])

@@ -206,6 +206,8 @@ class Catalog:
         e = t.entries.c
         with self.engine.connect() as c:
             newest = int(c.execute(sa.select(sa.func.coalesce(sa.func.max(t.revisions.c.revision), 0))).scalar_one())
+            if newest == revision:  # the usual case (every API request asks): one query
+                return Changes(newest, [], [])
             written = [
                 _entry(row)
                 for row in c.execute(

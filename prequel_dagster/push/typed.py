@@ -55,7 +55,7 @@ class Envelope:
 
     table_name: str
     schema: dict
-    messages: bytes
+    messages: msgspec.Raw  # a view of the body, not a copy
     key_names: list[str] | None
     table_version: int | None
 
@@ -74,14 +74,14 @@ def envelope(body: bytes) -> Envelope | None:
     return Envelope(
         doc.table_name,
         schema,
-        bytes(doc.messages),
+        doc.messages,
         None if doc.key_names is _UNSET else doc.key_names,
         None if doc.table_version is _UNSET else doc.table_version,
     )
 
 
 def typed_columns(
-    messages: bytes,
+    messages: msgspec.Raw | bytes,
     fields: Sequence[PlainField],
     *,
     required: set[str],
