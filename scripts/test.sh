@@ -27,6 +27,7 @@ fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,postgres]'
+bash scripts/build_native.sh  # the Import API's native proof (Rust, offline, ~10 s); skipped without cargo
 
 # Stitch's own clients, pushed at our Import API by the tests: in a venv of their own, since
 # target-stitch pins jsonschema 2.6 and requests versions the package cannot share.

@@ -22,6 +22,7 @@ import msgspec
 import orjson
 import pyarrow as pa
 
+from . import native
 from .columnar import PlainField, timestamps
 
 _UNSET = msgspec.UNSET
@@ -104,6 +105,10 @@ def typed_columns(
         (field.name, field.kind, _mode(field, required=field.name in required, key=field.name in keys))
         for field in fields
     )
+    if only_check and max_sequence == _INT64_MAX:  # (the native proof knows sequences as int64)
+        count = native.prove_messages(bytes(messages), modes, max_records=max_records, max_key_chars=max_key_chars)
+        if count is not None:
+            return [], count, []
     try:
         decoded = _decoder(modes, max_sequence, max_key_chars).decode(messages)
     except msgspec.DecodeError:  # (msgspec.ValidationError is one)

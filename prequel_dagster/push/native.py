@@ -1,0 +1,72 @@
+"""The native proof of a Batch request's messages (``native/push_proof``, Rust, no dependencies),
+when it is built: it reads the messages once without building a value, about five times faster than
+msgspec's typed decoding, and answers only "proven" or "not proven" (then ``push/typed.py`` decides).
+
+Built by ``scripts/build_native.sh`` (``cargo build --release --offline``) into this folder; without
+it (no Rust toolchain), or with ``PREQUEL_PUSH_NATIVE=0``, the Import API answers the same, slower.
+The call releases the GIL, so a worker's event loop reads the next request meanwhile.
+"""
+
+import ctypes
+import functools
+import os
+import struct
+from collections.abc import Sequence
+from pathlib import Path
+
+LIBRARY_NAME = "libprequel_push_proof.so"
+DISABLE_ENV_VAR = "PREQUEL_PUSH_NATIVE"
+KINDS = {"integer": 0, "number": 1, "boolean": 2, "string": 3, "datetime": 4}
+MODES = {"key": 0, "value": 1, "null_or_value": 2, "absent_or_value": 3, "any": 4}
+
+
+@functools.cache
+def _library() -> ctypes.CDLL | None:
+    if os.environ.get(DISABLE_ENV_VAR, "1") == "0":
+        return None
+    path = Path(__file__).with_name(LIBRARY_NAME)
+    if not path.is_file():
+        return None
+    try:
+        library = ctypes.CDLL(str(path))
+    except OSError:  # built for another platform: the Python paths answer
+        return None
+    prove = library.prequel_prove_messages
+    prove.argtypes = [
+        ctypes.c_char_p,
+        ctypes.c_size_t,
+        ctypes.c_char_p,
+        ctypes.c_size_t,
+        ctypes.c_int64,
+        ctypes.c_int64,
+    ]
+    prove.restype = ctypes.c_int64
+    return library
+
+
+def available() -> bool:
+    return _library() is not None
+
+
+@functools.lru_cache(maxsize=256)
+def _spec(modes: tuple[tuple[str, str, str], ...]) -> bytes | None:
+    parts = []
+    for name, kind, mode in modes:
+        encoded = name.encode()
+        if len(encoded) > 0xFFFF:
+            return None
+        parts.append(struct.pack("<BBH", KINDS[kind], MODES[mode], len(encoded)) + encoded)
+    return b"".join(parts)
+
+
+def prove_messages(
+    messages: bytes, modes: Sequence[tuple[str, str, str]], *, max_records: int, max_key_chars: int
+) -> int | None:
+    """How many messages, when the native proof finds every one valid for ``modes`` (each field's
+    name, kind and mode, as ``push/typed.py`` builds them); None when not proven or not built."""
+    library = _library()
+    spec = _spec(tuple(modes)) if library is not None else None
+    if library is None or spec is None or not messages:
+        return None
+    count = library.prequel_prove_messages(messages, len(messages), spec, len(spec), max_records, max_key_chars)
+    return int(count) if count > 0 else None
