@@ -8,6 +8,13 @@
 #
 # The config comes at run time: PREQUEL_CONFIG names a prequel.yaml (a ConfigMap in the Helm values),
 # and the secrets its ${...} name come from the environment.
+
+# The Import API's native proof of batches (Rust, no dependencies): push/native.py loads it.
+FROM rust:1-slim AS native
+WORKDIR /src
+COPY native/push_proof ./native/push_proof
+RUN cargo build --release --offline --manifest-path native/push_proof/Cargo.toml
+
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -20,6 +27,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /opt/prequel
 COPY pyproject.toml README.md ./
 COPY prequel_dagster ./prequel_dagster
+COPY --from=native /src/native/push_proof/target/release/libprequel_push_proof.so ./prequel_dagster/push/
 RUN pip install '.[k8s]' \
     && useradd --uid 10001 --create-home prequel \
     && mkdir -p "$DAGSTER_HOME" \

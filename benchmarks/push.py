@@ -5,11 +5,13 @@ Our side: ``prequel-dagster api`` (uvicorn, its own process) validating each bat
 Schema rules) and staging it durably in a local lake before answering. The ceiling, in the same run:
 uvicorn in its own process with a handler that only reads the body and appends it, fsync'd, to a
 file. The clients (threads, one httpx client each) send prebuilt bodies of ``--batch`` records of 10
-fields until ``--records`` are acknowledged.
+fields until ``--records`` are acknowledged. ``--rounds`` runs the two alternately, and the medians
+are compared (a shared machine's noise moves one run by a fifth).
 """
 
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -174,7 +176,62 @@ def drive(url: str, token: str, bodies: list[bytes], records: int, batch: int) -
     return seconds, latencies
 
 
-def push(records: int, batch: int, clients: int, workers: int = 1) -> None:
+def _measure(
+    name: str,
+    command: list[str],
+    root: Path,
+    env: dict[str, str],
+    token: str,
+    bodies: list[bytes],
+    records: int,
+    batch: int,
+) -> tuple[float, float, float, float]:
+    """One side's (records/s, p99 ms, peak RSS MB, server CPU ms a batch) over ``records``."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [part.replace("{port}", str(port)) for part in command],
+        cwd=root,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}/v2/import/batch"
+        wait_ready(url, proc)
+        drive(url, token, bodies[:1], batch, batch)  # warm up: imports, first lake write
+        servers = [proc.pid, *children(proc.pid)]
+        cpu_before, clients_before = cpu_seconds(servers), time.process_time()
+        seconds, latencies = drive(url, token, bodies, records, batch)
+        cpu_ms = (cpu_seconds(servers) - cpu_before) * 1000 / -(-records // batch)
+        client_ms = (time.process_time() - clients_before) * 1000 / -(-records // batch)
+        rss = sum(peak_rss_mb(pid) for pid in [proc.pid, *children(proc.pid)])
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    rate = records / seconds
+    p99 = statistics.quantiles(latencies, n=100)[98] if len(latencies) >= 2 else latencies[0]
+    print(
+        f"  {name}: {seconds:.1f} s, {rate:,.0f} records/s, p99 {p99:.0f} ms, peak RSS {rss:.0f} MB,"
+        f" server CPU {cpu_ms:.1f} ms a batch (the clients' {client_ms:.1f} ms)",
+        flush=True,
+    )
+    return rate, p99, rss, cpu_ms
+
+
+def _median(runs: list[tuple[float, float, float, float]]) -> tuple[float, float, float, float]:
+    """Each figure's median over the rounds (peak RSS: the highest)."""
+    rate, p99, rss, cpu = zip(*runs, strict=True)
+    return statistics.median(rate), statistics.median(p99), max(rss), statistics.median(cpu)
+
+
+def _tidy(root: Path) -> None:
+    """Between runs: the ceiling's file and the staged batches go (gigabytes over a few rounds)."""
+    (root / "ceiling.jsonl").unlink(missing_ok=True)
+    shutil.rmtree(root / "lake" / "artifacts", ignore_errors=True)
+
+
+def push(records: int, batch: int, clients: int, workers: int = 1, rounds: int = 3) -> None:
     with tempfile.TemporaryDirectory(prefix="prequel-push-bench-") as tmp:
         root = Path(tmp)
         env = {
@@ -202,68 +259,33 @@ def push(records: int, batch: int, clients: int, workers: int = 1) -> None:
             flush=True,
         )
 
-        figures = {}
-        for name, command in (
-            (
-                "ceiling",
-                [
-                    *(sys.executable, "-m", "uvicorn", "ceiling:app", "--port", "{port}", "--log-level", "warning"),
-                    *("--workers", str(workers)),
-                ],
-            ),
-            (
-                "push",
-                [
-                    sys.executable,
-                    "-m",
-                    "prequel_dagster.cli",
-                    "api",
-                    "--port",
-                    "{port}",
-                    "--dagster-url",
-                    "http://127.0.0.1:9",
-                    "--workers",
-                    str(workers),
-                ],
-            ),
-        ):
-            (root / "ceiling.py").write_text(CEILING_APP)
-            port = free_port()
-            proc = subprocess.Popen(
-                [part.replace("{port}", str(port)) for part in command],
-                cwd=root,
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-            try:
-                url = f"http://127.0.0.1:{port}/v2/import/batch"
-                wait_ready(url, proc)
-                drive(url, token, bodies[:1], batch, batch)  # warm up: imports, first lake write
-                servers = [proc.pid, *children(proc.pid)]
-                cpu_before, clients_before = cpu_seconds(servers), time.process_time()
-                seconds, latencies = drive(url, token, bodies, records, batch)
-                cpu_ms = (cpu_seconds(servers) - cpu_before) * 1000 / -(-records // batch)
-                client_ms = (time.process_time() - clients_before) * 1000 / -(-records // batch)
-                rss = sum(peak_rss_mb(pid) for pid in [proc.pid, *children(proc.pid)])
-            finally:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
-            rate = records / seconds
-            p99 = statistics.quantiles(latencies, n=100)[98] if len(latencies) >= 2 else latencies[0]
-            figures[name] = (rate, p99, rss, cpu_ms)
-            print(
-                f"  {name}: {seconds:.1f} s, {rate:,.0f} records/s, p99 {p99:.0f} ms, peak RSS {rss:.0f} MB,"
-                f" server CPU {cpu_ms:.1f} ms a batch (the clients' {client_ms:.1f} ms)",
-                flush=True,
-            )
+        commands = {
+            "ceiling": [
+                *(sys.executable, "-m", "uvicorn", "ceiling:app", "--port", "{port}", "--log-level", "warning"),
+                *("--workers", str(workers)),
+            ],
+            "push": [
+                *(sys.executable, "-m", "prequel_dagster.cli", "api", "--port", "{port}"),
+                *("--dagster-url", "http://127.0.0.1:9", "--workers", str(workers)),
+            ],
+        }
+        (root / "ceiling.py").write_text(CEILING_APP)
+        runs: dict[str, list[tuple[float, float, float, float]]] = {"ceiling": [], "push": []}
+        for round_ in range(rounds):  # alternating, so both sides see the machine's moods alike
+            for name, command in commands.items():
+                runs[name].append(_measure(name, command, root, env, token, bodies, records, batch))
+                print(f"    (round {round_ + 1} of {rounds})", flush=True)
+                _tidy(root)
+        figures = {name: _median(found) for name, found in runs.items()}
+        ratios = [p[0] / c[0] for p, c in zip(runs["push"], runs["ceiling"], strict=True)]
+        print(f"  push/ceiling per round: {', '.join(f'{r:.2f}' for r in ratios)}")
 
         rate, p99, rss, cpu_ms = figures["push"]
         ceiling, ceiling_cpu_ms = figures["ceiling"][0], figures["ceiling"][3]
         print(f"push_records_per_second={rate:.0f}")
         print(f"push_ceiling_records_per_second={ceiling:.0f}")
         print(f"push_workers={workers}")
+        print(f"push_rounds={rounds}")
         print(f"push_vs_ceiling={rate / ceiling:.2f}")
         print(f"push_p99_ms={p99:.0f}")
         print(f"push_peak_rss_mb={rss:.0f}")

@@ -215,3 +215,71 @@ def test_mutated_bodies_never_crash_it_nor_get_proven_wrongly(seed: int) -> None
             assert slow.count == count
             proven += 1
     assert proven  # some mutations stay valid (a digit for a digit): those are proven
+
+
+def _envelope_cases() -> list[tuple[str, str]]:
+    schema = '{"properties": {"id": {"type": "integer"}}}'
+    messages = '[{"action": "upsert", "sequence": 1, "data": {"id": 1}}]'
+    return [
+        (f'{{"table_name": "t", "schema": {schema}, "key_names": ["id"], "messages": {messages}}}', "the usual order"),
+        (f'{{"messages": {messages}, "table_name": "t", "schema": {schema}}}', "messages first"),
+        (f'{{"table_name": "t", "schema": {schema}, "messages": {messages}, "key_names": ["id"]}}', "keys after"),
+        (f'{{"table_name": "t", "schema": {schema}, "messages": {messages}, "table_version": 3}}', "a version"),
+        (f'{{"table_name": "t", "schema": {schema}, "messages": {messages}, "table_version": true}}', "a bool version"),
+        (f'{{"table_name": "t", "schema": {schema}, "messages": {messages}, "table_version": -1}}', "version -1"),
+        (f'{{"table_name": "t", "schema": {schema}, "messages": {messages}, "table_version": 1e400}}', "version 1e400"),
+        (f'{{"table_name": "t", "schema": {schema}, "messages": {messages}, "bookmark_names": ["a"]}}', "bookmarks"),
+        (f'{{"table_name": "t", "schema": {schema}, "messages": {messages}, "bookmark_names": "a"}}', "bad bookmarks"),
+        (f'{{"table_name": "t", "schema": {schema}, "key_names": null, "messages": {messages}}}', "null keys"),
+        (f'{{"table_name": "t", "schema": {schema}, "key_names": ["id", "id"], "messages": {messages}}}', "twice"),
+        (f'{{"table_name": "", "schema": {schema}, "messages": {messages}}}', "an empty table name"),
+        (f'{{"table_name": 5, "schema": {schema}, "messages": {messages}}}', "a number for a table name"),
+        (f'{{"schema": {schema}, "messages": {messages}}}', "no table name"),
+        (f'{{"table_name": "t", "table_name": "u", "schema": {schema}, "messages": {messages}}}', "a repeated key"),
+        (f'{{"t\\u0061ble_name": "t", "schema": {schema}, "messages": {messages}}}', "an escaped key"),
+        (f'{{"table_name": "t", "schema": {schema}, "messages": {messages}, "extra": 1}}', "an unknown key"),
+        (f'{{"table_name": "t", "schema": [], "messages": {messages}}}', "a schema that is no object"),
+        (f'{{"table_name": "t", "schema": {{"properties": 1}}, "messages": {messages}}}', "properties not an object"),
+        (f'{{"table_name": "t", "schema": {schema}, "messages": {messages}}} x', "trailing bytes"),
+        (f'{{"table_name": "t", "schema": {schema}, "messages": {messages},}}', "a trailing comma"),
+        (f'  {{"table_name":"t","schema":{schema},"messages":{messages}}}\n', "spacing"),
+    ]
+
+
+@pytest.mark.parametrize("body, why", _envelope_cases(), ids=[why for _, why in _envelope_cases()])
+def test_the_one_pass_proof_of_a_whole_request(body: str, why: str) -> None:
+    """``_native_check`` reads the request's top level natively too: it proves only what Stitch accepts."""
+    head = wire._native_check(body.encode())
+    slow = _records(body.encode())
+    if head is not None:
+        assert isinstance(slow, Batch), (why, slow)
+        assert (head.table_name, head.key_names, head.count) == (slow.table_name, slow.key_names, slow.count), why
+    if why in ("the usual order", "keys after", "a version", "bookmarks", "spacing"):
+        assert isinstance(slow, Batch)
+    if why in ("the usual order", "a version", "bookmarks", "spacing"):
+        assert head is not None, why  # the shapes clients send are proven in one pass
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_mutated_envelopes_never_crash_it_nor_get_proven_wrongly(seed: int) -> None:
+    rng = random.Random(seed)
+    schema = {"properties": {"id": {"type": "integer"}, "name": {"type": ["null", "string"]}}}
+    messages = [{"action": "upsert", "sequence": n, "data": {"id": n, "name": "x"}} for n in range(2)]
+    doc = {"table_name": "t", "schema": schema, "key_names": ["id"], "messages": messages, "table_version": 2}
+    body = json.dumps(doc).encode()
+    alphabet = b'{}[]",:\\ 0123456789.eE+-tfnulrsa\x00\xc3\xff'
+    proven = 0
+    for _ in range(1500):
+        mutated = bytearray(body)
+        at = rng.randrange(len(mutated))
+        if rng.random() < 0.5:
+            mutated[at] = rng.choice(alphabet)
+        else:
+            del mutated[at]
+        head = wire._native_check(bytes(mutated))
+        if head is not None:
+            slow = _records(bytes(mutated))
+            assert isinstance(slow, Batch), (bytes(mutated), slow)
+            assert (head.table_name, head.key_names, head.count) == (slow.table_name, slow.key_names, slow.count)
+            proven += 1
+    assert proven

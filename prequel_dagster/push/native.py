@@ -12,7 +12,9 @@ import functools
 import os
 import struct
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 LIBRARY_NAME = "libprequel_push_proof.so"
 DISABLE_ENV_VAR = "PREQUEL_PUSH_NATIVE"
@@ -70,3 +72,55 @@ def prove_messages(
         return None
     count = library.prequel_prove_messages(messages, len(messages), spec, len(spec), max_records, max_key_chars)
     return int(count) if count > 0 else None
+
+
+TOP_KEYS = ("table_name", "schema", "messages", "key_names", "table_version", "bookmark_names")
+_Offsets = ctypes.c_int64 * (2 * len(TOP_KEYS))
+
+
+@dataclass
+class BatchHead:
+    """A Batch request read up to its messages: the JSON text of each top-level value before them,
+    where the messages start, and the offsets the second call completes."""
+
+    values: dict[str, bytes]
+    messages_at: int
+    offsets: Any
+
+
+def batch_head(body: bytes) -> BatchHead | None:
+    """The request's top-level values before ``messages`` (their JSON text, checked but not read),
+    or None when the native proof is not built or the body is not plainly a Batch request."""
+    library = _library()
+    if library is None or not body:
+        return None
+    offsets = _Offsets()
+    at = library.prequel_batch_head(body, len(body), offsets)
+    return BatchHead(_values(body, offsets), int(at), offsets) if at > 0 else None
+
+
+def prove_batch_rest(
+    body: bytes, head: BatchHead, modes: Sequence[tuple[str, str, str]], *, max_records: int, max_key_chars: int
+) -> tuple[int, dict[str, bytes]] | None:
+    """How many messages, when every one is proven valid for ``modes`` and the rest of the request is
+    well formed; and the JSON text of the top-level values after the messages. None otherwise."""
+    library = _library()
+    spec = _spec(tuple(modes)) if library is not None else None
+    if library is None or spec is None:
+        return None
+    offsets = head.offsets
+    count = library.prequel_prove_batch_rest(
+        body, len(body), head.messages_at, spec, len(spec), max_records, max_key_chars, offsets
+    )
+    if count <= 0:
+        return None
+    later = {key: text for key, text in _values(body, offsets).items() if key not in head.values}
+    return int(count), later
+
+
+def _values(body: bytes, offsets: Any) -> dict[str, bytes]:
+    return {
+        key: body[offsets[2 * n] : offsets[2 * n + 1]]
+        for n, key in enumerate(TOP_KEYS)
+        if key != "messages" and offsets[2 * n] >= 0 and offsets[2 * n + 1] >= 0
+    }

@@ -13,7 +13,7 @@ parser of those paths, so this path never accepts a document they would call mal
 
 import functools
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from operator import attrgetter
 from typing import Annotated, Any, Literal
@@ -98,17 +98,13 @@ def typed_columns(
 
     The caller has checked ``columnar.plain_fields``: every property is a plain, non-reserved field.
     """
-    if any(_UNNAMEABLE.search(field.name) for field in fields):
-        return None
-    keys = set(key_names)
-    modes = tuple(
-        (field.name, field.kind, _mode(field, required=field.name in required, key=field.name in keys))
-        for field in fields
-    )
+    modes = field_modes(fields, required=required, key_names=key_names)
     if only_check and max_sequence == _INT64_MAX:  # (the native proof knows sequences as int64)
         count = native.prove_messages(bytes(messages), modes, max_records=max_records, max_key_chars=max_key_chars)
         if count is not None:
             return [], count, []
+    if any(_UNNAMEABLE.search(field.name) for field in fields):
+        return None
     try:
         decoded = _decoder(modes, max_sequence, max_key_chars).decode(messages)
     except msgspec.DecodeError:  # (msgspec.ValidationError is one)
@@ -132,6 +128,42 @@ def typed_columns(
     if only_check:
         return [], len(decoded), []
     return arrays, len(decoded), list(map(attrgetter("sequence"), decoded))
+
+
+def field_modes(
+    fields: Sequence[PlainField], *, required: set[str], key_names: Sequence[str]
+) -> tuple[tuple[str, str, str], ...]:
+    """Each field's name, kind and what a record may hold for it (:func:`_mode`)."""
+    keys = set(key_names)
+    return tuple(
+        (field.name, field.kind, _mode(field, required=field.name in required, key=field.name in keys))
+        for field in fields
+    )
+
+
+def top_values(parts: Mapping[str, bytes]) -> dict[str, Any] | None:
+    """A Batch request's top-level values other than ``messages`` from their JSON text (as the native
+    proof delimits them), read by orjson and typed as :class:`_Envelope` types them; None otherwise."""
+    try:
+        values = {key: orjson.loads(text) for key, text in parts.items() if key != "messages"}
+    except orjson.JSONDecodeError:
+        return None
+    for key, value in values.items():
+        if not isinstance(value, _TOP_TYPES[key]) or isinstance(value, bool):
+            return None
+    names = values.get("key_names")
+    if names is not None and not all(isinstance(name, str) for name in names):
+        return None
+    return values
+
+
+_TOP_TYPES: dict[str, type | tuple[type, ...]] = {
+    "table_name": str,
+    "schema": dict,
+    "key_names": list,
+    "table_version": int,
+    "bookmark_names": list,
+}
 
 
 def _array(values: list[Any], kind: str, *, absent: bool) -> pa.Array | None:

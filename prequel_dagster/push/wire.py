@@ -17,8 +17,9 @@ from jsonschema.exceptions import best_match
 from referencing import Registry
 
 from ..language.linear_regex import linear_validator_class, schema_patterns, unsupported
+from . import native
 from .columnar import PlainField, plain_columns, plain_fields, plain_messages
-from .typed import envelope, typed_columns
+from .typed import envelope, field_modes, top_values, typed_columns
 
 MAX_BODY_BYTES = 20 * 1024 * 1024
 MAX_RECORDS = 20_000
@@ -488,6 +489,10 @@ class BatchHead:
 def _typed_batch(body: bytes, *, only_check: bool = False) -> Batch | BatchHead | None:
     """The batch through ``push/typed.py`` when it proves it valid (``only_check``: its head), else None
     (the slower paths decide)."""
+    if only_check:
+        head = _native_check(body)
+        if head is not None:
+            return head
     top = envelope(body)
     if top is None or not top.table_name:
         return None
@@ -519,6 +524,44 @@ def _typed_batch(body: bytes, *, only_check: bool = False) -> Batch | BatchHead 
         return BatchHead(top.table_name, top.key_names, count)
     records = _build_table(columns, arrays, sequences)
     return _batch(top.table_name, top.schema, top.key_names, records, top.table_version, activated=False)
+
+
+def _native_check(body: bytes) -> BatchHead | None:
+    """The request proven in one native pass (``push/native.py``) when the values the messages depend
+    on (``schema``, ``key_names``) come before them, as clients write them; else None."""
+    head = native.batch_head(body)
+    early = top_values(head.values) if head is not None else None
+    if head is None or early is None or "schema" not in early:
+        return None
+    schema, key_names = early["schema"], early.get("key_names")
+    if not isinstance(schema.get("properties"), dict):
+        return None
+    if key_names is not None and len(set(key_names)) != len(key_names):
+        return None
+    try:
+        _validator_for(schema)
+        _, fields, required = _plan(schema, key_names)
+    except WireError:
+        return None
+    if len(fields) > MAX_FIELDS or not plain_fields(schema, fields, schema["properties"], required):
+        return None
+    modes = field_modes(fields, required=required, key_names=key_names or [])
+    proven = native.prove_batch_rest(body, head, modes, max_records=MAX_RECORDS, max_key_chars=MAX_BATCH_KEY_CHARS)
+    if proven is None:
+        return None
+    count, later = proven
+    values = top_values(later)
+    if values is None or "key_names" in later or "schema" in later:
+        return None
+    table_name, table_version = (
+        values.get("table_name", early.get("table_name")),
+        values.get("table_version", early.get("table_version")),
+    )
+    if not isinstance(table_name, str) or not table_name:
+        return None
+    if table_version is not None and not 0 <= table_version <= MAX_SEQUENCE:
+        return None
+    return BatchHead(table_name, key_names, count)
 
 
 def _batch(

@@ -67,42 +67,121 @@ pub unsafe extern "C" fn prequel_prove_messages(
 }
 
 fn prove(messages: &[u8], spec: &[u8], max_records: i64, max_key_chars: i64) -> Option<i64> {
-    let fields = parse_spec(spec)?;
-    let index: HashMap<&[u8], usize> = fields
-        .iter()
-        .enumerate()
-        .map(|(n, f)| (f.name, n))
-        .collect();
-    if index.len() != fields.len() {
-        return None;
-    }
     let mut p = Parser { b: messages, i: 0 };
-    let mut seen = vec![false; fields.len()];
     p.ws();
-    p.expect(b'[')?;
+    let count = p.messages(spec, max_records, max_key_chars)?;
     p.ws();
-    let mut count: i64 = 0;
-    if p.peek()? == b']' {
-        return None; // no messages: the slow path answers
+    (p.i == p.b.len()).then_some(count)
+}
+
+/// The top-level keys of a Batch request, in `out`'s order (a (start, end) pair of byte offsets each).
+const TOP_KEYS: [&[u8]; 6] = [
+    b"table_name",
+    b"schema",
+    b"messages",
+    b"key_names",
+    b"table_version",
+    b"bookmark_names",
+];
+const MESSAGES: usize = 2;
+const MAX_DEPTH: u32 = 100;
+
+/// Reads a whole Batch request up to the value of `messages`: where each top-level value before it
+/// starts and ends (in `out`, 12 slots: a pair per key of `TOP_KEYS`, -1 where absent), and the
+/// offset where the messages start; -1 when the body is not plainly one (an unknown or repeated
+/// key, an escape in a key, no messages, bad JSON).
+///
+/// The values are only delimited (their JSON checked): the caller reads them. The messages come
+/// next, by `prequel_prove_batch_rest`, with the field spec the schema among those values gives.
+///
+/// # Safety
+/// `body` must point to `body_len` readable bytes and `out` to 12 writable i64.
+#[no_mangle]
+pub unsafe extern "C" fn prequel_batch_head(
+    body: *const u8,
+    body_len: usize,
+    out: *mut i64,
+) -> i64 {
+    if body.is_null() || out.is_null() || body_len == 0 {
+        return -1;
     }
+    let body = unsafe { slice::from_raw_parts(body, body_len) };
+    let out = unsafe { slice::from_raw_parts_mut(out, 2 * TOP_KEYS.len()) };
+    panic::catch_unwind(panic::AssertUnwindSafe(|| head(body, out).unwrap_or(-1))).unwrap_or(-1)
+}
+
+/// The messages from offset `at` (what `prequel_batch_head` answered) proven against `spec` (as
+/// `prequel_prove_messages` does), then the rest of the request, whose values' offsets are added to
+/// `out` (filled by `prequel_batch_head`; a key seen twice is a doubt): the number of messages, or -1.
+///
+/// # Safety
+/// `body` and `spec` must point to `body_len` and `spec_len` readable bytes, `out` to 12 writable i64.
+#[no_mangle]
+pub unsafe extern "C" fn prequel_prove_batch_rest(
+    body: *const u8,
+    body_len: usize,
+    at: usize,
+    spec: *const u8,
+    spec_len: usize,
+    max_records: i64,
+    max_key_chars: i64,
+    out: *mut i64,
+) -> i64 {
+    if body.is_null() || spec.is_null() || out.is_null() || at >= body_len {
+        return -1;
+    }
+    let body = unsafe { slice::from_raw_parts(body, body_len) };
+    let spec = unsafe { slice::from_raw_parts(spec, spec_len) };
+    let out = unsafe { slice::from_raw_parts_mut(out, 2 * TOP_KEYS.len()) };
+    let rest = || rest(body, at, spec, max_records, max_key_chars, out).unwrap_or(-1);
+    panic::catch_unwind(panic::AssertUnwindSafe(rest)).unwrap_or(-1)
+}
+
+fn head(body: &[u8], out: &mut [i64]) -> Option<i64> {
+    out.fill(-1);
+    let mut p = Parser { b: body, i: 0 };
+    p.ws();
+    p.expect(b'{')?;
     loop {
-        p.message(&fields, &index, &mut seen, max_key_chars)?;
-        count += 1;
-        if count > max_records {
-            return None;
+        p.ws();
+        let key = p.top_key(out)?;
+        if key == MESSAGES {
+            out[2 * MESSAGES] = p.i as i64;
+            return Some(p.i as i64);
         }
+        p.top_value(key, out)?;
+        p.ws();
+        if p.next()? != b',' {
+            return None; // the end, or anything else, before the messages
+        }
+    }
+}
+
+fn rest(
+    body: &[u8],
+    at: usize,
+    spec: &[u8],
+    max_records: i64,
+    max_key_chars: i64,
+    out: &mut [i64],
+) -> Option<i64> {
+    let mut p = Parser { b: body, i: at };
+    let count = p.messages(spec, max_records, max_key_chars)?;
+    out[2 * MESSAGES + 1] = p.i as i64;
+    loop {
         p.ws();
         match p.next()? {
-            b',' => p.ws(),
-            b']' => break,
+            b'}' => break,
+            b',' => {
+                p.ws();
+                let key = p.top_key(out)?;
+                p.top_value(key, out)?;
+            }
             _ => return None,
         }
     }
     p.ws();
-    if p.i != p.b.len() {
-        return None;
-    }
-    Some(count)
+    (p.i == p.b.len()).then_some(count)
 }
 
 fn parse_spec(spec: &[u8]) -> Option<Vec<Field<'_>>> {
@@ -286,6 +365,121 @@ impl<'a> Parser<'a> {
     fn digits(&mut self) {
         while self.peek().is_some_and(|c| c.is_ascii_digit()) {
             self.i += 1;
+        }
+    }
+
+    /// A messages array (the opening bracket next), each message proven against `spec`: how many.
+    fn messages(&mut self, spec: &[u8], max_records: i64, max_key_chars: i64) -> Option<i64> {
+        let fields = parse_spec(spec)?;
+        let index: HashMap<&[u8], usize> = fields
+            .iter()
+            .enumerate()
+            .map(|(n, f)| (f.name, n))
+            .collect();
+        if index.len() != fields.len() {
+            return None;
+        }
+        let mut seen = vec![false; fields.len()];
+        self.expect(b'[')?;
+        self.ws();
+        if self.peek()? == b']' {
+            return None; // no messages: the slow path answers
+        }
+        let mut count: i64 = 0;
+        loop {
+            self.message(&fields, &index, &mut seen, max_key_chars)?;
+            count += 1;
+            if count > max_records {
+                return None;
+            }
+            self.ws();
+            match self.next()? {
+                b',' => self.ws(),
+                b']' => return Some(count),
+                _ => return None,
+            }
+        }
+    }
+
+    /// A top-level key (its index in `TOP_KEYS`) and the colon after it; None for another key, one
+    /// already seen (`out`), or one written with escapes.
+    fn top_key(&mut self, out: &[i64]) -> Option<usize> {
+        let key = self.string()?;
+        if key.escaped {
+            return None;
+        }
+        let n = TOP_KEYS.iter().position(|&k| k == key.raw)?;
+        if out[2 * n] != -1 {
+            return None;
+        }
+        self.ws();
+        self.expect(b':')?;
+        self.ws();
+        Some(n)
+    }
+
+    fn top_value(&mut self, key: usize, out: &mut [i64]) -> Option<()> {
+        if key == MESSAGES {
+            return None; // (only read by `messages`)
+        }
+        let start = self.i;
+        self.skip(0)?;
+        out[2 * key] = start as i64;
+        out[2 * key + 1] = self.i as i64;
+        Some(())
+    }
+
+    /// Any JSON value, checked and passed over.
+    fn skip(&mut self, depth: u32) -> Option<()> {
+        if depth > MAX_DEPTH {
+            return None;
+        }
+        match self.peek()? {
+            b'"' => self.string().map(|_| ()),
+            b't' => self.literal(b"true"),
+            b'f' => self.literal(b"false"),
+            b'n' => self.literal(b"null"),
+            b'[' => {
+                self.i += 1;
+                self.ws();
+                if self.peek()? == b']' {
+                    self.i += 1;
+                    return Some(());
+                }
+                loop {
+                    self.ws();
+                    self.skip(depth + 1)?;
+                    self.ws();
+                    match self.next()? {
+                        b',' => continue,
+                        b']' => return Some(()),
+                        _ => return None,
+                    }
+                }
+            }
+            b'{' => {
+                self.i += 1;
+                self.ws();
+                if self.peek()? == b'}' {
+                    self.i += 1;
+                    return Some(());
+                }
+                loop {
+                    self.ws();
+                    self.string()?;
+                    self.ws();
+                    self.expect(b':')?;
+                    self.ws();
+                    self.skip(depth + 1)?;
+                    self.ws();
+                    match self.next()? {
+                        b',' => continue,
+                        b'}' => return Some(()),
+                        _ => return None,
+                    }
+                }
+            }
+            _ => self.number().map(|_| ()),
         }
     }
 
