@@ -39,11 +39,18 @@ def _error(status: int, message: str) -> Response:
     return _answer(status, {"status": "ERROR", "message": message})
 
 
+_PUSHED_TABLES: dict[int, tuple[PrequelConfig, frozenset[tuple[str, str]]]] = {}
+
+
 def _has_dataset(config: PrequelConfig, source_id: str, table_name: str) -> bool:
-    """Whether a dataset of the source already reads the pushed table."""
-    return any(
-        d.source_id == source_id and d.push is not None and d.push.table_name == table_name for d in config.datasets
-    )
+    """Whether a dataset of the source already reads the pushed table (every request asks: the
+    answer is kept per config, which is replaced, never changed, when the catalog or YAML changes)."""
+    found = _PUSHED_TABLES.get(id(config))
+    if found is None or found[0] is not config:
+        tables = frozenset((d.source_id, d.push.table_name) for d in config.datasets if d.push is not None)
+        _PUSHED_TABLES.clear()  # (only the newest config is asked again)
+        found = _PUSHED_TABLES[id(config)] = (config, tables)
+    return (source_id, table_name) in found[1]
 
 
 class ImportApi:
