@@ -418,3 +418,20 @@ def test_stitchs_python_client_pushes_transit_unchanged(push):
     assert sorted(i for t in tables for i in t.column("id").to_pylist()) == list(range(300))
     assert {v for t in tables for v in t.column("amount").to_pylist()} == {"9.99"}
     assert {v for t in tables for v in t.column("placed_at").to_pylist()} == {"2026-12-01T00:00:00Z"}
+
+
+def test_a_catalog_that_fails_mid_request_answers_503_without_its_message(push, monkeypatch):
+    """The Import API's requests are answered ahead of FastAPI's handlers (ImportLane): a catalog or
+    config failure there is Stitch's 'send it again later', and its text stays in the log."""
+    from prequel_dagster.catalog.store import CatalogError
+
+    source = _source(push, push["acme"])
+    _, token = _token(push, source)
+
+    def down(*args, **kwargs):
+        raise CatalogError("database at postgresql://admin:hunter2@db/catalog is unreachable")
+
+    monkeypatch.setattr(push["service"], "config", down)
+    answer = _post(push, token, _batch())
+    assert answer.status_code == 503
+    assert "send the batch again later" in answer.json()["message"] and "hunter2" not in answer.text

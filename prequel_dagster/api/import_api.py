@@ -17,6 +17,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..catalog import push_tokens
+from ..config.errors import PrequelError
 from ..config.models import PrequelConfig
 from ..config.secrets import redact
 from ..push.staging import SDC_RECEIVED_AT, StagingUnavailable, stage, stage_request
@@ -193,7 +194,9 @@ class ImportApi:
 class ImportLane:
     """The Import API's POSTs answered before FastAPI's routing and request machinery (the routes above
     stay for the OpenAPI document and the rest of the stack): a client pushing thousands of batches
-    a minute pays for the checks and the write, not for the framework. Any other request passes on."""
+    a minute pays for the checks and the write, not for the framework. Any other request passes on.
+    Registered last (``add_middleware`` puts it outermost): a middleware added before it would not
+    see these requests."""
 
     _KINDS = {"/v2/import/batch": "batch", "/v2/import/push": "push", "/v2/import/validate": "validate"}
 
@@ -208,5 +211,9 @@ class ImportLane:
         if kind is None:
             await self.app(scope, receive, send)
             return
-        response = await self.api._accept(Request(scope, receive), kind)
+        try:
+            response = await self.api._accept(Request(scope, receive), kind)
+        except PrequelError as exc:  # the catalog or the config failed (the routes' handlers are not here)
+            log.error("Import API %s not answered: %s", kind, redact(str(exc)))
+            response = _error(503, "The Import API cannot take writes right now; send the batch again later")
         await response(scope, receive, send)

@@ -87,7 +87,8 @@ def plain_messages(messages: list[Any], max_sequence: int, max_fields: int) -> t
     keys = set(chain.from_iterable(messages))
     if not keys <= _MESSAGE_KEYS:
         return None
-    if set(map(dict.get, messages, repeat("action"))) != {"upsert"}:
+    actions = list(map(dict.get, messages, repeat("action")))
+    if actions.count("upsert") != len(actions):  # (not a set: an action may be any JSON value)
         return None
     sequences: list[Any] = list(map(dict.get, messages, repeat("sequence")))
     datas: list[Any] = list(map(dict.get, messages, repeat("data")))

@@ -33,17 +33,26 @@ def _library() -> ctypes.CDLL | None:
         library = ctypes.CDLL(str(path))
     except OSError:  # built for another platform: the Python paths answer
         return None
-    prove = library.prequel_prove_messages
-    prove.argtypes = [
-        ctypes.c_char_p,
-        ctypes.c_size_t,
-        ctypes.c_char_p,
-        ctypes.c_size_t,
-        ctypes.c_int64,
-        ctypes.c_int64,
-    ]
-    prove.restype = ctypes.c_int64
+    try:  # every argument typed: ctypes would pass a Python int as a 32-bit C int
+        _declare(library.prequel_prove_messages, "bytes", "size", "bytes", "size", "i64", "i64")
+        _declare(library.prequel_batch_head, "bytes", "size", "offsets")
+        _declare(library.prequel_prove_batch_rest, "bytes", "size", "size", "bytes", "size", "i64", "i64", "offsets")
+    except AttributeError:  # built from another version of native/push_proof: rebuild it
+        return None
     return library
+
+
+_C_TYPES: dict[str, Any] = {
+    "bytes": ctypes.c_char_p,
+    "size": ctypes.c_size_t,
+    "i64": ctypes.c_int64,
+    "offsets": ctypes.POINTER(ctypes.c_int64),
+}
+
+
+def _declare(function: Any, *arguments: str) -> None:
+    function.argtypes = [_C_TYPES[argument] for argument in arguments]
+    function.restype = ctypes.c_int64
 
 
 def available() -> bool:

@@ -27,6 +27,10 @@ from .columnar import PlainField, timestamps
 
 _UNSET = msgspec.UNSET
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_SMALLEST_MESSAGE = len(b'{"action":"upsert","sequence":0,"data":{}}')
+_MAX_SLOTS = 4_000_000
+"""Decoded field slots one request may hold (32 MB): a struct has one per declared field, present
+or not, so 10,000 declared fields x 20,000 tiny records would take gigabytes."""
 _UNNAMEABLE = re.compile(r'[\\"\x00-\x1f]')  # msgspec cannot rename a field to these: the slower paths take them
 _PYTHON_TYPES: dict[str, Any] = {"integer": int, "number": float, "boolean": bool, "string": str, "datetime": str}
 _ARROW = {
@@ -68,7 +72,7 @@ def envelope(body: bytes) -> Envelope | None:
         schema = orjson.loads(bytes(doc.schema))
         if doc.bookmark_names is not _UNSET and not isinstance(orjson.loads(bytes(doc.bookmark_names)), list):
             return None
-    except (msgspec.DecodeError, orjson.JSONDecodeError):
+    except (msgspec.DecodeError, orjson.JSONDecodeError, RecursionError):  # (msgspec's depth is not orjson's)
         return None
     if not isinstance(schema, dict) or not isinstance(schema.get("properties"), dict):
         return None
@@ -105,9 +109,11 @@ def typed_columns(
             return [], count, []
     if any(_UNNAMEABLE.search(field.name) for field in fields):
         return None
+    if len(fields) * (len(messages) // _SMALLEST_MESSAGE + 1) > _MAX_SLOTS:
+        return None  # a struct holds a slot per declared field: wide schemas x many records go by dicts
     try:
         decoded = _decoder(modes, max_sequence, max_key_chars).decode(messages)
-    except msgspec.DecodeError:  # (msgspec.ValidationError is one)
+    except (msgspec.DecodeError, RecursionError):  # (msgspec.ValidationError is one)
         return None
     if not 1 <= len(decoded) <= max_records:
         return None

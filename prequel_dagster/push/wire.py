@@ -1,7 +1,10 @@
 """Stitch Import API request bodies (Batch, Push) parsed and validated into Arrow, with Stitch's answers for bad ones."""
 
 import functools
+import hashlib
+import itertools
 import re
+import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,6 +28,8 @@ MAX_BODY_BYTES = 20 * 1024 * 1024
 MAX_RECORDS = 20_000
 MAX_SEQUENCE = 2**63 - 1
 MAX_FIELDS = 10_000
+MAX_CELLS = 20_000_000  # declared properties x messages of one Batch request (1,000 x 20,000)
+MAX_SCHEMA_NODES = 20_000  # subschemas of one batch's schema (records hold at most 10,000 fields)
 MAX_BATCH_KEY_CHARS = 255  # Batch: string key values must be < 256 characters
 MAX_PUSH_KEY_CHARS = 1024  # Push: "String keys cannot be longer than 1024 characters"
 
@@ -251,8 +256,29 @@ def _validator_class() -> Any:
 def _validator_for(schema: dict) -> Any:
     """:func:`_checked_validator`, kept for the schemas seen last: a client sends the same schema
     with every batch of a table, and checking it costs about a millisecond."""
-    text = orjson.dumps(schema)  # key order kept: it decides which of several errors is reported
-    return _validator_by_text(text) if len(text) <= 65_536 else _checked_validator(schema)
+    try:
+        text = orjson.dumps(schema)  # key order kept: it decides which of several errors is reported
+    except TypeError:  # (orjson writes at most 254 levels)
+        raise WireError(400, "Invalid JSON schema: nested too deeply") from None
+    if len(text) <= 65_536:
+        return _validator_by_text(text)
+    if len(text) > 4 << 20:
+        return _checked_validator(schema)
+    # a wide schema (checking it costs seconds): a few kept, by digest
+    digest = hashlib.sha256(text).digest()
+    with _LARGE_LOCK:
+        found = _LARGE_VALIDATORS.get(digest)
+    if found is None:
+        found = _checked_validator(schema)
+        with _LARGE_LOCK:
+            _LARGE_VALIDATORS[digest] = found
+            while len(_LARGE_VALIDATORS) > 8:
+                _LARGE_VALIDATORS.pop(next(iter(_LARGE_VALIDATORS)))
+    return found
+
+
+_LARGE_VALIDATORS: dict[bytes, Any] = {}
+_LARGE_LOCK = threading.Lock()
 
 
 @functools.lru_cache(maxsize=256)
@@ -265,7 +291,17 @@ def _checked_validator(schema: dict) -> Any:
 
     Only local references (``#...``) resolve: nothing is ever fetched for a tenant's ``$ref``.
     """
-    for node in _schema_nodes(schema):
+    try:
+        return _checked_validator_of(schema)
+    except RecursionError:
+        raise WireError(400, "Invalid JSON schema: nested too deeply") from None
+
+
+def _checked_validator_of(schema: dict) -> Any:
+    nodes = list(itertools.islice(_schema_nodes(schema), MAX_SCHEMA_NODES + 1))
+    if len(nodes) > MAX_SCHEMA_NODES:
+        raise WireError(400, f"Invalid JSON schema: more than {MAX_SCHEMA_NODES:,} subschemas")
+    for node in nodes:
         declared = node.get("type")
         for name in [declared] if isinstance(declared, str) else declared if isinstance(declared, list) else []:
             if isinstance(name, str) and name not in _DRAFT4_TYPES:
@@ -331,6 +367,7 @@ def _check_batch_envelope(doc: Any) -> tuple[str, dict, list, list[str] | None, 
         raise _invalid("#/messages", "expected minimum item count: 1, found: 0")
     if len(messages) > MAX_RECORDS:
         raise _invalid("#/messages", f"expected maximum item count: {MAX_RECORDS}, found: {len(messages)}")
+    _check_cells(len(schema["properties"]), len(messages))
     key_names = doc.get("key_names")
     if "key_names" in doc:
         _expect(key_names, list, "JSONArray", "#/key_names")
@@ -345,6 +382,17 @@ def _check_batch_envelope(doc: Any) -> tuple[str, dict, list, list[str] | None, 
     if "bookmark_names" in doc:
         _expect(doc["bookmark_names"], list, "JSONArray", "#/bookmark_names")
     return table_name, schema, messages, key_names, doc.get("table_version")
+
+
+def _check_cells(properties: int, messages: int) -> None:
+    """A batch's table has a cell per declared property and message, present or not: bounded, so a
+    wide schema over many tiny records cannot make one request take gigabytes (or minutes)."""
+    if properties * messages > MAX_CELLS:
+        raise _invalid(
+            "#/messages",
+            f"{messages} records of a schema declaring {properties} properties is over {MAX_CELLS:,} cells; "
+            "send fewer records per batch",
+        )
 
 
 def _check_messages(messages: list) -> None:
@@ -520,6 +568,8 @@ def _typed_batch(body: bytes, *, only_check: bool = False) -> Batch | BatchHead 
     if found is None:
         return None
     arrays, count, sequences = found
+    if len(top.schema["properties"]) * count > MAX_CELLS:
+        return None  # (the slower paths refuse it with the message)
     if only_check:
         return BatchHead(top.table_name, top.key_names, count)
     records = _build_table(columns, arrays, sequences)
@@ -550,6 +600,8 @@ def _native_check(body: bytes) -> BatchHead | None:
     if proven is None:
         return None
     count, later = proven
+    if len(schema["properties"]) * count > MAX_CELLS:
+        return None  # (the slower paths refuse it with the message)
     values = top_values(later)
     if values is None or "key_names" in later or "schema" in later:
         return None

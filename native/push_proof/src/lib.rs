@@ -207,6 +207,51 @@ enum Number {
     Finite, // any other number a float holds
 }
 
+/// Which fields the current record has given: marked with the record's number, so that starting a
+/// record costs nothing however many fields the schema declares.
+struct Seen {
+    marks: Vec<u64>,
+    needed: Vec<bool>,
+    needed_total: usize,
+    needed_seen: usize,
+    record: u64,
+}
+
+impl Seen {
+    fn new(fields: &[Field]) -> Seen {
+        let needed: Vec<bool> = fields
+            .iter()
+            .map(|f| !matches!(f.mode, MODE_ABSENT_OR_VALUE | MODE_ANY))
+            .collect();
+        let needed_total = needed.iter().filter(|&&n| n).count();
+        Seen {
+            marks: vec![0; fields.len()],
+            needed,
+            needed_total,
+            needed_seen: 0,
+            record: 0,
+        }
+    }
+
+    fn next_record(&mut self) {
+        self.record += 1;
+        self.needed_seen = 0;
+    }
+
+    fn saw(&mut self, n: usize) {
+        if self.marks[n] != self.record {
+            self.marks[n] = self.record;
+            if self.needed[n] {
+                self.needed_seen += 1;
+            }
+        }
+    }
+
+    fn all_needed(&self) -> bool {
+        self.needed_seen == self.needed_total
+    }
+}
+
 struct Parser<'a> {
     b: &'a [u8],
     i: usize,
@@ -342,18 +387,15 @@ impl<'a> Parser<'a> {
             return Some(Number::Int64); // at most 18 digits: within i64 whatever the sign
         }
         let text = std::str::from_utf8(&self.b[start..self.i]).ok()?;
-        if !fraction_or_exponent {
-            return Some(if text.parse::<i64>().is_ok() {
-                Number::Int64
-            } else {
-                Number::Finite
-            });
+        if !fraction_or_exponent && text.parse::<i64>().is_ok() {
+            return Some(Number::Int64);
         }
-        // without an exponent, at most 308 integer digits is finite (f64's largest is ~1.8e308)
-        let finite = if exponent {
+        // up to 300 integer digits and no exponent is finite (f64's largest is ~1.8e308); any other
+        // (an exponent, or a longer literal, even without a fraction) is parsed to know
+        let finite = if exponent || integer_digits > 300 {
             text.parse::<f64>().ok()?.is_finite()
         } else {
-            integer_digits <= 308
+            true
         };
         finite.then_some(Number::Finite)
     }
@@ -379,7 +421,7 @@ impl<'a> Parser<'a> {
         if index.len() != fields.len() {
             return None;
         }
-        let mut seen = vec![false; fields.len()];
+        let mut seen = Seen::new(&fields);
         self.expect(b'[')?;
         self.ws();
         if self.peek()? == b']' {
@@ -487,7 +529,7 @@ impl<'a> Parser<'a> {
         &mut self,
         fields: &[Field],
         index: &HashMap<&[u8], usize>,
-        seen: &mut [bool],
+        seen: &mut Seen,
         max_key_chars: i64,
     ) -> Option<()> {
         self.expect(b'{')?;
@@ -542,11 +584,11 @@ impl<'a> Parser<'a> {
         &mut self,
         fields: &[Field],
         index: &HashMap<&[u8], usize>,
-        seen: &mut [bool],
+        seen: &mut Seen,
         max_key_chars: i64,
     ) -> Option<()> {
         self.expect(b'{')?;
-        seen.iter_mut().for_each(|s| *s = false);
+        seen.next_record();
         let mut hint = 0;
         self.ws();
         if self.peek()? == b'}' {
@@ -567,7 +609,7 @@ impl<'a> Parser<'a> {
                 self.expect(b':')?;
                 self.ws();
                 self.value(&fields[n], max_key_chars)?;
-                seen[n] = true;
+                seen.saw(n);
                 self.ws();
                 match self.next()? {
                     b',' => continue,
@@ -576,12 +618,7 @@ impl<'a> Parser<'a> {
                 }
             }
         }
-        for (field, &present) in fields.iter().zip(seen.iter()) {
-            if !present && !matches!(field.mode, MODE_ABSENT_OR_VALUE | MODE_ANY) {
-                return None;
-            }
-        }
-        Some(())
+        seen.all_needed().then_some(())
     }
 
     fn value(&mut self, field: &Field, max_key_chars: i64) -> Option<()> {
