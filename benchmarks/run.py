@@ -3,7 +3,7 @@
     python benchmarks/run.py delivery [--records 1000000] [--repeats 3]
     python benchmarks/run.py growth [--commits 2000] [--compact-every 50]   (see growth.py)
     python benchmarks/run.py defs [--providers 1000 5000] [--no-baseline]    (see defs.py)
-    python benchmarks/run.py push [--records 1000000] [--batch 5000] [--clients 4] [--workers 2] [--rounds 3]   (see push.py)
+    python benchmarks/run.py push [--records 1000000] [--batch 5000] [--clients 4] [--workers 2] [--rounds 5]   (see push.py)
     python benchmarks/run.py api [--providers 1000] [--creates 300]          (see api.py)
     python benchmarks/run.py rules [--rows 2000000] [--repeats 3]            (see rules.py)
 
@@ -337,7 +337,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=5_000)
     p.add_argument("--clients", type=int, default=4)
     p.add_argument("--workers", type=int, default=2, help="server processes, ours and the ceiling's alike")
-    p.add_argument("--rounds", type=int, default=3, help="ceiling and push alternately; the medians are compared")
+    p.add_argument("--rounds", type=int, default=5, help="ceiling and push alternately; the medians are compared")
     p.set_defaults(func=push)
     p = sub.add_parser("api")
     p.add_argument("--providers", type=int, default=1_000)
