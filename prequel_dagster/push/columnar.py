@@ -58,7 +58,7 @@ _PY_TYPES: dict[str, frozenset[type]] = {
     "string": frozenset({str}),
     "datetime": frozenset({str}),
 }
-_ARROW = {
+PLAIN_ARROW_TYPES = {  # a plain field's values as first read (date-times: their text)
     "integer": pa.int64(),
     "number": pa.float64(),
     "boolean": pa.bool_(),
@@ -156,7 +156,7 @@ def plain_columns(
         if field.name in keys and field.kind == "string" and max(map(len, values)) > max_key_chars:
             return None
         try:
-            array = pa.array(values, _ARROW[field.kind])
+            array = pa.array(values, PLAIN_ARROW_TYPES[field.kind])
         except (pa.ArrowException, OverflowError, TypeError, ValueError):  # e.g. beyond 64 bits
             return None
         if field.kind == "datetime":

@@ -23,7 +23,7 @@ import orjson
 import pyarrow as pa
 
 from . import native
-from .columnar import PlainField, timestamps
+from .columnar import PLAIN_ARROW_TYPES, PlainField, timestamps
 
 _UNSET = msgspec.UNSET
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
@@ -33,13 +33,6 @@ _MAX_SLOTS = 4_000_000
 or not, so 10,000 declared fields x 20,000 tiny records would take gigabytes."""
 _UNNAMEABLE = re.compile(r'[\\"\x00-\x1f]')  # msgspec cannot rename a field to these: the slower paths take them
 _PYTHON_TYPES: dict[str, Any] = {"integer": int, "number": float, "boolean": bool, "string": str, "datetime": str}
-_ARROW = {
-    "integer": pa.int64(),
-    "number": pa.float64(),
-    "boolean": pa.bool_(),
-    "string": pa.string(),
-    "datetime": pa.string(),
-}
 
 
 class _Envelope(msgspec.Struct, forbid_unknown_fields=True, gc=False):
@@ -176,13 +169,13 @@ def _array(values: list[Any], kind: str, *, absent: bool) -> pa.Array | None:
     """The values as an Arrow array; ``absent`` fields may hold UNSET (absent: null). None when Arrow
     cannot hold one (an integer beyond 64 bits)."""
     try:
-        return pa.array(values, _ARROW[kind])
+        return pa.array(values, PLAIN_ARROW_TYPES[kind])
     except (pa.ArrowException, OverflowError, TypeError, ValueError):
         if not absent:
             return None
     # (a rare case tried second: ``UNSET in values`` compares every value, which costs more than the array)
     try:
-        return pa.array([None if value is _UNSET else value for value in values], _ARROW[kind])
+        return pa.array([None if value is _UNSET else value for value in values], PLAIN_ARROW_TYPES[kind])
     except (pa.ArrowException, OverflowError, TypeError, ValueError):
         return None
 
