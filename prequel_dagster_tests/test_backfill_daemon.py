@@ -8,7 +8,6 @@ reference receiver: the window's records, and only them, arrive.
 import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ import yaml
 from prequel_dagster.delivery.receiver import Receiver
 
 from .backfill_helpers import create_orders_db, day_key, order_ids, orders_config, secrets
+from .processes import log_tails, start_process, stop_process, wait_for
 from .servers import free_port
 
 BIN = Path(sys.executable).parent
@@ -78,30 +78,6 @@ query($path: [String!]!) {
 }"""
 
 
-def _start(name: str, args: list[str], env: dict, cwd: Path) -> subprocess.Popen:
-    with (cwd / f"{name}.log").open("wb") as log:
-        return subprocess.Popen(
-            args,
-            cwd=cwd,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its code server and run workers stop with it
-            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # SIGTERM (-> SIGINT) stops it
-        )
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
 class Stack(contextlib.ExitStack):
     def __init__(self, root: Path, url: str, procs: dict[str, subprocess.Popen]):
         super().__init__()
@@ -110,7 +86,7 @@ class Stack(contextlib.ExitStack):
         self.instance: dg.DagsterInstance
 
     def tails(self) -> str:
-        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in self.root.glob("*.log"))
+        return log_tails(self.root, 3000)
 
     def graphql(self, query: str, **variables: Any) -> dict:
         response = self.client.post("/graphql", json={"query": query, "variables": variables})
@@ -120,16 +96,7 @@ class Stack(contextlib.ExitStack):
         return body["data"]
 
     def wait(self, what: str, ready: Callable[[], Any], timeout: float) -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                value = ready()
-                if value:
-                    return value
-            for name, proc in self.procs.items():
-                assert proc.poll() is None, f"{name} exited ({proc.returncode}):\n{self.tails()}"
-            assert time.monotonic() < deadline, f"{what}: not within {timeout:.0f} s\n{self.tails()}"
-            time.sleep(0.5)
+        return wait_for(what, ready, timeout, self.procs, self.root, tolerate=(httpx.HTTPError,))
 
 
 @pytest.fixture
@@ -166,21 +133,21 @@ def stack(pg, tmp_path, monkeypatch) -> Iterator[tuple[Stack, Receiver]]:
         stack = Stack(tmp_path, f"http://127.0.0.1:{port}", procs)
         stack.instance = stack.enter_context(instance)
         try:
-            procs["webserver"] = _start(
+            procs["webserver"] = start_process(
                 "webserver",
                 [str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port), "-w", "workspace.yaml"],
                 env,
                 tmp_path,
             )
             # the daemon, started beside it: the backfill daemon looks for requested backfills every 30 s
-            procs["daemon"] = _start(
+            procs["daemon"] = start_process(
                 "daemon", [str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"], env, tmp_path
             )
             yield stack, receiver
         finally:
             stack.close()
             for proc in reversed(procs.values()):
-                _stop(proc)
+                stop_process(proc)
 
 
 def _overlaps(runs: list[dict]) -> bool:

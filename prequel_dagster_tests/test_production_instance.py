@@ -15,7 +15,6 @@ import datetime as dt
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import threading
@@ -37,6 +36,7 @@ from prequel_dagster.api.dagster_link import DagsterLink
 from prequel_dagster.delivery.receiver import ReceivedRequest, Receiver
 
 from .pg_helpers import create_provider_db, execute
+from .processes import log_tails, start_process, stop_process, wait_for
 from .servers import free_port
 
 pytestmark = pytest.mark.instance
@@ -176,24 +176,11 @@ class Stack:
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
 
     def tails(self) -> str:
-        return "\n".join(
-            f"--- {p.name}\n{p.read_text(errors='replace')[-2500:]}" for p in sorted(self.logs.glob("*.log"))
-        )
-
-    def check_alive(self) -> None:
-        for name, proc in self.procs.items():
-            assert proc.poll() is None, f"{name} exited ({proc.returncode}):\n{self.tails()}"
+        return log_tails(self.logs)
 
     def wait(self, what: str, ready: Callable[[], Any], timeout: float) -> Any:
         """Poll ``ready`` until it returns something truthy; fail with the processes' logs after ``timeout`` s."""
-        deadline = time.monotonic() + timeout
-        while True:
-            value = ready()
-            if value:
-                return value
-            self.check_alive()
-            assert time.monotonic() < deadline, f"{what}: not within {timeout:.0f} s\n{self.tails()}"
-            time.sleep(0.5)
+        return wait_for(what, ready, timeout, self.procs, self.logs)
 
     def runs(self, **tags: str) -> list[dg.RunRecord]:
         return list(self.instance.get_run_records(dg.RunsFilter(tags=tags) if tags else None))
@@ -205,31 +192,6 @@ class Stack:
             return list(records) if ok else None
 
         return self.wait(f"runs {run_ids} to finish", done, timeout)
-
-
-def _start(name: str, args: list[str], env: dict, cwd: Path, logs: Path) -> subprocess.Popen:
-    with (logs / f"{name}.log").open("wb") as log:  # the child keeps its own copy
-        return subprocess.Popen(
-            args,
-            cwd=cwd,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its children (the code server's, the daemon's run workers) stop with it
-            # Dagster maps SIGTERM to SIGINT's handler: make sure that is Python's, not an inherited "ignore"
-            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-        )
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
 
 
 def _code_server_up(port: int) -> bool:
@@ -288,7 +250,7 @@ def stack(pg, tmp_path_factory) -> Iterator[Stack]:
         logs.mkdir()
         procs: dict[str, subprocess.Popen] = {}
         try:
-            procs["code-server"] = _start(
+            procs["code-server"] = start_process(
                 "code-server",
                 [str(BIN / "dagster"), "code-server", "start", "-h", "127.0.0.1", "-p", str(grpc_port)]
                 + ["-m", "prequel_dagster.definitions", "--location-name", LOCATION],
@@ -303,10 +265,10 @@ def stack(pg, tmp_path_factory) -> Iterator[Stack]:
                 stack = Stack(pg, secrets, receiver, flaky, instance, link, logs, procs)
                 stack.wait("the code server to load the definitions", lambda: _code_server_up(grpc_port), 120)
                 daemon = [str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"]
-                procs["daemon"] = _start("daemon", daemon, env, root, logs)
+                procs["daemon"] = start_process("daemon", daemon, env, root, logs)
                 webserver = [str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(web_port)]
                 webserver += ["-w", "workspace.yaml"]
-                procs["webserver"] = _start("webserver", webserver, env, root, logs)
+                procs["webserver"] = start_process("webserver", webserver, env, root, logs)
 
                 def location_loaded() -> bool:
                     with contextlib.suppress(Exception):
@@ -317,7 +279,7 @@ def stack(pg, tmp_path_factory) -> Iterator[Stack]:
                 yield stack
         finally:
             for proc in reversed(procs.values()):
-                _stop(proc)
+                stop_process(proc)
 
 
 def overlapping(records: list[dg.RunRecord]) -> int:

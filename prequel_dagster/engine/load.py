@@ -399,18 +399,7 @@ def _resend(load: _Load, window: Window | None, nonce: str, started: float) -> L
     latest, schema = load.lake.latest(), load.lake.schema()
     if latest is None or schema is None:
         load.log(f"stream '{load.stream.id}': nothing to re-send (dataset '{load.dataset.id}' has no records)")
-        return LoadResult(
-            load.stream.id,
-            load.provider.id,
-            None,
-            0,
-            0,
-            False,
-            load.counts,
-            time.monotonic() - started,
-            redelivery=True,
-            window=window,
-        )
+        return _redelivery_result(load, None, 0, started, window)
     column = load.dataset.cursor_column
     if window is not None and not column:
         raise DeliveryError(
@@ -440,9 +429,10 @@ def _resend(load: _Load, window: Window | None, nonce: str, started: float) -> L
 
 
 def _redelivery_result(
-    load: _Load, load_id: str, through: int, started: float, window: Window | None = None
+    load: _Load, load_id: str | None, through: int, started: float, window: Window | None = None
 ) -> LoadResult:
-    """A re-send's or redelivery's result: it leaves the stream's position where it was."""
+    """A re-send's or redelivery's result (``load_id`` None: there was nothing to send): it leaves the
+    stream's position where it was."""
     return LoadResult(
         load.stream.id,
         load.provider.id,
@@ -470,17 +460,7 @@ def _redeliver(load: _Load, record_ids: list[str], dead_letters: bool, started: 
     schema = load.lake.schema()
     if not ids or latest is None or schema is None:
         load.state.remove_dead_letters(sources)
-        return LoadResult(
-            load.stream.id,
-            load.provider.id,
-            None,
-            0,
-            0,
-            False,
-            load.counts,
-            time.monotonic() - started,
-            redelivery=True,
-        )
+        return _redelivery_result(load, None, 0, started)
     key = load.dataset.primary_key
     try:
         keys = pa.array(ids, pa.string()).cast(schema.field(key).type)
