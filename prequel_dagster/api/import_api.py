@@ -40,20 +40,6 @@ def _error(status: int, message: str) -> Response:
     return _answer(status, {"status": "ERROR", "message": message})
 
 
-_PUSHED_TABLES: dict[int, tuple[PrequelConfig, frozenset[tuple[str, str]]]] = {}
-
-
-def _has_dataset(config: PrequelConfig, source_id: str, table_name: str) -> bool:
-    """Whether a dataset of the source already reads the pushed table (every request asks: the
-    answer is kept per config, which is replaced, never changed, when the catalog or YAML changes)."""
-    found = _PUSHED_TABLES.get(id(config))
-    if found is None or found[0] is not config:
-        tables = frozenset((d.source_id, d.push.table_name) for d in config.datasets if d.push is not None)
-        _PUSHED_TABLES.clear()  # (only the newest config is asked again)
-        found = _PUSHED_TABLES[id(config)] = (config, tables)
-    return (source_id, table_name) in found[1]
-
-
 class ImportApi:
     """The Import API's routes over the service's catalog and config."""
 
@@ -61,6 +47,7 @@ class ImportApi:
         self.service = service
         self._stores: dict[str, Store] = {}
         self._lock = threading.Lock()
+        self._pushed_tables: tuple[PrequelConfig, frozenset[tuple[str, str]]] | None = None
 
     def owner(self, request: Request) -> tuple[push_tokens.TokenOwner, PrequelConfig] | Response:
         """The token's source, if the token is live and its source still exists; else Stitch's 401."""
@@ -79,6 +66,15 @@ class ImportApi:
         if source.provider_id != owner.provider_id or source.vendor != "import_api":
             return _answer(401, {"error": "Forbidden", "errors": {"error": "Connection is not active."}})
         return owner, config
+
+    def _has_dataset(self, config: PrequelConfig, source_id: str, table_name: str) -> bool:
+        """Whether a dataset of the source already reads the pushed table (every request asks: the
+        answer is kept for the config, which is replaced, never changed, when the catalog or YAML does)."""
+        found = self._pushed_tables
+        if found is None or found[0] is not config:
+            tables = frozenset((d.source_id, d.push.table_name) for d in config.datasets if d.push is not None)
+            found = self._pushed_tables = (config, tables)
+        return (source_id, table_name) in found[1]
 
     def storage(self, config: PrequelConfig, provider_id: str) -> Store:
         datalake = config.datalake(config.provider(provider_id).datalake_id)
@@ -151,10 +147,10 @@ class ImportApi:
         composite key's ``_sdc_primary_key``, or for an append-only table (no ``key_names``) each
         record's ``_sdc_record_id`` (a fact dataset by ``_sdc_received_at``)."""
         keys = batch.key_names or []
-        if _has_dataset(config, owner.source_id, batch.table_name):
+        if self._has_dataset(config, owner.source_id, batch.table_name):
             return  # (the request's config: the usual case costs no second look at the catalog)
         with self._lock:
-            if _has_dataset(self.service.config(), owner.source_id, batch.table_name):
+            if self._has_dataset(self.service.config(), owner.source_id, batch.table_name):
                 return
             key = key_column(keys) or keys[0]
             kind: dict[str, Any] = (
@@ -173,7 +169,7 @@ class ImportApi:
             try:
                 self.service.create(Principal("import_api", None), "datasets", body)
             except Exception as exc:  # the batch is staged either way; the dataset can be declared by hand
-                if _has_dataset(self.service.config(), owner.source_id, batch.table_name):
+                if self._has_dataset(self.service.config(), owner.source_id, batch.table_name):
                     return  # another API process made it first
                 log.error("push to source %s: no dataset for table %r: %s", owner.source_id, batch.table_name, exc)
 

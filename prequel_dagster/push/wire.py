@@ -542,19 +542,12 @@ def _typed_batch(body: bytes, *, only_check: bool = False) -> Batch | BatchHead 
         if head is not None:
             return head
     top = envelope(body)
-    if top is None or not top.table_name:
+    if top is None or not _plain_head(top.table_name, top.table_version):
         return None
-    if top.table_version is not None and not 0 <= top.table_version <= MAX_SEQUENCE:
+    plan = _plain_plan(top.schema, top.key_names)
+    if plan is None:
         return None
-    if top.key_names is not None and len(set(top.key_names)) != len(top.key_names):
-        return None
-    try:
-        _validator_for(top.schema)  # a bad schema: the slower paths answer, in Stitch's order
-        columns, fields, required = _plan(top.schema, top.key_names)
-    except WireError:
-        return None
-    if len(fields) > MAX_FIELDS or not plain_fields(top.schema, fields, top.schema["properties"], required):
-        return None
+    columns, fields, required = plan
     found = typed_columns(
         top.messages,
         fields,
@@ -584,17 +577,10 @@ def _native_check(body: bytes) -> BatchHead | None:
     if head is None or early is None or "schema" not in early:
         return None
     schema, key_names = early["schema"], early.get("key_names")
-    if not isinstance(schema.get("properties"), dict):
+    plan = _plain_plan(schema, key_names)
+    if plan is None:
         return None
-    if key_names is not None and len(set(key_names)) != len(key_names):
-        return None
-    try:
-        _validator_for(schema)
-        _, fields, required = _plan(schema, key_names)
-    except WireError:
-        return None
-    if len(fields) > MAX_FIELDS or not plain_fields(schema, fields, schema["properties"], required):
-        return None
+    _, fields, required = plan
     modes = field_modes(fields, required=required, key_names=key_names or [])
     proven = native.prove_batch_rest(body, head, modes, max_records=MAX_RECORDS, max_key_chars=MAX_BATCH_KEY_CHARS)
     if proven is None:
@@ -605,15 +591,34 @@ def _native_check(body: bytes) -> BatchHead | None:
     values = top_values(later)
     if values is None or "key_names" in later or "schema" in later:
         return None
-    table_name, table_version = (
-        values.get("table_name", early.get("table_name")),
-        values.get("table_version", early.get("table_version")),
-    )
-    if not isinstance(table_name, str) or not table_name:
-        return None
-    if table_version is not None and not 0 <= table_version <= MAX_SEQUENCE:
+    table_name = values.get("table_name", early.get("table_name"))
+    if not isinstance(table_name, str) or not _plain_head(
+        table_name, values.get("table_version", early.get("table_version"))
+    ):
         return None
     return BatchHead(table_name, key_names, count)
+
+
+def _plain_head(table_name: str, table_version: int | None) -> bool:
+    """The envelope checks of :func:`_check_batch_envelope` beyond the types the fast paths read."""
+    return bool(table_name) and (table_version is None or 0 <= table_version <= MAX_SEQUENCE)
+
+
+def _plain_plan(schema: dict, key_names: list[str] | None) -> tuple[list[_Column], list[PlainField], set[str]] | None:
+    """:func:`_plan` for the fast paths: None unless the schema is valid, the key names unique and
+    every property a plain field (``columnar.plain_fields``); the slower paths answer otherwise."""
+    if not isinstance(schema.get("properties"), dict):
+        return None
+    if key_names is not None and len(set(key_names)) != len(key_names):
+        return None
+    try:
+        _validator_for(schema)  # a bad schema: the slower paths answer, in Stitch's order
+        columns, fields, required = _plan(schema, key_names)
+    except WireError:
+        return None
+    if len(fields) > MAX_FIELDS or not plain_fields(schema, fields, schema["properties"], required):
+        return None
+    return columns, fields, required
 
 
 def _batch(
