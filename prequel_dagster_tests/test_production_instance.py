@@ -7,7 +7,8 @@ run`` and ``dagster-webserver`` processes sharing one code server (the topology 
 Three providers on the session's PostgreSQL cluster: acme (schedule every minute; its first load is
 answered 500 half-way, so it fails and the daemon's run retry resumes it), globex (its source points
 at a closed port: down) and initech (extracted by hand three times at once, its stream then loaded
-by the automation sensor). Nothing is triggered by hand except initech's three runs.
+by the automation sensor). Nothing is triggered by hand except initech's runs and the acme run held
+by a table lock to show that one provider's long run does not hold back another's.
 """
 
 import contextlib
@@ -35,7 +36,7 @@ from dagster._core.storage.tags import PARENT_RUN_ID_TAG, RETRY_NUMBER_TAG, SCHE
 from prequel_dagster.api.dagster_link import DagsterLink
 from prequel_dagster.delivery.receiver import ReceivedRequest, Receiver
 
-from .pg_helpers import create_provider_db, execute
+from .pg_helpers import create_provider_db, dsn, execute
 from .processes import log_tails, start_process, stop_process, wait_for
 from .servers import free_port
 
@@ -472,8 +473,41 @@ def test_no_provider_ever_ran_more_runs_at_once_than_its_limit(stack):
             by_provider[record.dagster_run.tags["prequel/provider"]].append(record)
     assert {"acme", "globex", "initech"} <= by_provider.keys()
     assert {p: overlapping(rs) for p, rs in by_provider.items()} == {p: 1 for p in by_provider}
-    # while different providers' runs did run side by side (a tick starts acme's and globex's at once)
-    assert overlapping([r for rs in by_provider.values() for r in rs]) >= 2
+
+
+def test_one_providers_long_run_does_not_hold_back_another_providers_run(stack):
+    """The limit is per provider, not one queue for all: while acme's run is held (its source table
+    locked, so its extract waits), initech's run starts, succeeds and ends. Held by a lock rather than
+    hoping two short runs overlap, so a slow machine cannot make this pass or fail by chance."""
+    acme_db, acme_pw = f"{PREFIX}_acme", stack.secrets["ACME_PG_PASSWORD"]
+
+    def acme_waits_on_the_lock() -> bool:
+        with psycopg.connect(dsn(stack.pg, acme_db, acme_db, acme_pw), autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND wait_event_type = 'Lock'", [acme_db]
+            ).fetchone()
+        return bool(row and row[0])
+
+    def acme_started() -> list[dg.RunRecord]:
+        return [r for r in stack.runs(**{"prequel/provider": "acme"}) if r.dagster_run.status.value == "STARTED"]
+
+    with psycopg.connect(dsn(stack.pg, acme_db, acme_db, acme_pw)) as lock:
+        lock.execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")  # held until this block ends
+        mine = stack.link.launch([["prequel", "acme", "acme-users"]], tags={"prequel/provider": "acme"})
+        stack.wait("an acme run to wait on its locked source table", acme_waits_on_the_lock, 150)
+        (held,) = stack.wait("the held acme run", acme_started, 30)
+        other = stack.link.launch([["prequel", "initech", "initech-users"]], tags={"prequel/provider": "initech"})
+        (initech,) = stack.finished([other], timeout=150)
+        assert initech.dagster_run.status.value == "SUCCESS"
+        (still,) = [
+            r for r in stack.runs(**{"prequel/provider": "acme"}) if r.dagster_run.run_id == held.dagster_run.run_id
+        ]
+        assert still.dagster_run.status.value == "STARTED" and still.end_time is None  # acme's is held yet
+        lock.rollback()
+    (acme,) = stack.finished([mine], timeout=150)
+    assert acme.dagster_run.status.value == "SUCCESS"
+    (held,) = stack.finished([held.dagster_run.run_id], timeout=150)
+    assert overlapping([held, initech]) == 2
 
 
 def test_the_postgres_url_form_with_psycopg2_works_too(pg, tmp_path):
