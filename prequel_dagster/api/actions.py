@@ -26,7 +26,7 @@ from ..config.secrets import redact
 from ..sources.probe import Probe, probe_source
 from . import envelope
 from .app import _holds_sealed, next_url, page_args, principal, refuse_deep, wrapped
-from .body import MAX_MANAGEMENT_BODY_BYTES, read_at_most
+from .body import read_json
 from .dagster_link import DagsterLink, Launcher, Reloader, RunInfo
 from .service import IMMUTABLE, ApiError, Principal, Service
 
@@ -424,17 +424,9 @@ def _probe_answer(found: Probe) -> Response:
 
 
 async def _object(request: Request) -> dict[str, Any]:
-    import orjson
-
-    raw = await read_at_most(request, MAX_MANAGEMENT_BODY_BYTES)
-    if raw is None:
-        raise ApiError(413, f"the request body is over {MAX_MANAGEMENT_BODY_BYTES // (1024 * 1024)} MB")
-    if not raw.strip():
+    data = await read_json(request)
+    if data is None:
         return {}
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise ApiError(400, f"the request body is not JSON ({exc})") from None
     if not isinstance(data, dict):
         raise ApiError(400, "the request body must be a JSON object")
     refuse_deep(data, "body")

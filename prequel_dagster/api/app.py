@@ -22,7 +22,7 @@ from ..config.errors import ConfigError, PrequelError
 from ..config.loading import find_config_path, shape_issues
 from ..config.secrets import redact
 from . import envelope
-from .body import MAX_MANAGEMENT_BODY_BYTES, read_at_most
+from .body import read_json
 from .openapi import document
 from .service import IMPORT_KINDS, ApiError, Principal, Service
 
@@ -92,13 +92,7 @@ def principal(request: Request) -> Principal:
 
 async def wrapped(request: Request, name: str) -> dict[str, Any]:
     """The resource inside its wrapper key (``{"source": {...}}``); 400 naming what is wrong otherwise."""
-    raw = await read_at_most(request, MAX_MANAGEMENT_BODY_BYTES)
-    if raw is None:
-        raise ApiError(413, f"the request body is over {MAX_MANAGEMENT_BODY_BYTES // (1024 * 1024)} MB")
-    try:
-        data = orjson.loads(raw) if raw.strip() else None
-    except orjson.JSONDecodeError as exc:
-        raise ApiError(400, f'the request body is not JSON ({exc}); send {{"{name}": {{...}}}}') from None
+    data = await read_json(request, fix=f'send {{"{name}": {{...}}}}')
     if not isinstance(data, dict) or name not in data:
         raise ApiError(400, f'the request body must be a JSON object {{"{name}": {{...}}}}')
     extra = sorted(set(data) - {name})

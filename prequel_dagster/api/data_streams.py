@@ -30,7 +30,7 @@ from ..config.data_streams import DataStream, data_stream_datalake_id
 from ..config.errors import ConfigError, ConfigIssue
 from ..config.loading import shape_issues
 from .app import _holds_sealed, _in_thread, principal
-from .body import MAX_MANAGEMENT_BODY_BYTES, read_at_most
+from .body import read_json
 from .service import ApiError, Principal, Service
 
 KIND = "data_streams"
@@ -106,15 +106,21 @@ def _company(request: Request, id: str | None = None) -> Principal:
     return who
 
 
+async def _with_body(request: Request, action: Any, *ids: str) -> Response:
+    """Answer ``action(request, *ids, body)``: the caller is checked first, then the body is read."""
+    denied = await _in_thread(_answer, _company, request, *ids)
+    if isinstance(denied, Response):
+        return denied
+    try:
+        body = await _body(request)
+    except ApiError as exc:
+        return narrative_error(exc.status, str(exc))
+    return await _in_thread(_answer, action, request, *ids, body)  # type: ignore[no-any-return]
+
+
 async def _body(request: Request) -> dict[str, Any]:
     """The data stream object (not wrapped), checked for size, depth and catalog-internal values."""
-    raw = await read_at_most(request, MAX_MANAGEMENT_BODY_BYTES)
-    if raw is None:
-        raise ApiError(413, f"the request body is over {MAX_MANAGEMENT_BODY_BYTES // (1024 * 1024)} MB")
-    try:
-        data = orjson.loads(raw) if raw.strip() else None
-    except orjson.JSONDecodeError as exc:
-        raise ApiError(400, f"the request body is not JSON ({exc}); send the data stream object") from None
+    data = await read_json(request, fix="send the data stream object")
     if not isinstance(data, dict):
         raise ApiError(400, 'the request body must be the data stream object: {"name": ..., "slug": ..., ...}')
     issues = shape_issues(data)
@@ -171,14 +177,7 @@ def register_data_streams(app: FastAPI, service: Service) -> None:
         return _json(resource(service, _model(service, who, made["id"])))
 
     async def create_route(request: Request) -> Response:
-        denied = await _in_thread(_answer, _company, request)  # (the caller first: then the body)
-        if isinstance(denied, Response):
-            return denied
-        try:
-            body = await _body(request)
-        except ApiError as exc:
-            return narrative_error(exc.status, str(exc))
-        return await _in_thread(_answer, create, request, body)  # type: ignore[no-any-return]
+        return await _with_body(request, create)
 
     def list_records(request: Request) -> list[dict[str, Any]]:
         who = _company(request)
@@ -219,14 +218,7 @@ def register_data_streams(app: FastAPI, service: Service) -> None:
         return _json(resource(service, _model(service, who, id)))
 
     async def update_route(request: Request, id: str) -> Response:
-        denied = await _in_thread(_answer, _company, request, id)
-        if isinstance(denied, Response):
-            return denied
-        try:
-            body = await _body(request)
-        except ApiError as exc:
-            return narrative_error(exc.status, str(exc))
-        return await _in_thread(_answer, update, request, id, body)  # type: ignore[no-any-return]
+        return await _with_body(request, update, id)
 
     def delete_route(request: Request, id: str) -> Response:
         def run() -> Response:

@@ -22,7 +22,6 @@ leaves the stream) and are counted as ``deletes``.
 
 import datetime as dt
 import json
-import secrets
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -46,12 +45,11 @@ from ..config.errors import PrequelError
 from ..config.models import Dataset, PrequelConfig
 from ..lake.changes import KeySnapshot, latest_versions
 from ..lake.commits import OP_COLUMN, Commit, DatasetLog
-from ..lake.layout import seq_name
 from ..language.expressions import ExpressionError, evaluate, parse_expression
 from ..rules import CompiledRules, DataRules, RulesError, RulesState, apply_rules, compile_rules, load_state
 from ..rules.engine import DEDUPLICATION, FREQUENCY_FILTER
-from ..rules.state import _parquet, _remove_old, latest_generation
-from ..stores import CommitConflict, Store, open_datalake
+from ..rules.state import finish_state, prepare_state
+from ..stores import Store, open_datalake
 
 Log = Callable[[str], None]
 SYSTEM_COLUMNS = (RECORD_ID_COLUMN, PROVIDER_COLUMN, DATASET_COLUMN, OP_COLUMN)
@@ -235,42 +233,6 @@ def filtered_out(live: pa.Table, result: Any) -> pa.Array:
     held_back = pc.is_in(by, value_set=pa.array([DEDUPLICATION, FREQUENCY_FILTER], pa.string()))
     mask = pc.and_(pc.is_valid(by), pc.invert(pc.fill_null(held_back, False)))
     return live.column(RECORD_ID_COLUMN).filter(mask).combine_chunks()
-
-
-# ---------------------------------------------------------------------------- the state, two-phase
-
-
-def prepare_state(store: Store, directory: str, state: RulesState, now: dt.datetime) -> dict[str, Any] | None:
-    """Write the next generation's data file (not its manifest): what the data stream's commit names."""
-    if state.period is None:
-        return None
-    subjects = state.merged(now)
-    generation = (state.generation or 0) + 1
-    data_file = seq_name(generation, f"-{secrets.token_hex(6)}.parquet")
-    store.write_bytes(f"{directory}/{data_file}", _parquet(subjects))
-    return {
-        "format": 1,
-        "generation": generation,
-        "data_file": data_file,
-        "seed": state.seed,
-        "fingerprint": state.fingerprint,
-        "subjects": len(subjects),
-        "committed_at": now.isoformat(),
-    }
-
-
-def finish_state(store: Store, directory: str, manifest: dict[str, Any]) -> bool:
-    """Commit the generation a data stream commit named (False: it was committed already)."""
-    generation = manifest["generation"]
-    newest = latest_generation(store, directory)
-    if newest is not None and newest >= generation:
-        return False
-    try:
-        store.create_exclusive(f"{directory}/{seq_name(generation)}", json.dumps(manifest).encode())
-    except CommitConflict:
-        return False
-    _remove_old(store, directory, generation, keep={manifest["data_file"]})
-    return True
 
 
 # ---------------------------------------------------------------------------- a run

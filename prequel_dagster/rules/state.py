@@ -236,20 +236,8 @@ def commit_state(store: Store, directory: str, state: RulesState, *, now: dt.dat
     load committed a generation since this state was read (rerun the load: nothing is lost)."""
     if state.period is None:
         return state  # no deduplication: nothing to keep
-    now = aware(now or dt.datetime.now(dt.UTC))
-    subjects = state.merged(now)
-    generation = (state.generation or 0) + 1
-    data_file = seq_name(generation, f"-{secrets.token_hex(6)}.parquet")
-    store.write_bytes(f"{directory}/{data_file}", _parquet(subjects))
-    manifest = {
-        "format": 1,
-        "generation": generation,
-        "data_file": data_file,
-        "seed": state.seed,
-        "fingerprint": state.fingerprint,
-        "subjects": len(subjects),
-        "committed_at": now.isoformat(),
-    }
+    manifest, subjects = _write_generation(store, directory, state, aware(now or dt.datetime.now(dt.UTC)))
+    generation, data_file = manifest["generation"], manifest["data_file"]
     try:
         store.create_exclusive(f"{directory}/{seq_name(generation)}", json.dumps(manifest).encode())
     except CommitConflict:
@@ -267,6 +255,50 @@ def commit_state(store: Store, directory: str, state: RulesState, *, now: dt.dat
         pending=Subjects.empty(subjects.groups is not None),
         generation=generation,
     )
+
+
+def prepare_state(store: Store, directory: str, state: RulesState, now: dt.datetime) -> dict[str, Any] | None:
+    """Two-phase commit, first half: write the next generation's data file (not its manifest) and
+    return the manifest for the caller's own commit to name (None: no deduplication, nothing to keep)."""
+    if state.period is None:
+        return None
+    manifest, _ = _write_generation(store, directory, state, now)
+    return manifest
+
+
+def finish_state(store: Store, directory: str, manifest: dict[str, Any]) -> bool:
+    """Two-phase commit, second half: commit the generation :func:`prepare_state` wrote (False: it was
+    committed already, or another load committed a newer one)."""
+    generation = manifest["generation"]
+    newest = latest_generation(store, directory)
+    if newest is not None and newest >= generation:
+        return False
+    try:
+        store.create_exclusive(f"{directory}/{seq_name(generation)}", json.dumps(manifest).encode())
+    except CommitConflict:
+        return False
+    _remove_old(store, directory, generation, keep={manifest["data_file"]})
+    return True
+
+
+def _write_generation(
+    store: Store, directory: str, state: RulesState, now: dt.datetime
+) -> tuple[dict[str, Any], Subjects]:
+    """The next generation's data file, written; its manifest (not yet committed) and its subjects."""
+    subjects = state.merged(now)
+    generation = (state.generation or 0) + 1
+    data_file = seq_name(generation, f"-{secrets.token_hex(6)}.parquet")
+    store.write_bytes(f"{directory}/{data_file}", _parquet(subjects))
+    manifest = {
+        "format": 1,
+        "generation": generation,
+        "data_file": data_file,
+        "seed": state.seed,
+        "fingerprint": state.fingerprint,
+        "subjects": len(subjects),
+        "committed_at": now.isoformat(),
+    }
+    return manifest, subjects
 
 
 def state_file(store: Store, directory: str) -> str | None:
