@@ -16,7 +16,7 @@ from .config.models import PrequelConfig, sanitize_name
 from .partitions import partition_request, partitions_suffix, scheduled_partition_range
 from .resources import PrequelDatalakeResource, PrequelSourceResource
 from .sources import lookback_seconds
-from .translator import DagsterPrequelTranslator, dataset_props, stream_props
+from .translator import DagsterPrequelTranslator, dataset_props, follow_sensor, stream_props
 
 # Intervals a cron expression can keep evenly; other frequencies round down to the nearest one.
 CRON_MINUTES = (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60, 120, 180, 240, 360, 480, 720, 1440)
@@ -138,13 +138,11 @@ def build_stream_automation_sensor(
     keys = [translator.get_stream_asset_key(stream_props(config, s)) for s in config.streams]
     if not keys:
         return None
-    return dg.AutomationConditionSensorDefinition(
+    return follow_sensor(
         "prequel_streams_follow_datasets",
-        target=dg.AssetSelection.assets(*keys),
-        default_status=dg.DefaultSensorStatus.RUNNING,
-        minimum_interval_seconds=30,
-        run_tags=dict(run_tags) if run_tags else None,
-        description="Loads each enabled stream after its dataset's extract brings new data.",
+        keys,
+        "Loads each enabled stream after its dataset's extract brings new data.",
+        run_tags,
     )
 
 

@@ -17,7 +17,7 @@ from .config.secrets import redact
 from .engine.data_stream import DataStreamResult, run_data_stream
 from .lake.commits import DatasetLog
 from .resources import DATALAKE_KEY, PrequelDatalakeResource, table_schema
-from .translator import DagsterPrequelTranslator, dataset_props, on_new_data
+from .translator import DagsterPrequelTranslator, dataset_props, follow_sensor, on_new_data
 
 KIND = "data_stream"
 
@@ -65,13 +65,11 @@ def build_data_stream_sensor(
     if not config.data_streams:
         return None
     keys = [data_stream_asset_key(config, translator, s.id) for s in config.data_streams]
-    return dg.AutomationConditionSensorDefinition(
+    return follow_sensor(
         "prequel_data_streams_follow_datasets",
-        target=dg.AssetSelection.assets(*keys),
-        default_status=dg.DefaultSensorStatus.RUNNING,
-        minimum_interval_seconds=30,
-        run_tags=dict(run_tags) if run_tags else None,
-        description="Builds each data stream after a dataset it reads brings new data.",
+        keys,
+        "Builds each data stream after a dataset it reads brings new data.",
+        run_tags,
     )
 
 

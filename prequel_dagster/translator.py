@@ -6,6 +6,7 @@ dataset or stream and returns one attribute; ``get_dataset_spec`` / ``get_stream
 
 import datetime as dt
 import functools
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +52,20 @@ def on_new_data() -> dg.AutomationCondition:
 
 _on_new_data = functools.cache(on_new_data)
 """One condition for all streams (conditions are immutable): building it costs as much as a stream's spec."""
+
+
+def follow_sensor(
+    name: str, keys: list[dg.AssetKey], description: str, run_tags: Mapping[str, str] | None
+) -> dg.AutomationConditionSensorDefinition:
+    """A running sensor that evaluates ``keys``' automation conditions (:func:`on_new_data`) every 30 s."""
+    return dg.AutomationConditionSensorDefinition(
+        name,
+        target=dg.AssetSelection.assets(*keys),
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=30,
+        run_tags=dict(run_tags) if run_tags else None,
+        description=description,
+    )
 
 
 @dataclass(frozen=True)
